@@ -1,0 +1,23 @@
+# LoKI: Low-damage Knowledge Implanting of LLMs, as a Snakemake workflow.
+# Analysing (KVA) -> Selecting -> Implanting -> measuring forgetting. See README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/kva.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

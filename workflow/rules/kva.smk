@@ -1,0 +1,38 @@
+# Analysing: Knowledge Vector Attribution, scattered over shards and gathered into one file.
+
+
+rule kva:
+    input:
+        model="resources/models/{model}",
+    output:
+        "results/kva/{model}/shards/{shard}.h5",
+    log:
+        "logs/kva/{model}/{shard}.log",
+    benchmark:
+        "results/benchmarks/kva/{model}/{shard}.tsv"
+    params:
+        kva=config["kva"],
+        device=config.get("device", "auto"),
+        num_shards=config["kva"]["shards"],
+    threads: config["kva"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=1 if config.get("device", "auto") == "cuda" else 0,
+    script:
+        "../scripts/kva.py"
+
+
+rule kva_gather:
+    input:
+        lambda wc: expand("results/kva/{model}/shards/{shard}.h5", model=wc.model, shard=kva_shards()),
+    output:
+        "results/kva/{model}/kva.h5",
+    log:
+        "logs/kva_gather/{model}.log",
+    benchmark:
+        "results/benchmarks/kva_gather/{model}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/kva_gather.py"

@@ -1,0 +1,18 @@
+# Turn a model spec from the config into a plain Hugging Face checkpoint on disk.
+
+
+rule prepare_model:
+    output:
+        directory("resources/models/{model}"),
+    log:
+        "logs/prepare_model/{model}.log",
+    benchmark:
+        "results/benchmarks/prepare_model/{model}.tsv"
+    params:
+        source=lambda wc: config["models"][wc.model]["source"],
+        trust_remote_code=lambda wc: config["models"][wc.model].get("trust_remote_code", False),
+    threads: 1
+    resources:
+        mem_mb=8000,
+    script:
+        "../scripts/prepare_model.py"
