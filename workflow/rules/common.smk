@@ -28,3 +28,21 @@ def all_targets():
     targets = []
     targets += expand("results/kva/{model}/kva.h5", model=MODELS)
     return targets
+
+
+# A "run" names one model to evaluate: "base" (the untuned model), "{task}-{method}" (a training
+# run) or "suppress-{strategy}_q{q}" (a suppression ablation, PAPER.md Table 5).
+def run_model_dir(model, run):
+    """Directory of the plain Hugging Face checkpoint a run's evaluation loads."""
+    if run == "base":
+        return f"resources/models/{model}"
+    kind, _, rest = run.partition("-")
+    if kind == "suppress":
+        return f"results/suppress/{model}/{rest}"
+    return f"results/train/{model}/{kind}/{rest}/merged"
+
+
+def training_runs(model):
+    """(task, method) pairs the config asks to train for a model."""
+    tasks = config.get("experiments", {}).get(model, {})
+    return [(task, method) for task, methods in tasks.items() for method in methods]
