@@ -10,27 +10,33 @@ rule kva:
         "logs/kva/{model}/{shard}.log",
     benchmark:
         "results/benchmarks/kva/{model}/{shard}.tsv"
-    params:
-        kva=config["kva"],
-        device=config.get("device", "auto"),
-        num_shards=config["kva"]["shards"],
+    conda:
+        "../../envs/loki.yaml"
     threads: config["kva"]["threads"]
     resources:
         mem_mb=8000,
         gpu=1 if config.get("device", "auto") == "cuda" else 0,
+    params:
+        kva=config["kva"],
+        device=config.get("device", "auto"),
+        num_shards=config["kva"]["shards"],
     script:
         "../scripts/kva.py"
 
 
 rule kva_gather:
     input:
-        lambda wc: expand("results/kva/{model}/shards/{shard}.h5", model=wc.model, shard=kva_shards()),
+        lambda wc: expand(
+            "results/kva/{model}/shards/{shard}.h5", model=wc.model, shard=kva_shards()
+        ),
     output:
         "results/kva/{model}/kva.h5",
     log:
         "logs/kva_gather/{model}.log",
     benchmark:
         "results/benchmarks/kva_gather/{model}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -8,11 +8,15 @@ rule prepare_model:
         "logs/prepare_model/{model}.log",
     benchmark:
         "results/benchmarks/prepare_model/{model}.tsv"
-    params:
-        source=lambda wc: config["models"][wc.model]["source"],
-        trust_remote_code=lambda wc: config["models"][wc.model].get("trust_remote_code", False),
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=8000,
+    params:
+        source=lambda wc: config["models"][wc.model]["source"],
+        trust_remote_code=lambda wc: config["models"][wc.model].get(
+            "trust_remote_code", False
+        ),
     script:
         "../scripts/prepare_model.py"
