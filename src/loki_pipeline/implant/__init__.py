@@ -1,0 +1,24 @@
+"""Implanting (PAPER.md section 3): train only the selected ``down_proj`` rows, then merge.
+
+PEFT-shaped: ``layer.LokiLinear`` wraps one ``nn.Linear``; ``apply_loki`` injects it into every
+block; ``merge_loki`` folds it back; ``adapter`` saves/loads only the trained rows.
+"""
+
+from loki_pipeline.implant.adapter import load_loki_adapter, save_loki_adapter
+from loki_pipeline.implant.apply import apply_loki, loki_layers, merge_loki
+from loki_pipeline.implant.layer import LokiLinear
+from loki_pipeline.implant.selection import Selection, check_fits, read_selection
+from loki_pipeline.implant.suppress import suppress_nodes
+
+__all__ = [
+    "LokiLinear",
+    "Selection",
+    "apply_loki",
+    "check_fits",
+    "load_loki_adapter",
+    "loki_layers",
+    "merge_loki",
+    "read_selection",
+    "save_loki_adapter",
+    "suppress_nodes",
+]

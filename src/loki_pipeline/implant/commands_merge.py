@@ -1,0 +1,22 @@
+"""``loki merge``: fold an adapter (LoKI, LoKI* or PEFT) into a plain Hugging Face checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Merge a trained adapter into its base model and save a plain checkpoint."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="base model checkpoint directory")
+    parser.add_argument("--adapter", required=True, help="adapter directory (LoKI or PEFT)")
+    parser.add_argument("--out", required=True, help="output checkpoint directory (atomic)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from loki_pipeline.implant.merge import merge_adapter
+
+    merge_adapter(args.model, args.adapter, args.out, dtype=args.dtype)
+    print(f"merged checkpoint written to {args.out}")
+    return 0

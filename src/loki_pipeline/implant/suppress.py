@@ -1,0 +1,68 @@
+"""Suppression ablation (PAPER.md Table 5): zero the selected knowledge vectors.
+
+S-H zeroes the top 1% high-contribution nodes, S-L the top 1% low-contribution ones:
+``W_down[l][S_l, :] = 0`` (and the bias entries, where a model has them), so node ``(l, j)``
+outputs 0 for every input. The result is a plain checkpoint for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
+from loki_pipeline.implant.selection import Selection, check_fits, read_selection
+from loki_pipeline.io import atomic_path
+from loki_pipeline.models.architecture import get_adapter
+
+
+@torch.no_grad()
+def suppress_nodes(model: nn.Module, positions: Sequence[Sequence[int]] | Selection) -> int:
+    """Zero the selected rows of every ``down_proj`` in place; returns how many rows were zeroed."""
+    adapter = get_adapter(model)
+    sel = (
+        positions
+        if isinstance(positions, Selection)
+        else Selection(positions=[sorted({int(i) for i in p}) for p in positions])
+    )
+    check_fits(sel, adapter.num_layers, adapter.d_model, model_name=type(model).__name__)
+    count = 0
+    for layer, rows in enumerate(sel.positions):
+        if not rows:
+            continue
+        proj = adapter.down_proj(layer)
+        idx = torch.tensor(rows, dtype=torch.long, device=proj.weight.device)
+        proj.weight.index_fill_(0, idx, 0.0)
+        if getattr(proj, "bias", None) is not None:
+            proj.bias.index_fill_(0, idx, 0.0)
+        count += len(rows)
+    return count
+
+
+def suppress_checkpoint(
+    model_dir: str | os.PathLike,
+    selection_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+) -> int:
+    """File level: read the selection first (cheap checks), then load, zero and save atomically."""
+    selection = read_selection(selection_path)
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise LokiInputError(f"model directory {model_dir} has no config.json")
+    cfg = json.loads(cfg_path.read_text())
+    check_fits(
+        selection, int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), model_name=str(model_dir)
+    )
+    model, tokenizer = load_checkpoint(model_dir, dtype=dtype)
+    n = suppress_nodes(model, selection)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        save_checkpoint(model, tokenizer, tmp)
+    return n
