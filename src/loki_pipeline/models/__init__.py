@@ -6,5 +6,15 @@ from loki_pipeline.models.architecture import (
     check_supported,
     get_adapter,
 )
+from loki_pipeline.models.loading import load_model, prepare_model
+from loki_pipeline.models.sources import parse_source
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "ArchitectureAdapter", "check_supported", "get_adapter"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "ArchitectureAdapter",
+    "check_supported",
+    "get_adapter",
+    "load_model",
+    "parse_source",
+    "prepare_model",
+]

@@ -1,0 +1,245 @@
+"""MMLU in the ``cais/mmlu`` schema, and the KVA prompt built from it.
+
+One loader serves the hub data set (paper config: test split, all 57 subjects, at most 50 per
+subject) and the project's own MMLU-style file (``data/mmlu/mmlu_mini.jsonl``, the default).
+Rows have ``question`` (str), ``subject`` (one of ``MMLU_SUBJECTS``), ``choices`` (4 str) and
+``answer`` (int 0-3); an optional ``question_id`` is kept, else ``<subject>/<n>`` is assigned
+(``n`` counts that subject's rows in file order, from 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loki_pipeline.errors import LokiInputError
+
+#: The 57 official MMLU subjects (``cais/mmlu`` config names).
+MMLU_SUBJECTS: tuple[str, ...] = (
+    "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge",
+    "college_biology", "college_chemistry", "college_computer_science", "college_mathematics",
+    "college_medicine", "college_physics", "computer_security", "conceptual_physics",
+    "econometrics", "electrical_engineering", "elementary_mathematics", "formal_logic",
+    "global_facts", "high_school_biology", "high_school_chemistry",
+    "high_school_computer_science", "high_school_european_history", "high_school_geography",
+    "high_school_government_and_politics", "high_school_macroeconomics",
+    "high_school_mathematics", "high_school_microeconomics", "high_school_physics",
+    "high_school_psychology", "high_school_statistics", "high_school_us_history",
+    "high_school_world_history", "human_aging", "human_sexuality", "international_law",
+    "jurisprudence", "logical_fallacies", "machine_learning", "management", "marketing",
+    "medical_genetics", "miscellaneous", "moral_disputes", "moral_scenarios", "nutrition",
+    "philosophy", "prehistory", "professional_accounting", "professional_law",
+    "professional_medicine", "professional_psychology", "public_relations",
+    "security_studies", "sociology", "us_foreign_policy", "virology", "world_religions",
+)  # fmt: skip
+
+NUM_CHOICES = 4
+LETTERS = "ABCD"
+REQUIRED_FIELDS = ("question", "subject", "choices", "answer")
+HUB_SPLITS = ("test", "validation", "dev", "auxiliary_train")
+#: The default local data set shipped with the project (path relative to the repository root).
+DEFAULT_MMLU_FILE = "data/mmlu/mmlu_mini.jsonl"
+
+#: PAPER.md's prompt, sent as one user turn through the model's chat template.
+PROMPT_TEMPLATE = (
+    "There is a single choice question about {subject}. "
+    "Answer the question by replying A, B, C or D.\n"
+    "Question: {question}\n"
+    "Choices:\n"
+    "{choices}\n"
+    "Answer: \n"
+)
+
+
+@dataclass(frozen=True)
+class MMLUItem:
+    """One multiple-choice question; ``answer`` indexes ``choices`` (0 = A)."""
+
+    question_id: str
+    subject: str
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+
+
+def subject_title(subject: str) -> str:
+    """``high_school_us_history`` -> ``High School Us History``.
+
+    PAPER.md writes ``{Subject}``; the upstream LoKI analysis script builds it as
+    ``subject.replace("_", " ").title()``, so the prompts (and the KVA) match theirs.
+    """
+    return subject.replace("_", " ").title()
+
+
+def format_prompt(item: MMLUItem) -> str:
+    """The user-turn text of PAPER.md's KVA prompt for ``item`` (no chat template applied)."""
+    choices = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
+    return PROMPT_TEMPLATE.format(
+        subject=subject_title(item.subject), question=item.question, choices=choices
+    )
+
+
+def encode_prompt(tokenizer: Any, item: MMLUItem):
+    """Token ids ``LongTensor [n]`` of ``format_prompt(item)`` as a single chat user turn,
+    followed by the assistant generation prompt (the last position predicts the answer)."""
+    import torch
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise LokiInputError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} "
+            "has no chat template; LoKI's prompts are chat turns"
+        )
+    out = tokenizer.apply_chat_template(
+        [{"role": "user", "content": format_prompt(item)}],
+        add_generation_prompt=True,
+        tokenize=True,
+    )
+    # transformers 5 returns a BatchEncoding (dict-like); 4.x a list of ids.
+    if isinstance(out, Mapping) or hasattr(out, "input_ids"):
+        out = out["input_ids"]
+    ids = torch.as_tensor(out, dtype=torch.long)
+    if ids.dim() == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.dim() != 1 or ids.numel() == 0:
+        raise RuntimeError(f"apply_chat_template gave ids of shape {tuple(ids.shape)}")
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _read_rows(path: Path) -> list[tuple[str, Any]]:
+    """``[(where, row)]`` from a .jsonl / .json / .parquet file; ``where`` names the row."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((f"line {lineno}", json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise LokiInputError(f"{path}: line {lineno}: invalid JSON ({err})") from None
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise LokiInputError(f"{path}: invalid JSON ({err})") from None
+        if not isinstance(data, list):
+            raise LokiInputError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+        return [(f"row {i}", row) for i, row in enumerate(data)]
+    if suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        return [(f"row {i}", row) for i, row in enumerate(frame.to_dict(orient="records"))]
+    raise LokiInputError(
+        f"{path}: unsupported data file type {suffix!r}; use .jsonl, .json or .parquet"
+    )
+
+
+def _validate_row(row: Any, where: str) -> tuple[str | None, str, str, tuple[str, ...], int]:
+    if not isinstance(row, Mapping):
+        raise LokiInputError(f"{where}: expected an object with {', '.join(REQUIRED_FIELDS)}")
+    missing = [f for f in REQUIRED_FIELDS if f not in row]
+    if missing:
+        raise LokiInputError(
+            f"{where}: missing field(s) {', '.join(missing)}; "
+            f"the cais/mmlu schema needs {', '.join(REQUIRED_FIELDS)}"
+        )
+    question, subject, choices, answer = (row[f] for f in REQUIRED_FIELDS)
+    if not isinstance(question, str) or not question.strip():
+        raise LokiInputError(f"{where}: 'question' must be a non-empty string")
+    if subject not in MMLU_SUBJECTS:
+        raise LokiInputError(
+            f"{where}: unknown subject {subject!r}; expected one of the 57 MMLU subjects "
+            "(cais/mmlu config names such as 'abstract_algebra', 'world_religions')"
+        )
+    if isinstance(choices, str) or not isinstance(choices, Iterable):
+        raise LokiInputError(f"{where}: 'choices' must be a list of {NUM_CHOICES} strings")
+    choices = tuple(choices)  # parquet gives numpy arrays
+    if len(choices) != NUM_CHOICES or not all(isinstance(c, str) for c in choices):
+        raise LokiInputError(
+            f"{where}: 'choices' must be {NUM_CHOICES} strings, got {len(choices)} item(s)"
+        )
+    if isinstance(answer, bool) or not hasattr(answer, "__index__"):
+        raise LokiInputError(f"{where}: 'answer' must be an integer 0-3, got {answer!r}")
+    answer = int(answer)
+    if not 0 <= answer < NUM_CHOICES:
+        raise LokiInputError(f"{where}: 'answer' {answer} out of range 0-{NUM_CHOICES - 1}")
+    qid = row.get("question_id")
+    if qid is not None and (
+        not isinstance(qid, (str, int)) or isinstance(qid, bool) or str(qid) == ""
+    ):
+        raise LokiInputError(f"{where}: 'question_id' must be a non-empty string, got {qid!r}")
+    return (None if qid is None else str(qid)), subject, question, choices, answer
+
+
+def items_from_rows(
+    rows: Iterable[tuple[str, Any]], *, name: str, max_per_subject: int | None = None
+) -> list[MMLUItem]:
+    """Validate ``[(where, row)]`` and keep at most ``max_per_subject`` per subject (file order)."""
+    if max_per_subject is not None and (
+        isinstance(max_per_subject, bool)
+        or not isinstance(max_per_subject, int)
+        or max_per_subject < 1
+    ):
+        raise LokiInputError(
+            f"max_per_subject {max_per_subject!r}: expected an integer >= 1 or None"
+        )
+    seen: Counter[str] = Counter()
+    ids: dict[str, str] = {}
+    items: list[MMLUItem] = []
+    for where, row in rows:
+        qid, subject, question, choices, answer = _validate_row(row, f"{name}: {where}")
+        n = seen[subject]
+        seen[subject] += 1
+        qid = qid if qid is not None else f"{subject}/{n}"
+        if qid in ids:
+            raise LokiInputError(
+                f"{name}: {where}: duplicate question_id {qid!r} (first at {ids[qid]})"
+            )
+        ids[qid] = where
+        if max_per_subject is not None and n >= max_per_subject:
+            continue
+        items.append(MMLUItem(qid, subject, question, choices, answer))
+    if not items:
+        raise LokiInputError(f"{name}: empty data set (no questions)")
+    return items
+
+
+def load_mmlu(
+    source: str | os.PathLike,
+    *,
+    split: str = "test",
+    max_per_subject: int | None = None,
+) -> list[MMLUItem]:
+    """Load MMLU-schema questions from a local file or ``hf:<repo>`` (e.g. ``hf:cais/mmlu``).
+
+    Local ``.jsonl``/``.json``/``.parquet`` files hold one split, so ``split`` applies to the hub
+    only (config ``all``). Every row is validated before anything is returned.
+    """
+    source_str = os.fspath(source)
+    if source_str.startswith("hf:"):
+        repo = source_str[3:]
+        if split not in HUB_SPLITS:
+            raise LokiInputError(f"MMLU split {split!r}: expected one of {', '.join(HUB_SPLITS)}")
+        from datasets import load_dataset
+
+        data = load_dataset(repo, "all", split=split)
+        rows = ((f"{split} row {i}", row) for i, row in enumerate(data))
+        return items_from_rows(rows, name=source_str, max_per_subject=max_per_subject)
+    path = Path(source_str)
+    if not path.is_file():
+        raise LokiInputError(
+            f"MMLU data {path}: no such file; expected a .jsonl/.json/.parquet file or hf:cais/mmlu"
+        )
+    return items_from_rows(_read_rows(path), name=str(path), max_per_subject=max_per_subject)
