@@ -1,0 +1,90 @@
+"""Read raw rows of a task data set from a local file or the Hugging Face hub.
+
+A *source* is either a local path (``.json`` holding a list of objects, as ToolACE's
+``data.json``; ``.jsonl`` with one object per line; ``.parquet``) or ``hf:<repo id>[@revision]``
+for a hub dataset. Each row comes with a *where* label (``"data/x.jsonl line 12"``) so that a
+loader's error names the file and row a user has to fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from loki_pipeline.errors import LokiInputError
+
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def is_hub_source(source: str | os.PathLike) -> bool:
+    return isinstance(source, str) and source.startswith("hf:")
+
+
+def read_records(
+    source: str | os.PathLike, *, max_rows: int | None = None, split: str = "train"
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, row)`` for the first ``max_rows`` rows (all when ``None``) of ``source``."""
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        raise LokiInputError(f"max_samples must be a positive integer or null, got {max_rows!r}")
+    rows = _hub_rows(source[3:], split) if is_hub_source(source) else _local_rows(Path(source))
+    for where, row in itertools.islice(rows, max_rows):
+        if not isinstance(row, dict):
+            raise LokiInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row
+
+
+def _local_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    if not path.is_file():
+        raise LokiInputError(
+            f"task data file {path} does not exist (expected a local .json/.jsonl/.parquet file "
+            "or 'hf:<dataset repo id>')"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise LokiInputError(f"{path} line {lineno}: invalid JSON ({err})") from None
+                yield f"{path} line {lineno}", row
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise LokiInputError(f"{path}: invalid JSON ({err})") from None
+        if not isinstance(data, list):
+            raise LokiInputError(
+                f"{path}: expected a JSON list of rows (as ToolACE's data.json), "
+                f"got {type(data).__name__}; use .jsonl for one object per line"
+            )
+        for i, row in enumerate(data):
+            yield f"{path} row {i}", row
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield f"{path} row {i}", row
+    else:
+        raise LokiInputError(
+            f"task data file {path}: unsupported suffix {path.suffix!r}, expected one of "
+            f"{', '.join(LOCAL_SUFFIXES)}"
+        )
+
+
+def _hub_rows(spec: str, split: str) -> Iterator[tuple[str, Any]]:
+    """Stream a hub dataset (the reranker set has 2.28M rows; only the rows asked for are read)."""
+    repo, _, revision = spec.partition("@")
+    if not repo or "/" not in repo:
+        raise LokiInputError(f"hub source 'hf:{spec}': expected 'hf:<owner>/<name>[@revision]'")
+    from datasets import load_dataset
+
+    stream = load_dataset(repo, split=split, revision=revision or None, streaming=True)
+    for i, row in enumerate(stream):
+        yield f"hf:{spec} ({split}) row {i}", row
