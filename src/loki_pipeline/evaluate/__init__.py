@@ -1,0 +1,1 @@
+"""Evaluating: what a model kept (general abilities, lm-eval) and what it learned (the task)."""

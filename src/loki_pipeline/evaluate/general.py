@@ -1,0 +1,384 @@
+"""General abilities through lm-eval: the six benchmarks whose drop PAPER.md calls forgetting.
+
+TriviaQA, GSM8K, HellaSwag, WinoGrande, HumanEval and IFEval run through lm-eval's Python API
+(``simple_evaluate``) with the official task definitions. ``source="hub"`` uses them as they
+are (the paper's setting); ``source="local"`` uses ``lm_eval_tasks/<task>.yaml``, each an
+``include:`` of the installed official YAML that only points it at the project's own items in
+the official schema (``data/lm_eval/<task>/``), so prompts, filters and metrics are the same.
+
+Each task is reduced to one score in [0, 1], by the metric PAPER.md's tables use
+(:data:`DEFAULT_METRICS`, ``"metric,filter"`` as lm-eval keys its results):
+
+- TriviaQA ``exact_match,remove_whitespace`` (the task's only metric);
+- GSM8K ``exact_match,flexible-extract``: the last number in the answer. ``strict-match`` needs
+  the few-shot ``#### N`` format, which chat-tuned and small models rarely copy, so it scores
+  many right answers as wrong (and a zero base score breaks the relative forgetting formula);
+- HellaSwag ``acc_norm,none``: the length-normalised accuracy the benchmark is known by;
+- WinoGrande ``acc,none`` (its only metric);
+- HumanEval ``pass@1,create_test`` (greedy, one sample);
+- IFEval ``prompt_level_strict_acc,none``: a prompt counts only if every instruction is met.
+
+PAPER.md does not name the metric variants; these are the harness's headline ones, and
+``metrics=`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+#: The paper's six general benchmarks, in its table order.
+TASKS: tuple[str, ...] = ("triviaqa", "gsm8k", "hellaswag", "winogrande", "humaneval", "ifeval")
+
+#: task -> lm-eval result key ("metric,filter") whose value is the task's score.
+DEFAULT_METRICS: dict[str, str] = {
+    "triviaqa": "exact_match,remove_whitespace",
+    "gsm8k": "exact_match,flexible-extract",
+    "hellaswag": "acc_norm,none",
+    "winogrande": "acc,none",
+    "humaneval": "pass@1,create_test",
+    "ifeval": "prompt_level_strict_acc,none",
+}
+
+#: task -> data files (under the data directory) its local task definition reads.
+LOCAL_DATA_FILES: dict[str, tuple[str, ...]] = {
+    "triviaqa": ("triviaqa/train.jsonl", "triviaqa/validation.jsonl"),
+    "gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
+    "hellaswag": ("hellaswag/validation.jsonl",),
+    "winogrande": ("winogrande/validation.jsonl",),
+    "humaneval": ("humaneval/test.jsonl",),
+    "ifeval": ("ifeval/train.jsonl",),
+}
+
+#: GSM8K's official task takes its 5 few-shot examples from the train split.
+MIN_ROWS = {"gsm8k/train.jsonl": 5}
+
+#: Tasks that execute model-written code.
+CODE_TASKS = frozenset({"humaneval"})
+
+SOURCES = ("local", "hub")
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> Path:
+    """A Hugging Face checkpoint directory (config.json + weights + tokenizer), or an error."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise LokiInputError(f"model directory {path} does not exist or is not a directory")
+    if not (path / "config.json").is_file():
+        raise LokiInputError(
+            f"{path} is not a Hugging Face checkpoint: no config.json (expected a directory "
+            "written by save_pretrained, e.g. resources/models/<model> or a merged run)"
+        )
+    weights = [*path.glob("*.safetensors"), *path.glob("pytorch_model*.bin")]
+    if not weights:
+        raise LokiInputError(f"{path} has config.json but no weights (*.safetensors or *.bin)")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise LokiInputError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+    return path
+
+
+def default_data_dir() -> Path:
+    """``data/lm_eval`` of the source checkout this package is installed from, or of the cwd."""
+    here = Path(__file__).resolve().parents[3] / "data" / "lm_eval"
+    return here if here.is_dir() else Path("data/lm_eval").resolve()
+
+
+def check_local_data(data_dir: str | os.PathLike, tasks: Iterable[str]) -> Path:
+    """Every data file the local tasks read exists and parses as non-empty JSON lines."""
+    root = Path(data_dir)
+    for task in tasks:
+        for rel in LOCAL_DATA_FILES[task]:
+            path = root / rel
+            if not path.is_file():
+                raise LokiInputError(
+                    f"local lm-eval data for {task!r} is missing: {path} (expected JSON lines in "
+                    f"the official dataset's schema; set evaluate.general.data_dir or use "
+                    f"source: hub)"
+                )
+            rows = 0
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise LokiInputError(f"{path}:{lineno} is not valid JSON: {err}") from err
+                    rows += 1
+            if rows < MIN_ROWS.get(rel, 1):
+                raise LokiInputError(
+                    f"{path} has {rows} items; {task} needs at least {MIN_ROWS.get(rel, 1)}"
+                )
+    return root.resolve()
+
+
+def official_tasks_dir() -> Path:
+    """Directory of the task YAMLs shipped with the installed lm-eval."""
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).resolve().parent
+
+
+def write_local_tasks(
+    include_dir: str | os.PathLike, data_dir: str | os.PathLike, tasks: Iterable[str]
+) -> Path:
+    """Fill ``lm_eval_tasks/<task>.yaml`` with this machine's paths into ``include_dir``.
+
+    The templates hold ``$LM_EVAL_TASKS`` (the installed official YAMLs) and ``$DATA_DIR``;
+    values are substituted after YAML parsing, so any path is quoted correctly.
+    """
+    import yaml
+
+    values = {"LM_EVAL_TASKS": str(official_tasks_dir()), "DATA_DIR": str(Path(data_dir).resolve())}
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, str):
+            for key, value in values.items():
+                node = node.replace(f"${key}", value)
+            return node
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        return node
+
+    out = Path(include_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    templates = resources.files("loki_pipeline.evaluate") / "lm_eval_tasks"
+    for task in tasks:
+        cfg = fill(yaml.safe_load((templates / f"{task}.yaml").read_text(encoding="utf-8")))
+        (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def check_tasks(tasks: Iterable[str], source: str, metrics: Mapping[str, str] | None) -> list[str]:
+    """Validated task list: known names (or, for the hub, any task given a metric), no repeats."""
+    tasks = list(tasks)
+    if source not in SOURCES:
+        raise LokiInputError(f"evaluate.general.source must be one of {SOURCES}, got {source!r}")
+    if not tasks:
+        raise LokiInputError("evaluate.general.tasks is empty; name at least one benchmark")
+    if len(set(tasks)) != len(tasks):
+        raise LokiInputError(f"evaluate.general.tasks repeats a task: {tasks}")
+    metrics = metrics or {}
+    for task in tasks:
+        known = (
+            task in DEFAULT_METRICS
+            if source == "local"
+            else (task in DEFAULT_METRICS or task in metrics)
+        )
+        if not known:
+            hint = (
+                f"local tasks are {list(TASKS)}"
+                if source == "local"
+                else f"known tasks are {list(TASKS)}; another lm-eval task needs a metric in "
+                "evaluate.general.metrics"
+            )
+            raise LokiInputError(f"unknown general-ability task {task!r}: {hint}")
+    for task, key in metrics.items():
+        if "," not in key:
+            raise LokiInputError(
+                f"metric for {task!r} must be lm-eval's 'metric,filter' key "
+                f"(e.g. 'acc,none'), got {key!r}"
+            )
+    return tasks
+
+
+def scores_from_results(results: Mapping[str, Any], metrics: Mapping[str, str]) -> dict[str, float]:
+    """``{task: results["results"][task][metric]}`` from lm-eval's results JSON, checked."""
+    table = results.get("results")
+    if not isinstance(table, Mapping):
+        raise LokiInputError("lm-eval results have no 'results' table")
+    scores = {}
+    for task, key in metrics.items():
+        if task not in table:
+            raise LokiInputError(f"lm-eval results have no task {task!r} (have {sorted(table)})")
+        if key not in table[task]:
+            have = sorted(k for k in table[task] if "," in k and "_stderr" not in k)
+            raise LokiInputError(
+                f"lm-eval results for {task!r} have no metric {key!r} (have {have})"
+            )
+        value = float(table[task][key])
+        if not 0.0 <= value <= 1.0:
+            raise LokiInputError(f"{task} {key} = {value} is not a fraction in [0, 1]")
+        scores[task] = value
+    return scores
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_general(
+    model_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    model: str | None = None,
+    run: str | None = None,
+    tasks: Iterable[str] = TASKS,
+    source: str = "local",
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    dtype: str = "auto",
+    max_gen_toks: int | None = None,
+    apply_chat_template: bool = False,
+    allow_code_execution: bool = False,
+    code_timeout: float = 10.0,
+    metrics: Mapping[str, str] | None = None,
+    lm_eval_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+    seed: int = 1234,
+) -> dict[str, Any]:
+    """Run lm-eval on one checkpoint; write ``out_path`` (general.json) and the raw output.
+
+    ``lm_eval_dir`` (default: ``lm_eval/`` beside ``out_path``) receives lm-eval's own files,
+    byte for byte as its ``EvaluationTracker`` writes them, under stable names:
+    ``results.json`` (aggregated results + config) and ``samples_<task>.jsonl`` (every prompt,
+    response, filtered answer and per-item score). ``out_path`` gets
+    ``{"model", "run", "scores": {task: [0, 1]}, "metrics": {task: "metric,filter"},
+    "lm_eval_results": path, "notes": [...]}``. Everything is written atomically; bad input is
+    rejected before the model is loaded.
+    """
+    tasks = check_tasks(tasks, source, metrics)
+    chosen = {task: (metrics or {}).get(task, DEFAULT_METRICS.get(task)) for task in tasks}
+    model_path = check_model_dir(model_dir)
+    if limit is not None and limit < 1:
+        raise LokiInputError(f"evaluate.general.limit must be >= 1 or null, got {limit}")
+    if batch_size < 1:
+        raise LokiInputError(f"evaluate.general.batch_size must be >= 1, got {batch_size}")
+    if max_gen_toks is not None and max_gen_toks < 1:
+        raise LokiInputError(
+            f"evaluate.general.max_gen_toks must be >= 1 or null, got {max_gen_toks}"
+        )
+    runs_code = sorted(CODE_TASKS.intersection(tasks))
+    if runs_code and not allow_code_execution:
+        raise LokiInputError(
+            f"{', '.join(runs_code)} executes model-written code, which is off: set "
+            "evaluate.general.allow_code_execution: true (CLI --allow-code-execution) on a "
+            "machine where that is acceptable, or remove it from evaluate.general.tasks"
+        )
+    if source == "local":
+        data_root = check_local_data(data_dir or default_data_dir(), tasks)
+    out_path = Path(out_path)
+    lm_eval_dir = Path(lm_eval_dir) if lm_eval_dir else out_path.parent / "lm_eval"
+
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered
+    from loki_pipeline.evaluate.ifeval_offline import FALLBACK_NOTE, punkt_fallback
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(device)
+    notes: list[str] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="loki-lm-eval-") as scratch,
+        contextlib.ExitStack() as stack,
+    ):
+        if source == "local":
+            include = write_local_tasks(Path(scratch) / "tasks", data_root, tasks)
+            task_manager = TaskManager(include_path=str(include), include_defaults=False)
+            notes.append(
+                f"source local: the official lm-eval task definitions on the project's own items "
+                f"({data_root}); scores compare runs with each other, not with published numbers"
+            )
+        else:
+            task_manager = TaskManager()
+            notes.append("source hub: lm-eval's official tasks and datasets")
+        executor = CodeEval(allow=allow_code_execution, timeout=code_timeout)
+        stack.enter_context(code_eval_registered(executor))
+        if "ifeval" in tasks and stack.enter_context(punkt_fallback()):
+            notes.append(FALLBACK_NOTE)
+        if limit is not None:
+            notes.append(f"at most {limit} items per task (lm-eval limit)")
+        if max_gen_toks is not None:
+            notes.append(
+                f"generation capped at {max_gen_toks} new tokens per answer (official caps: "
+                "ifeval 1280, humaneval 1024; the others stop earlier at their stop sequences)"
+            )
+        if apply_chat_template:
+            notes.append("prompts wrapped in the model's chat template")
+        if runs_code:
+            notes.append(
+                f"humaneval: model-written code ran in 'python -I' subprocesses with a "
+                f"{code_timeout:g} s limit (loki_pipeline.evaluate.code_exec)"
+            )
+
+        log.info("lm-eval on %s: tasks %s, device %s", model_path, tasks, device)
+        lm = HFLM(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype)
+        tracker = EvaluationTracker(output_path=str(Path(scratch) / "out" / "results.json"))
+        results = simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            limit=limit,
+            log_samples=True,
+            evaluation_tracker=tracker,
+            apply_chat_template=apply_chat_template,
+            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None,
+            task_manager=task_manager,
+            confirm_run_unsafe_code=allow_code_execution,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+        if results is None:  # only non-zero ranks of a distributed run get None
+            raise RuntimeError("lm-eval returned no results")
+        samples = results.pop("samples")
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task_name in results["configs"]:
+            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+        lm_eval_files = _keep_lm_eval_output(Path(scratch) / "out", lm_eval_dir)
+
+    with open(lm_eval_files, encoding="utf-8") as fh:
+        scores = scores_from_results(json.load(fh), chosen)
+    summary = {
+        "model": model if model is not None else model_path.name,
+        "run": run,
+        "scores": scores,
+        "metrics": chosen,
+        "lm_eval_results": str(lm_eval_files),
+        "notes": notes,
+    }
+    write_json(out_path, summary)
+    log.info("general abilities of %s: %s", summary["model"], scores)
+    return summary
+
+
+def _keep_lm_eval_output(written: Path, dest: Path) -> Path:
+    """Move lm-eval's ``results_<date>.json`` / ``samples_<task>_<date>.jsonl`` to stable names."""
+    results = sorted(written.glob("results_*.json"))
+    if len(results) != 1:
+        # EvaluationTracker logs and swallows write errors; a missing file must not pass silently.
+        raise RuntimeError(f"lm-eval did not write one results file in {written}: {results}")
+    date_id = results[0].stem[len("results_") :]
+    with atomic_path(dest, is_dir=True) as tmp:
+        shutil.copy2(results[0], tmp / "results.json")
+        for sample in written.glob(f"samples_*_{date_id}.jsonl"):
+            task = sample.name[len("samples_") : -len(f"_{date_id}.jsonl")]
+            shutil.copy2(sample, tmp / f"samples_{task}.jsonl")
+    return dest / "results.json"
