@@ -58,7 +58,9 @@ def captum_attribute(
 
     # Captum's trapezoid takes n points and weights 1/n (ends halved), which sums to 1 - 1/n;
     # with m intervals we ask for m+1 points and rescale its weights to 1/m.
-    n_steps, rescale = (steps + 1, (steps + 1) / steps) if quadrature == "trapezoid" else (steps, 1.0)
+    n_steps, rescale = (
+        (steps + 1, (steps + 1) / steps) if quadrature == "trapezoid" else (steps, 1.0)
+    )
 
     attributions = torch.zeros(adapter.num_layers, adapter.d_model)
     baseline = torch.zeros(adapter.num_layers)

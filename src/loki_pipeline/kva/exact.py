@@ -157,9 +157,7 @@ def exact_attribute(
     handles = []
     for i, layer in enumerate(adapter.layers):
         handles.append(
-            adapter.down_proj(i).register_forward_hook(
-                lambda _m, _a, out, i=i: keep(z, i, out)
-            )
+            adapter.down_proj(i).register_forward_hook(lambda _m, _a, out, i=i: keep(z, i, out))
         )
         handles.append(
             layer.post_attention_layernorm.register_forward_pre_hook(
@@ -202,17 +200,15 @@ def exact_attribute(
         for start in range(0, num_layers, group_size):
             group = list(range(start, min(start + group_size, num_layers)))
             leaves = {
-                l: (alpha_t[:, None] * z[l].float()).to(dtype).requires_grad_() for l in group
+                src: (alpha_t[:, None] * z[src].float()).to(dtype).requires_grad_() for src in group
             }
-            hidden = None  # [rows, d_model]
-
-            def join(hidden, l):
-                new = resid[l][None] + leaves[l]
-                return new if hidden is None else torch.cat([hidden, new], dim=0)
-
-            for j in range(group[0] + 1, num_layers):
+            hidden = None  # [rows, d_model]; rows of layer `src` join just before `src + 1`
+            for j in range(group[0] + 1, num_layers + 1):
                 if j - 1 in group:
-                    hidden = join(hidden, j - 1)
+                    new = resid[j - 1][None] + leaves[j - 1]
+                    hidden = new if hidden is None else torch.cat([hidden, new], dim=0)
+                if j == num_layers:
+                    break
                 rows = hidden.shape[0]
                 layer = adapter.layers[j]
                 if masked_rows:
@@ -239,17 +235,15 @@ def exact_attribute(
                 )
                 y = layer_output(y)
                 hidden = y[0] if masked_rows else y[:, 0]
-            if num_layers - 1 in group:
-                hidden = join(hidden, num_layers - 1)
 
             row_logits = adapter.lm_head(adapter.final_norm(hidden)).float()
             p = torch.softmax(row_logits, dim=-1)[:, token]  # rows in group order, m per layer
-            grads = torch.autograd.grad(p.sum(), [leaves[l] for l in group])
+            grads = torch.autograd.grad(p.sum(), [leaves[src] for src in group])
             p = p.detach().cpu()
-            for g, (l, grad) in enumerate(zip(group, grads, strict=True)):
+            for g, (src, grad) in enumerate(zip(group, grads, strict=True)):
                 integral = (weight_t[:, None] * grad.double().cpu()).sum(0)
-                attributions[l] = z[l].double().cpu() * integral
-                baseline[l] = p[g * m + zero_idx]
+                attributions[src] = z[src].double().cpu() * integral
+                baseline[src] = p[g * m + zero_idx]
     return KVAResult(
         attributions=attributions.float(),
         predicted_token=token,

@@ -31,9 +31,7 @@ def check_steps(steps: int) -> int:
 
 def check_quadrature(quadrature: str) -> str:
     if quadrature not in QUADRATURES:
-        raise LokiInputError(
-            f"quadrature={quadrature!r}: expected one of {', '.join(QUADRATURES)}"
-        )
+        raise LokiInputError(f"quadrature={quadrature!r}: expected one of {', '.join(QUADRATURES)}")
     return quadrature
 
 

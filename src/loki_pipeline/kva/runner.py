@@ -1,0 +1,147 @@
+"""Attribute one shard of an MMLU-schema dataset into a resumable HDF5 file.
+
+Shard ``i`` of ``S`` takes items ``i, i+S, i+2S, ...`` (round-robin), so shards get similar
+subject mixes and :func:`~loki_pipeline.kva.storage.gather_shards` can restore the order.
+Every check on the arguments, the dataset and an existing partial file happens before the
+model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from loki_pipeline.errors import LokiInputError
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _dataset_spec(dataset: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """Config ``kva.dataset`` (``{source, split, max_per_subject}``) or a bare source."""
+    if isinstance(dataset, Mapping):
+        if "source" not in dataset:
+            raise LokiInputError(f"kva dataset {dict(dataset)!r}: missing 'source'")
+        spec = {"split": "test", "max_per_subject": None, **dataset}
+    else:
+        spec = {"source": str(dataset), "split": "test", "max_per_subject": None}
+    spec["source"] = str(spec["source"])
+    return spec
+
+
+def run_kva_shard(
+    *,
+    model_dir: str | os.PathLike,
+    dataset: str | os.PathLike | Mapping[str, Any],
+    out_path: str | os.PathLike,
+    shard: int = 0,
+    num_shards: int = 1,
+    steps: int = 7,
+    method: str = "exact",
+    quadrature: str = "left",
+    dtype: str = "float32",
+    device: str = "auto",
+    threads: int = 1,
+) -> Path:
+    """KVA of every prompt of one shard -> ``out_path`` (HDF5, see ``storage``).
+
+    Resumes from ``<out>.partial.h5`` when one from the same settings exists; returns at once
+    if ``out_path`` is already this run's finished file.
+    """
+    from loki_pipeline import __version__
+    from loki_pipeline.io import config_hash, file_sha256
+    from loki_pipeline.kva.attribution import check_method
+    from loki_pipeline.kva.quadrature import check_quadrature, check_steps
+    from loki_pipeline.models.loading import read_checkpoint_config
+
+    steps = check_steps(steps)
+    method = check_method(method)
+    quadrature = check_quadrature(quadrature)
+    if dtype not in DTYPES:
+        raise LokiInputError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    if not (isinstance(num_shards, int) and num_shards >= 1):
+        raise LokiInputError(f"num_shards={num_shards!r}: expected an integer >= 1")
+    if not (isinstance(shard, int) and 0 <= shard < num_shards):
+        raise LokiInputError(f"shard={shard!r}: expected an integer in 0..{num_shards - 1}")
+    if not (isinstance(threads, int) and threads >= 1):
+        raise LokiInputError(f"threads={threads!r}: expected an integer >= 1")
+    model_dir = Path(model_dir)
+    model_config = read_checkpoint_config(model_dir)  # architecture checked, no weights read
+    spec = _dataset_spec(dataset)
+
+    from loki_pipeline.data.mmlu import load_mmlu
+
+    items = load_mmlu(spec["source"], split=spec["split"], max_per_subject=spec["max_per_subject"])
+    if not items:
+        raise LokiInputError(f"{spec['source']}: the dataset is empty")
+    mine = items[shard::num_shards]
+
+    meta = {
+        "model": model_dir.name,
+        "steps": steps,
+        "method": method,
+        "quadrature": quadrature,
+        "dtype": dtype,
+        "package_version": __version__,
+        "config_hash": config_hash(
+            {
+                "model_config": file_sha256(model_dir / "config.json"),
+                "dataset": spec,
+                "num_items": len(items),
+                "steps": steps,
+                "method": method,
+                "quadrature": quadrature,
+                "dtype": dtype,
+                "num_shards": num_shards,
+            }
+        ),
+        "num_layers": int(model_config["num_hidden_layers"]),
+        "d_model": int(model_config["hidden_size"]),
+        "shard": shard,
+        "num_shards": num_shards,
+        "dataset": spec["source"],
+    }
+
+    from loki_pipeline.kva.storage import ShardWriter, check_finished
+
+    if check_finished(out_path, meta):
+        log.info("%s is already finished; nothing to do", out_path)
+        return Path(out_path)
+
+    ids = [item.question_id for item in mine]
+    with ShardWriter(out_path, meta, expected_ids=ids) as writer:
+        todo = mine[writer.num_done :]
+        if todo:
+            _attribute_items(writer, todo, len(mine), model_dir, meta, device, threads)
+        return writer.finish()
+
+
+def _attribute_items(writer, todo, total, model_dir, meta, device, threads) -> None:
+    import torch
+    from tqdm.auto import tqdm
+
+    from loki_pipeline.data.mmlu import encode_prompt
+    from loki_pipeline.kva.attribution import attribute_prompt
+    from loki_pipeline.models import get_adapter
+    from loki_pipeline.models.loading import load_model
+
+    torch.set_num_threads(threads)
+    model, tokenizer = load_model(model_dir, dtype=meta["dtype"], device=device)
+    adapter = get_adapter(model)
+    if (adapter.num_layers, adapter.d_model) != (meta["num_layers"], meta["d_model"]):
+        raise LokiInputError(f"{model_dir}: loaded model does not match its config.json")
+    bar = tqdm(todo, total=total, initial=total - len(todo), desc=f"KVA shard {meta['shard']}")
+    for item in bar:
+        input_ids = encode_prompt(tokenizer, item)
+        result = attribute_prompt(
+            model,
+            input_ids,
+            steps=meta["steps"],
+            method=meta["method"],
+            quadrature=meta["quadrature"],
+        )
+        writer.append_result(result, subject=item.subject, question_id=item.question_id)
