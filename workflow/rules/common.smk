@@ -12,6 +12,7 @@ MODELS = list(config["models"])
 wildcard_constraints:
     model="|".join(MODELS) if MODELS else "[^/]+",
     shard=r"\d+",
+    run=r"[^/]+",
 
 
 def model_dir(wildcards):

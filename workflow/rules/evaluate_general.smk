@@ -1,0 +1,23 @@
+# Evaluating, general abilities: lm-eval's six benchmarks on one run's checkpoint (base, a
+# training run or a suppression ablation; see run_model_dir in common.smk).
+
+
+rule eval_general:
+    input:
+        model=lambda wc: run_model_dir(wc.model, wc.run),
+    output:
+        summary="results/eval/{model}/{run}/general.json",
+        lm_eval="results/eval/{model}/{run}/lm_eval/results.json",
+    log:
+        "logs/eval_general/{model}/{run}.log",
+    benchmark:
+        "results/benchmarks/eval_general/{model}/{run}.tsv"
+    params:
+        general=config.get("evaluate", {}).get("general", {}),
+        device=config.get("device", "auto"),
+    threads: config.get("evaluate", {}).get("general", {}).get("threads", 2)
+    resources:
+        mem_mb=8000,
+        gpu=1 if config.get("device", "auto") == "cuda" else 0,
+    script:
+        "../scripts/eval_general.py"
