@@ -173,10 +173,19 @@ def test_parallel_calls_match_in_any_order():
         {"get_weather": {"city": ["Rome"], "days": [3]}},
     ]
     fns = [WEATHER]
-    assert ast_check("[get_weather(city='Rome', days=3), get_weather(city='Paris', days=3)]", fns, gt, "parallel")
-    assert ast_check("[get_weather(city='Paris', days=3), get_weather(city='Rome', days=3)]", fns, gt, "parallel")
+    assert ast_check(
+        "[get_weather(city='Rome', days=3), get_weather(city='Paris', days=3)]", fns, gt, "parallel"
+    )
+    assert ast_check(
+        "[get_weather(city='Paris', days=3), get_weather(city='Rome', days=3)]", fns, gt, "parallel"
+    )
     # each expected call needs its own model call: a duplicate cannot serve twice
-    assert not ast_check("[get_weather(city='Paris', days=3), get_weather(city='Paris', days=3)]", fns, gt, "parallel")
+    assert not ast_check(
+        "[get_weather(city='Paris', days=3), get_weather(city='Paris', days=3)]",
+        fns,
+        gt,
+        "parallel",
+    )
     assert not ast_check("[get_weather(city='Paris', days=3)]", fns, gt, "parallel")
 
 
@@ -189,7 +198,9 @@ def test_parallel_matching_is_greedy_first_fit():
         {"get_weather": {"city": ["Paris"]}},
     ]
     fns = [WEATHER]
-    assert not ast_check("[get_weather(city='Paris'), get_weather(city='Rome')]", fns, gt, "parallel")
+    assert not ast_check(
+        "[get_weather(city='Paris'), get_weather(city='Rome')]", fns, gt, "parallel"
+    )
     assert ast_check("[get_weather(city='Rome'), get_weather(city='Paris')]", fns, gt, "parallel")
 
 

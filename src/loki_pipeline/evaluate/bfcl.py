@@ -129,7 +129,10 @@ def _resolve_value(node: ast.AST) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise DecodeError("dict unpacking is not a literal")
-        return {_resolve_value(k): _resolve_value(v) for k, v in zip(node.keys, node.values, strict=True)}
+        return {
+            _resolve_value(k): _resolve_value(v)
+            for k, v in zip(node.keys, node.values, strict=True)
+        }
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
         # The official decoder eval()s arithmetic like 3*4; numbers only here, small powers.
         left, right = _resolve_value(node.left), _resolve_value(node.right)
@@ -190,7 +193,9 @@ def _allowed_type(allowed: Sequence[Any]) -> type | None:
     return None
 
 
-def _type_ok(value: Any, allowed: Sequence[Any], expected: type, nested: type | None) -> tuple[bool, bool]:
+def _type_ok(
+    value: Any, allowed: Sequence[Any], expected: type, nested: type | None
+) -> tuple[bool, bool]:
     """``(valid, is_variable)``: the official ``type_checker`` for one value."""
     allowed_type = _allowed_type(allowed)
     is_variable = allowed_type is not None and allowed_type is not expected
@@ -223,7 +228,9 @@ def _list_of_dicts_ok(value: Sequence[Any], allowed: Sequence[Any]) -> bool:
     for option in allowed:
         if not isinstance(option, list) or len(option) != len(value):
             continue
-        if all(isinstance(v, Mapping) and _dict_ok(v, [o]) for v, o in zip(value, option, strict=True)):
+        if all(
+            isinstance(v, Mapping) and _dict_ok(v, [o]) for v, o in zip(value, option, strict=True)
+        ):
             return True
     return False
 
@@ -249,7 +256,9 @@ def _value_ok(param: str, value: Any, spec: Mapping[str, Any], allowed: Sequence
         if expected is list and nested is dict:
             return _list_of_dicts_ok(value, allowed)
         if expected is str:
-            return standardize_string(value) in [standardize_string(a) for a in allowed if isinstance(a, str)]
+            return standardize_string(value) in [
+                standardize_string(a) for a in allowed if isinstance(a, str)
+            ]
         if expected is list:
             # The official checker iterates every option, so the optional "" acts as [].
             return [_std(v) for v in value] in [
@@ -327,7 +336,11 @@ def ast_check(
         for expected in ground_truth:
             function = _find_function(functions, next(iter(expected)))
             match = next(
-                (i for i, c in enumerate(calls) if i not in used and check_call(function, c, expected)),
+                (
+                    i
+                    for i, c in enumerate(calls)
+                    if i not in used and check_call(function, c, expected)
+                ),
                 None,
             )
             if match is None:
