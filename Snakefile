@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/kva.smk"
+include: "workflow/rules/select.smk"
 include: "workflow/rules/evaluate_general.smk"
 
 

@@ -27,6 +27,7 @@ def all_targets():
     """Every file the config asks for; `rule all` depends on these."""
     targets = []
     targets += expand("results/kva/{model}/kva.h5", model=MODELS)
+    targets += select_targets()  # selections, figures, stability (select.smk)
     return targets
 
 

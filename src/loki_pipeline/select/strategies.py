@@ -201,3 +201,32 @@ def select_nodes(
         strategy
     ]
     return select_from_counts(counts, q, strategy)
+
+
+def select_to_file(
+    kva_path: str | os.PathLike,
+    q: float,
+    strategy: str,
+    output: str | os.PathLike,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+) -> list[list[int]]:
+    """Select from a ``kva.h5`` and write the selection JSON (with where it came from)."""
+    import h5py
+
+    from loki_pipeline.select.io import save_selection
+
+    info = inspect_kva(kva_path)
+    positions = select_nodes(kva_path, q, strategy, chunk_size=chunk_size, progress=progress)
+    with h5py.File(kva_path, "r") as fh:
+        kva_hash = fh.attrs.get("config_hash", "")
+    save_selection(
+        output, positions, model=info.model, strategy=strategy, q=q,
+        num_layers=info.num_layers, nodes_per_layer=info.num_nodes,
+        extra={
+            "num_samples": info.num_samples,
+            "kva_config_hash": kva_hash.decode() if isinstance(kva_hash, bytes) else str(kva_hash),
+        },
+    )  # fmt: skip
+    return positions

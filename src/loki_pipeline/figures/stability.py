@@ -1,0 +1,48 @@
+"""Stability figure: overlap of each partial selection with the all-prompt LoKI selection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+KIND_COLOURS = {"random_half": "#4c72b0", "subject_group": "#55a868", "q": "#8172b2"}
+KIND_NAMES = {
+    "random_half": "random half of the prompts",
+    "subject_group": "one subject group only",
+    "q": "another q (nestedness)",
+}
+
+
+def plot_stability(
+    rows: Sequence[dict[str, Any]], *, model: str, paths: Sequence[str | os.PathLike]
+) -> None:
+    """Horizontal bars of ``overlap`` (%) per comparison; ticks mark the chance level."""
+    import matplotlib.pyplot as plt
+
+    from loki_pipeline.figures.common import PAPER_RC, save_figure
+
+    rows = list(rows)
+    q = rows[0]["reference_q"] if rows else float("nan")
+    with plt.rc_context(PAPER_RC):
+        fig, ax = plt.subplots(
+            figsize=(7.0, 0.9 + 0.28 * max(len(rows), 1)), constrained_layout=True
+        )
+        y = list(range(len(rows)))[::-1]
+        for yi, row in zip(y, rows, strict=True):
+            ax.barh(yi, 100 * row["overlap"], color=KIND_COLOURS.get(row["kind"], "grey"))
+            ax.text(100 * row["overlap"] + 0.8, yi, f"{100 * row['overlap']:.1f}%", va="center",
+                    fontsize=8)  # fmt: skip
+            ax.plot([100 * row["chance_overlap"]] * 2, [yi - 0.4, yi + 0.4], color="black",
+                    linewidth=1.2)  # fmt: skip
+        ax.set_yticks(y, [f"{r['label']} (n={r['samples']})" for r in rows])
+        ax.set_xlim(0, 110)
+        ax.set_xlabel("share of selected nodes in common with the all-prompt selection (%)")
+        ax.set_title(f"{model}: stability of the LoKI selection (q = {q:g}%); black tick = chance")
+        handles = [
+            plt.Rectangle((0, 0), 1, 1, color=KIND_COLOURS[k]) for k in KIND_NAMES
+            if any(r["kind"] == k for r in rows)
+        ]  # fmt: skip
+        names = [KIND_NAMES[k] for k in KIND_NAMES if any(r["kind"] == k for r in rows)]
+        ax.legend(handles, names, loc="lower right", frameon=True, framealpha=0.9)
+        save_figure(fig, paths)

@@ -1,0 +1,209 @@
+"""How stable is a LoKI selection? Overlap with the selection from all prompts.
+
+Three comparisons, each against the ``layer_balanced_low`` selection at ``q`` from every prompt:
+
+- ``random_half``: the selection from a random half of the prompts (one row per seed);
+- ``subject_group``: the selection from one MMLU subject group only (STEM, humanities,
+  social sciences, other; the grouping of lm-eval's ``mmlu_*`` groups);
+- ``q``: the selection at another ``q'`` (is the smaller one nested in the larger one?).
+
+``overlap = |A & B| / min(|A|, |B|)``, the share of selected nodes in common (for equal sizes
+simply the share of nodes that both pick). ``chance_overlap`` is what two random selections of
+the same sizes would share on average (``max(k, k') / D`` per layer), the floor to judge against.
+The paper reports 97.57% overlap between its 2,850-prompt MMLU subset and full MMLU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from loki_pipeline.select.io import inspect_kva, read_kva_strings
+from loki_pipeline.select.naming import check_q, nodes_per_layer_quota
+from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE, count_nodes, select_from_counts
+
+log = logging.getLogger(__name__)
+
+STRATEGY = "layer_balanced_low"
+
+#: MMLU's 57 subjects in its four categories (as lm-eval's mmlu_stem/... groups list them).
+SUBJECT_GROUPS: dict[str, tuple[str, ...]] = {
+    "STEM": (
+        "abstract_algebra", "anatomy", "astronomy", "college_biology", "college_chemistry",
+        "college_computer_science", "college_mathematics", "college_physics",
+        "computer_security", "conceptual_physics", "electrical_engineering",
+        "elementary_mathematics", "high_school_biology", "high_school_chemistry",
+        "high_school_computer_science", "high_school_mathematics", "high_school_physics",
+        "high_school_statistics", "machine_learning",
+    ),
+    "humanities": (
+        "formal_logic", "high_school_european_history", "high_school_us_history",
+        "high_school_world_history", "international_law", "jurisprudence", "logical_fallacies",
+        "moral_disputes", "moral_scenarios", "philosophy", "prehistory", "professional_law",
+        "world_religions",
+    ),
+    "social sciences": (
+        "econometrics", "high_school_geography", "high_school_government_and_politics",
+        "high_school_macroeconomics", "high_school_microeconomics", "high_school_psychology",
+        "human_sexuality", "professional_psychology", "public_relations", "security_studies",
+        "sociology", "us_foreign_policy",
+    ),
+    "other": (
+        "business_ethics", "clinical_knowledge", "college_medicine", "global_facts",
+        "human_aging", "management", "marketing", "medical_genetics", "miscellaneous",
+        "nutrition", "professional_accounting", "professional_medicine", "virology",
+    ),
+}  # fmt: skip
+_GROUP_OF = {subject: group for group, subjects in SUBJECT_GROUPS.items() for subject in subjects}
+
+COLUMNS = (
+    "kind", "label", "q", "reference_q", "samples", "selected", "reference_selected", "common",
+    "overlap", "min_layer_overlap", "chance_overlap",
+)  # fmt: skip
+
+
+def subject_group(subject: str) -> str | None:
+    """The MMLU category of a subject (``"High School Physics"`` and ``high_school_physics``)."""
+    return _GROUP_OF.get(subject.strip().lower().replace(" ", "_").replace("-", "_"))
+
+
+def overlap_stats(
+    a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]
+) -> tuple[int, float, float]:
+    """``(common, overlap, min_layer_overlap)`` of two selections with the same layers."""
+    per_layer = []
+    common = 0
+    for sa, sb in zip(a, b, strict=True):
+        shared = len(set(sa) & set(sb))
+        common += shared
+        smaller = min(len(sa), len(sb))
+        if smaller:
+            per_layer.append(shared / smaller)
+    total = min(sum(map(len, a)), sum(map(len, b)))
+    return common, (common / total if total else float("nan")), min(per_layer, default=float("nan"))
+
+
+def stability_table(
+    kva_path: str | os.PathLike,
+    q: float,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    q_list: Sequence[float] = (),
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows of the stability table (see the module docstring); ``COLUMNS`` gives their keys."""
+    q = check_q(q)
+    info = inspect_kva(kva_path, require=("subject",))
+    n, nodes = info.num_samples, info.num_nodes
+    subjects = read_kva_strings(kva_path, "subject")
+
+    labels: list[tuple[str, str]] = [("all", "all prompts")]
+    masks = [np.ones(n, dtype=bool)]
+    if n >= 2:
+        for seed in seeds:
+            half = np.zeros(n, dtype=bool)
+            half[np.random.default_rng(seed).permutation(n)[: n // 2]] = True
+            labels.append(("random_half", f"half, seed {seed}"))
+            masks.append(half)
+    groups = [subject_group(s) for s in subjects]
+    unknown = sorted({s for s, g in zip(subjects, groups, strict=True) if g is None})
+    if unknown:
+        log.warning("subjects outside MMLU's 57, left out of the group rows: %s", unknown[:10])
+    for group in SUBJECT_GROUPS:
+        member = np.array([g == group for g in groups], dtype=bool)
+        if member.any():
+            labels.append(("subject_group", group))
+            masks.append(member)
+
+    counts = count_nodes(
+        kva_path, q, (STRATEGY,), sample_groups=np.stack(masks), chunk_size=chunk_size,
+        progress=progress,
+    )[STRATEGY]  # fmt: skip
+    selections = [select_from_counts(c, q, STRATEGY) for c in counts]
+    reference = selections[0]
+    k = nodes_per_layer_quota(q, nodes)
+    ref_size = sum(map(len, reference))
+
+    rows = []
+    for (kind, label), mask, sel in zip(labels, masks, selections, strict=True):
+        if kind == "all":
+            continue
+        common, overlap, worst = overlap_stats(sel, reference)
+        rows.append(dict(
+            kind=kind, label=label, q=q, reference_q=q, samples=int(mask.sum()),
+            selected=sum(map(len, sel)), reference_selected=ref_size, common=common,
+            overlap=overlap, min_layer_overlap=worst, chance_overlap=k / nodes,
+        ))  # fmt: skip
+    for other_q in q_list:
+        other_q = check_q(other_q)
+        if other_q == q:
+            continue
+        sel = select_from_counts(
+            count_nodes(kva_path, other_q, (STRATEGY,), chunk_size=chunk_size)[STRATEGY],
+            other_q, STRATEGY,
+        )  # fmt: skip
+        common, overlap, worst = overlap_stats(sel, reference)
+        rows.append(dict(
+            kind="q", label=f"q={other_q:g}", q=other_q, reference_q=q, samples=n,
+            selected=sum(map(len, sel)), reference_selected=ref_size, common=common,
+            overlap=overlap, min_layer_overlap=worst,
+            chance_overlap=max(k, nodes_per_layer_quota(other_q, nodes)) / nodes,
+        ))  # fmt: skip
+    return rows
+
+
+def write_stability_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """The table as CSV (overlaps as fractions, 4 decimals), written atomically."""
+    import csv
+    import io
+
+    from loki_pipeline.io import write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({
+            key: (f"{row[key]:.4f}" if key.endswith("overlap") else row[key]) for key in COLUMNS
+        })  # fmt: skip
+    write_text(path, buf.getvalue())
+
+
+def read_stability_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a stability CSV with numbers parsed back."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for key in ("q", "reference_q", "overlap", "min_layer_overlap", "chance_overlap"):
+            row[key] = float(row[key])
+        for key in ("samples", "selected", "reference_selected", "common"):
+            row[key] = int(row[key])
+    return rows
+
+
+def stability_report(
+    kva_path: str | os.PathLike,
+    q: float,
+    csv_path: str | os.PathLike,
+    figure_paths: Sequence[str | os.PathLike],
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    q_list: Sequence[float] = (),
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> list[dict[str, Any]]:
+    """Compute the table, write the CSV and draw the figure."""
+    from loki_pipeline.figures.stability import plot_stability
+
+    rows = stability_table(
+        kva_path, q, seeds=seeds, q_list=q_list, chunk_size=chunk_size, progress=True
+    )
+    write_stability_csv(csv_path, rows)
+    plot_stability(rows, model=inspect_kva(kva_path).model, paths=figure_paths)
+    return rows
