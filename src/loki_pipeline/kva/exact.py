@@ -66,13 +66,20 @@ class PrefixCache:
         return int(self.keys[layer_idx].shape[-2])
 
 
-def _cache_kwarg(layer: nn.Module) -> str:
-    """Name of the decoder layer's cache argument (it changed across transformers versions)."""
-    params = inspect.signature(layer.forward).parameters
+def _cache_kwarg(module: nn.Module) -> str:
+    """Name of a layer's/model's cache argument (it changed across transformers versions)."""
+    params = inspect.signature(module.forward).parameters
     for name in ("cache", "past_key_values", "past_key_value"):
         if name in params:
             return name
-    raise LokiInputError(f"{type(layer).__name__}.forward takes no KV cache argument")
+    raise LokiInputError(f"{type(module).__name__}.forward takes no KV cache argument")
+
+
+def _full_cache():
+    """A cache that keeps every position (no config: no sliding-window layers dropping any)."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
 
 
 def _prefix_kv(cache, num_layers: int, prefix_len: int):
@@ -83,6 +90,8 @@ def _prefix_kv(cache, num_layers: int, prefix_len: int):
             k, v = cache.layers[i].keys, cache.layers[i].values
         else:  # transformers < 4.56
             k, v = cache.key_cache[i], cache.value_cache[i]
+        if k.shape[-2] != prefix_len + 1:
+            raise RuntimeError(f"KV cache of layer {i} holds {k.shape[-2]} positions, not all")
         keys.append(k[..., :prefix_len, :].detach())
         values.append(v[..., :prefix_len, :].detach())
     return keys, values
@@ -166,7 +175,7 @@ def exact_attribute(
         )
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, use_cache=True)
+            out = model(input_ids=ids, use_cache=True, **{_cache_kwarg(model): _full_cache()})
     finally:
         for h in handles:
             h.remove()
