@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loki_pipeline.data import reranker, toolace
@@ -43,11 +44,39 @@ DEFAULT_SOURCES = {
 }
 
 
+def default_source(task: str) -> Path:
+    """The shipped default file of ``task``: relative to the working directory (the workflow's
+    root), else to this source checkout (so an editable install works from anywhere)."""
+    rel = Path(DEFAULT_SOURCES[task])
+    checkout = Path(__file__).resolve().parents[3] / rel
+    return rel if rel.exists() or not checkout.exists() else checkout
+
+
 def load_task(task: str, source: str | os.PathLike | None = None, **kwargs) -> list[list[dict]]:
     """Conversations of ``task`` from ``source`` (the shipped default file when ``None``)."""
     if task not in TASK_LOADERS:
         raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
-    return TASK_LOADERS[task](DEFAULT_SOURCES[task] if source is None else source, **kwargs)
+    return TASK_LOADERS[task](default_source(task) if source is None else source, **kwargs)
+
+
+#: config keys of ``tasks.<task>.train`` that only one task's loader takes
+TASK_ONLY_OPTIONS = {"toolace": ("tool_role",), "reranker": ("columns",)}
+_COMMON_OPTIONS = ("source", "split", "max_samples", "cutoff_len", "packing")
+
+
+def sft_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
+    """``build_sft_dataset`` keyword arguments from a ``tasks.<task>.train`` config block.
+
+    The schema fills every key for every task; the other task's keys are dropped here, so
+    ``build_sft_dataset(task, tokenizer=tok, **sft_options(task, cfg))`` works for both.
+    """
+    if task not in TASK_LOADERS:
+        raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
+    keys = _COMMON_OPTIONS + TASK_ONLY_OPTIONS.get(task, ())
+    options = {k: train_config[k] for k in keys if k in train_config}
+    options.setdefault("source", None)
+    options.setdefault("cutoff_len", 1024)
+    return options
 
 
 def build_sft_dataset(
