@@ -1,0 +1,162 @@
+"""The shard runner: real checkpoint + data file in, resumable HDF5 out, bad input caught early."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from loki_pipeline import cli
+from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.kva import attribution
+from loki_pipeline.kva.runner import run_kva_shard
+from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path
+from loki_pipeline.models.loading import load_model
+
+SUBJECTS = ["astronomy", "virology", "world_religions"]
+
+
+@pytest.fixture
+def mmlu_file(tmp_path):
+    path = tmp_path / "mini.jsonl"
+    rows = [
+        {
+            "question": f"Toy question {i} about {subject}?",
+            "subject": subject,
+            "choices": ["one", "two", "three", "four"],
+            "answer": i % 4,
+        }
+        for i, subject in enumerate(SUBJECTS * 2)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run(model_dir, data, out, **kw):
+    args = dict(
+        model_dir=model_dir, dataset={"source": str(data)}, out_path=out, steps=2, device="cpu"
+    )
+    return run_kva_shard(**{**args, **kw})
+
+
+def test_shards_gathered_equal_direct_attribution_of_every_prompt(
+    tiny_checkpoint, mmlu_file, tmp_path
+):
+    paths = [
+        run(tiny_checkpoint, mmlu_file, tmp_path / f"{s}.h5", shard=s, num_shards=2)
+        for s in range(2)
+    ]
+    gather_shards(paths, tmp_path / "kva.h5")
+    data = load_kva(tmp_path / "kva.h5")
+
+    items = load_mmlu(mmlu_file)
+    model, tok = load_model(tiny_checkpoint)
+    assert data.question_id == [it.question_id for it in items]
+    assert data.subject == [it.subject for it in items]
+    for k, item in enumerate(items):
+        ids = encode_prompt(tok, item)
+        direct = attribution.attribute_prompt(model, ids, steps=2)
+        np.testing.assert_allclose(
+            data.attributions[k], direct.attributions.numpy(), rtol=1e-5, atol=1e-9
+        )
+        assert data.predicted_token[k] == direct.predicted_token
+        assert data.prompt_length[k] == len(ids)
+        assert data.completeness_gap[k] == pytest.approx(direct.completeness_gap, rel=1e-4)
+    assert data.attrs["model"] == tiny_checkpoint.name
+    assert data.attrs["num_layers"] == 3 and data.attrs["d_model"] == 32
+
+
+def test_killed_run_resumes_where_it_stopped(tiny_checkpoint, mmlu_file, tmp_path, monkeypatch):
+    full = run(tiny_checkpoint, mmlu_file, tmp_path / "full.h5")
+
+    calls = {"n": 0}
+    real = attribution.attribute_prompt
+
+    def dies_after_two(*a, **kw):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(*a, **kw)
+
+    out = tmp_path / "killed.h5"
+    monkeypatch.setattr(attribution, "attribute_prompt", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_checkpoint, mmlu_file, out)
+    assert not out.exists()
+    with h5py.File(partial_path(out), "r") as f:
+        assert f.attrs["num_samples"] == 2
+
+    counted = {"n": 0}
+
+    def counting(*a, **kw):
+        counted["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(attribution, "attribute_prompt", counting)
+    run(tiny_checkpoint, mmlu_file, out)
+    assert counted["n"] == len(SUBJECTS * 2) - 2  # only the rest was computed
+    a, b = load_kva(out), load_kva(full)
+    np.testing.assert_array_equal(a.attributions, b.attributions)
+    assert a.question_id == b.question_id
+
+
+def test_partial_shard_with_other_step_count_fails_before_loading_the_model(
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch
+):
+    out = tmp_path / "s.h5"
+
+    def die(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(attribution, "attribute_prompt", die)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_checkpoint, mmlu_file, out, steps=3)
+
+    import loki_pipeline.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(LokiInputError, match="steps"):
+        run(tiny_checkpoint, mmlu_file, out, steps=2)
+    assert partial_path(out).exists()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"steps": 0}, "steps"),
+        ({"method": "magic"}, "method"),
+        ({"quadrature": "simpson"}, "quadrature"),
+        ({"shard": 2, "num_shards": 2}, "shard"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
+def test_bad_arguments_are_rejected(tiny_checkpoint, mmlu_file, tmp_path, kw, match):
+    with pytest.raises(LokiInputError, match=match):
+        run(tiny_checkpoint, mmlu_file, tmp_path / "s.h5", **kw)
+
+
+def test_cli_runs_a_shard_and_reports_bad_input(tiny_checkpoint, mmlu_file, tmp_path, capsys):
+    out = tmp_path / "0.h5"
+    argv = [
+        "kva",
+        "--model-dir",
+        str(tiny_checkpoint),
+        "--dataset",
+        str(mmlu_file),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--max-per-subject",
+        "1",
+    ]
+    assert cli.main(argv) == 0
+    assert load_kva(out).attributions.shape == (len(SUBJECTS), 3, 32)
+    assert cli.main(["kva-gather", str(out), "--out", str(tmp_path / "kva.h5")]) == 0
+    assert cli.main([*argv[:-4], "--steps", "0"]) == 2
+    assert "steps" in capsys.readouterr().err
