@@ -31,16 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_shape(model_dir: str) -> tuple[int, int]:
-    from transformers import AutoConfig
+    """(layers, d_model) from a checkpoint's config.json; no transformers import needed."""
+    import json
+    from pathlib import Path
 
     from loki_pipeline.errors import LokiInputError
 
+    path = Path(model_dir) / "config.json"
     try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
-        raise LokiInputError(f"{model_dir}: cannot read the model config ({err})") from None
-    config = getattr(config, "text_config", None) or config
-    return int(config.num_hidden_layers), int(config.hidden_size)
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise LokiInputError(f"{path}: cannot read the model config ({err})") from None
+    config = config.get("text_config") or config  # multimodal wrappers nest the LM's config
+    try:
+        return int(config["num_hidden_layers"]), int(config["hidden_size"])
+    except KeyError as err:
+        raise LokiInputError(f"{path}: no {err} (not a decoder-only LM config?)") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,69 @@
+"""Figures: binned densities against a direct loop; every figure lands as PNG and PDF."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_select import write_kva
+
+from loki_pipeline.figures import heatmap_density, plot_global_layer_counts, plot_stability
+from loki_pipeline.figures.heatmap import draw_kva_heatmap
+from loki_pipeline.figures.layer_counts import draw_global_layer_counts
+from loki_pipeline.select import save_selection, select_nodes
+
+
+def test_heatmap_density_is_the_mean_pick_rate_per_bin():
+    counts = np.random.default_rng(0).integers(0, 9, size=(3, 10))
+    density = heatmap_density(counts, num_samples=8, bins=4)  # bins of 3, 3, 3, 1 nodes
+    assert density.shape == (4, 3)
+    for layer in range(3):
+        for b, (lo, hi) in enumerate([(0, 3), (3, 6), (6, 9), (9, 10)]):
+            assert density[b, layer] == pytest.approx(counts[layer, lo:hi].mean() / 8)
+
+
+def _is_png_and_pdf(stem):
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    return png
+
+
+def test_kva_heatmap_is_drawn_from_a_kva_file(tmp_path):
+    from matplotlib.image import imread
+
+    a = np.random.default_rng(1).standard_normal((6, 5, 40)).astype(np.float32)
+    kva = write_kva(tmp_path / "kva.h5", a)
+    stem = tmp_path / "fig" / "kva_heatmap_q10"
+    draw_kva_heatmap(kva, 10, [stem.with_suffix(".png"), stem.with_suffix(".pdf")], bins=8)
+    height, width = imread(_is_png_and_pdf(stem)).shape[:2]
+    assert width > 1000 and height > 800  # 7 in wide at 200 dpi: paper size
+    assert not list((tmp_path / "fig").glob(".*tmp"))  # atomic writes leave no temporaries
+
+
+def test_global_layer_counts_and_stability_figures(tmp_path):
+    a = np.random.default_rng(2).standard_normal((6, 4, 20)).astype(np.float32)
+    a[:, 2] *= 5  # layer 2 holds the extremes, so the global strategies favour it
+    paths = {}
+    for strategy in ("global_high", "global_low"):
+        paths[strategy] = tmp_path / f"{strategy}_q10.json"
+        save_selection(paths[strategy], select_nodes(a, 10, strategy), model="tiny",
+                       strategy=strategy, q=10, num_layers=4, nodes_per_layer=20)  # fmt: skip
+    assert json.loads(paths["global_high"].read_text())["positions"][2]  # layer 2 is favoured
+    stem = tmp_path / "global_layer_counts_q10"
+    draw_global_layer_counts(paths["global_high"], paths["global_low"],
+                             [stem.with_suffix(".png"), stem.with_suffix(".pdf")])  # fmt: skip
+    _is_png_and_pdf(stem)
+
+    rows = [
+        dict(kind="random_half", label="half, seed 0", samples=3, overlap=0.9, chance_overlap=0.1,
+             reference_q=10),
+        dict(kind="q", label="q=5", samples=6, overlap=0.7, chance_overlap=0.1, reference_q=10),
+    ]  # fmt: skip
+    stem = tmp_path / "stability"
+    plot_stability(rows, model="tiny", paths=[stem.with_suffix(".png"), stem.with_suffix(".pdf")])
+    _is_png_and_pdf(stem)
+    plot_global_layer_counts([[1]] * 4, [[2]] * 4, model="m", q=5, nodes_per_layer=20,
+                             paths=[tmp_path / "x.png"])  # fmt: skip
+    assert (tmp_path / "x.png").stat().st_size > 0

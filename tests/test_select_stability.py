@@ -1,0 +1,93 @@
+"""Stability table: overlaps equal direct set arithmetic on selections made independently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_select import write_kva
+
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.select import select_nodes
+from loki_pipeline.select.stability import (
+    SUBJECT_GROUPS,
+    read_stability_csv,
+    stability_table,
+    subject_group,
+    write_stability_csv,
+)
+
+
+def test_subject_groups_cover_mmlus_57_subjects_as_lm_eval_groups_them():
+    import yaml
+
+    lm_eval = pytest.importorskip("lm_eval")
+    task_dir = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    tags = {}
+    for f in task_dir.glob("mmlu_*.yaml"):
+        doc = yaml.safe_load(f.read_text())
+        tags[doc["dataset_name"]] = doc["tag"]
+    names = {"mmlu_stem_tasks": "STEM", "mmlu_humanities_tasks": "humanities",
+             "mmlu_social_sciences_tasks": "social sciences", "mmlu_other_tasks": "other"}  # fmt: skip
+    assert len(tags) == 57
+    assert {s: subject_group(s) for s in tags} == {s: names[t] for s, t in tags.items()}
+    assert sum(len(v) for v in SUBJECT_GROUPS.values()) == 57
+    assert subject_group("High School Physics") == "STEM"
+    assert subject_group("cooking") is None
+
+
+def _overlap(a, b):
+    common = sum(len(set(x) & set(y)) for x, y in zip(a, b, strict=True))
+    return common / min(sum(map(len, a)), sum(map(len, b)))
+
+
+def test_rows_match_selections_recomputed_from_the_subsets(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 24
+    # a shared structure plus per-prompt noise, so overlaps are neither 0 nor 1
+    a = (rng.standard_normal((1, 3, 40)) + 0.8 * rng.standard_normal((n, 3, 40))).astype(np.float32)
+    subjects = ["college_physics", "philosophy", "sociology", "virology", "cooking", "anatomy"] * 4
+    path = write_kva(tmp_path / "kva.h5", a, subjects=subjects)
+    rows = stability_table(path, 10, seeds=(0, 1), q_list=(5, 20), chunk_size=5)
+    full = select_nodes(a, 10)
+    by_label = {r["label"]: r for r in rows}
+    assert [r["kind"] for r in rows] == ["random_half"] * 2 + ["subject_group"] * 4 + ["q"] * 2
+
+    for seed in (0, 1):
+        half = np.sort(np.random.default_rng(seed).permutation(n)[: n // 2])
+        row = by_label[f"half, seed {seed}"]
+        assert row["samples"] == 12
+        assert row["overlap"] == pytest.approx(_overlap(select_nodes(a[half], 10), full))
+    stem = np.array([subject_group(s) == "STEM" for s in subjects])
+    assert by_label["STEM"]["samples"] == 8  # college_physics and anatomy
+    assert by_label["STEM"]["overlap"] == pytest.approx(_overlap(select_nodes(a[stem], 10), full))
+    for q in (5, 20):
+        sel = select_nodes(a, q)
+        row = by_label[f"q={q}"]
+        assert row["overlap"] == pytest.approx(_overlap(sel, full))
+        assert row["selected"] == sum(map(len, sel))
+    assert by_label["q=20"]["chance_overlap"] == pytest.approx(8 / 40)
+    assert all(0 <= r["min_layer_overlap"] <= r["overlap"] <= 1 for r in rows)
+
+    write_stability_csv(tmp_path / "s.csv", rows)
+    back = read_stability_csv(tmp_path / "s.csv")
+    assert [r["label"] for r in back] == [r["label"] for r in rows]
+    assert back[0]["overlap"] == pytest.approx(rows[0]["overlap"], abs=1e-4)
+
+
+def test_identical_prompts_give_full_overlap(tmp_path):
+    a = np.repeat(np.random.default_rng(1).standard_normal((1, 2, 30)), 10, axis=0)
+    path = write_kva(tmp_path / "kva.h5", a.astype(np.float32))
+    rows = stability_table(path, 10, seeds=(0,))
+    assert {r["label"]: r["overlap"] for r in rows} == {"half, seed 0": 1.0, "STEM": 1.0}
+
+
+def test_stability_needs_the_subject_dataset(tmp_path):
+    import h5py
+
+    path = write_kva(tmp_path / "kva.h5", np.ones((4, 2, 10), dtype=np.float32))
+    with h5py.File(path, "a") as fh:
+        del fh["subject"]
+    with pytest.raises(LokiInputError, match="missing per-sample dataset 'subject'"):
+        stability_table(path, 10)
