@@ -1,0 +1,140 @@
+"""The Berkeley Function Calling Leaderboard's own items, read out of the ``bfcl-eval`` wheel.
+
+The wheel (Apache-2.0, on PyPI) carries the question files ``bfcl_eval/data/BFCL_v<N>_<cat>.json``
+and the answers ``bfcl_eval/data/possible_answer/BFCL_v<N>_<cat>.json``, both JSON lines (checked
+on ``bfcl-eval==2026.3.23``, whose files are ``BFCL_v4_*``). The wheel is only downloaded
+(``pip download --no-deps``) and read as a zip: importing the package would pull in its many
+dependencies, and nothing of its code is needed.
+
+Only the single-turn Python categories can be judged by the AST checker; relevance and
+irrelevance categories have no answer file. Older BFCL versions called ``simple_python``
+just ``simple``; either name is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from loki_pipeline.errors import LokiInputError
+
+DEFAULT_VERSION = "2026.3.23"
+
+#: Single-turn Python categories the AST checker judges (BFCL's names).
+NON_LIVE = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
+LIVE = (
+    "live_simple",
+    "live_multiple",
+    "live_parallel",
+    "live_parallel_multiple",
+    "live_irrelevance",
+    "live_relevance",
+)
+CATEGORIES = NON_LIVE + LIVE
+#: other names for a category across BFCL versions
+ALIASES = {"simple": "simple_python", "simple_python": "simple"}
+_DATA = "bfcl_eval/data/"
+
+
+def bfcl_wheel(
+    version: str = DEFAULT_VERSION, cache_dir: str | os.PathLike = "resources/cache"
+) -> Path:
+    """The ``bfcl-eval==version`` wheel in ``cache_dir/wheels`` (downloaded once, then reused)."""
+    from loki_pipeline.models.sources import download_wheel
+
+    if not re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version):
+        raise LokiInputError(f"bfcl-eval version {version!r}: expected a version like '2026.3.23'")
+    return download_wheel(f"bfcl-eval=={version}", Path(cache_dir) / "wheels")
+
+
+def check_categories(categories: list[str]) -> list[str]:
+    """The categories, validated before any download or model load."""
+    if not categories:
+        raise LokiInputError("tasks.toolace.eval.bfcl.categories is empty; name at least one")
+    bad = [c for c in categories if c not in CATEGORIES and ALIASES.get(c) not in CATEGORIES]
+    if bad:
+        raise LokiInputError(
+            f"BFCL categories {bad} cannot be judged by the AST checker (multi-turn, agentic and "
+            f"Java/JavaScript need execution or another parser); supported: {list(CATEGORIES)}"
+        )
+    if len(set(categories)) != len(categories):
+        raise LokiInputError(f"BFCL categories repeat a name: {categories}")
+    return categories
+
+
+def _member(names: set[str], folder: str, category: str) -> str | None:
+    for cat in (category, ALIASES.get(category)):
+        if cat is None:
+            continue
+        pattern = re.compile(re.escape(folder) + r"BFCL_v\d+_" + re.escape(cat) + r"\.json")
+        found = sorted(n for n in names if pattern.fullmatch(n))
+        if found:
+            return found[-1]
+    return None
+
+
+def _json_lines(zf: zipfile.ZipFile, member: str) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(zf.read(member).decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise LokiInputError(f"{member} line {lineno}: invalid JSON ({err})") from None
+    return rows
+
+
+def load_bfcl(
+    wheel: str | os.PathLike, categories: list[str], *, max_per_category: int | None = None
+) -> list[dict[str, Any]]:
+    """Items ``{"id", "category", "messages", "function", "ground_truth"}`` from the wheel.
+
+    ``messages`` is the first (only) turn of ``question``; ``ground_truth`` is ``None`` for
+    relevance and irrelevance. The first ``max_per_category`` items of each file, in file order.
+    """
+    check_categories(categories)
+    try:
+        zf = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise LokiInputError(f"{wheel}: not a readable bfcl-eval wheel ({err})") from None
+    items: list[dict[str, Any]] = []
+    with zf:
+        names = set(zf.namelist())
+        for category in categories:
+            question_file = _member(names, _DATA, category)
+            if question_file is None:
+                raise LokiInputError(
+                    f"{wheel}: no question file for BFCL category {category!r} under {_DATA}"
+                )
+            questions = _json_lines(zf, question_file)
+            if max_per_category is not None:
+                questions = questions[:max_per_category]
+            answers: dict[str, Any] = {}
+            if "relevance" not in category:  # irrelevance/relevance: judged without answers
+                answer_file = _member(names, _DATA + "possible_answer/", category)
+                if answer_file is None:
+                    raise LokiInputError(f"{wheel}: no possible_answer file for {category!r}")
+                answers = {row["id"]: row["ground_truth"] for row in _json_lines(zf, answer_file)}
+            for row in questions:
+                missing = [k for k in ("id", "question", "function") if k not in row]
+                if missing:
+                    raise LokiInputError(f"{question_file}: an item lacks {missing}")
+                if answers and row["id"] not in answers:
+                    raise LokiInputError(f"{question_file}: item {row['id']!r} has no answer")
+                items.append(
+                    {
+                        "id": row["id"],
+                        "category": category,
+                        "messages": row["question"][0],
+                        "function": row["function"],
+                        "ground_truth": answers.get(row["id"]),
+                    }
+                )
+    if not items:
+        raise LokiInputError(f"{wheel}: no BFCL items for categories {categories}")
+    return items
