@@ -25,12 +25,12 @@ rule eval_general:
         "logs/eval_general/{model}/{run}.log",
     benchmark:
         "results/benchmarks/eval_general/{model}/{run}.tsv"
-    params:
-        general=config.get("evaluate", {}).get("general", {}),
-        device=config.get("device", "auto"),
     threads: config.get("evaluate", {}).get("general", {}).get("threads", 2)
     resources:
         mem_mb=8000,
         gpu=1 if config.get("device", "auto") == "cuda" else 0,
+    params:
+        general=config.get("evaluate", {}).get("general", {}),
+        device=config.get("device", "auto"),
     script:
         "../scripts/eval_general.py"
