@@ -75,6 +75,13 @@ def test_exact_respects_a_sliding_window_shorter_than_the_prompt():
     assert rel_err(attribute(model, ids, steps=3, method="exact"), ref) <= 1e-4
 
 
+@pytest.mark.parametrize("length", [1, 2])
+def test_exact_matches_reference_on_one_and_two_token_prompts(tiny_qwen2, length):
+    ids = torch.arange(5, 5 + length)
+    ref = attribute(tiny_qwen2, ids, steps=3, method="reference")
+    assert rel_err(attribute(tiny_qwen2, ids, steps=3, method="exact"), ref) <= 1e-4
+
+
 @pytest.mark.parametrize("arch", ["qwen3", "mistral"])
 def test_exact_matches_reference_on_other_supported_architectures(arch):
     model = build_tiny_model(arch)
