@@ -147,7 +147,7 @@ def test_cli_writes_table2_with_paper_avgs(table2_files, tmp_path, capsys):
         argv += ["--run", f"{name}={table2_files[name]}"]
     argv += ["--params", "loki_q10=188000000"]
     assert main(argv) == 0
-    rows = list(csv.DictReader(tmp_path / "t2.csv").read_text().splitlines())
+    rows = list(csv.DictReader((tmp_path / "t2.csv").read_text().splitlines()))
     assert [r["run"] for r in rows] == ["base", *TABLE2]
     for row in rows[1:]:
         assert float(row["Avg"]) == pytest.approx(TABLE2[row["run"]][1], abs=0.005)

@@ -82,7 +82,7 @@ def test_build_writes_every_table_and_the_figure(tmp_path):
     assert sorted(x.name for x in written) == sorted(
         f"{s}.{e}" for s in ("forgetting", "task") for e in ("csv", "md", "tex")
     )
-    rows = {r["run"]: r for r in csv.DictReader(out / "forgetting.csv".read_text().splitlines())}
+    rows = {r["run"]: r for r in csv.DictReader((out / "forgetting.csv").read_text().splitlines())}
     assert float(rows["toolace-loki_q10"]["Avg"]) == pytest.approx(100 / 2 * (0 + 0.04 / 0.4))
     assert float(rows["toolace-lora_r16"]["Avg"]) == pytest.approx(25.0)
     assert (
@@ -94,5 +94,5 @@ def test_build_writes_every_table_and_the_figure(tmp_path):
     fig = build_tradeoff("toolace", g, t, tmp_path / "fig" / "tradeoff.png", suppress_general=s)
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     build_suppress_table({"base": g["base"], **s}, tmp_path / "sup")
-    sup = list(csv.DictReader(tmp_path / "sup" / "forgetting.csv").read_text().splitlines())
+    sup = list(csv.DictReader((tmp_path / "sup" / "forgetting.csv").read_text().splitlines()))
     assert float(sup[1]["Avg"]) == pytest.approx(100 / 2 * (0.4 / 0.5 + 0.3 / 0.4))
