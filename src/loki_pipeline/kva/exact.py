@@ -173,9 +173,10 @@ def exact_attribute(
                 lambda _m, args, i=i: keep(resid, i, args[0])
             )
         )
+    kv_cache = _full_cache()
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, use_cache=True, **{_cache_kwarg(model): _full_cache()})
+            out = model(input_ids=ids, use_cache=True, **{_cache_kwarg(model): kv_cache})
     finally:
         for h in handles:
             h.remove()
@@ -183,10 +184,9 @@ def exact_attribute(
     probs = torch.softmax(logits, dim=-1)
     token = int(probs.argmax())
     probability = float(probs[token])
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     prefix_len = n - 1
-    prefix = PrefixCache(*_prefix_kv(cache, num_layers, prefix_len))
-    del out, cache
+    prefix = PrefixCache(*_prefix_kv(kv_cache, num_layers, prefix_len))
+    del out, kv_cache
 
     dtype = z[0].dtype
     device = ids.device
