@@ -1,48 +1,5 @@
 # Selecting: attributions -> trainable nodes (any strategy, any q), and the paper's figures.
 
-from loki_pipeline.select.naming import Q_PATTERN, STRATEGIES, format_q
-
-SELECT = config.get("select", {})
-
-
-wildcard_constraints:
-    strategy="|".join(STRATEGIES),
-    q=Q_PATTERN,
-
-
-def selection_file(model, strategy, q):
-    """The selection JSON for (model, strategy, q); other stages ask for selections through it."""
-    return f"results/select/{model}/{strategy}_q{format_q(q)}.json"
-
-
-def heatmap_q(model):
-    """The q of a model's figures: one number for all models, or a per-model mapping."""
-    value = SELECT.get("heatmap_q", 10)
-    return value.get(model, 10) if isinstance(value, dict) else value
-
-
-def figure_targets():
-    """Heatmaps, global per-layer counts and stability for every model (the `figures` target)."""
-    targets = []
-    for model in MODELS:
-        q = format_q(heatmap_q(model))
-        for stem in (f"kva_heatmap_q{q}", f"global_layer_counts_q{q}", "stability"):
-            targets += expand("results/figures/{model}/{stem}.{ext}", model=model, stem=stem,
-                              ext=["png", "pdf"])  # fmt: skip
-        targets.append(f"results/select/{model}/stability.csv")
-    return targets
-
-
-def select_targets():
-    """Every selection the config asks for (strategies x q) plus the figures."""
-    targets = [
-        selection_file(model, strategy, q)
-        for model in MODELS
-        for strategy in SELECT.get("strategies", STRATEGIES)
-        for q in SELECT.get("q", [1, 5, 10])
-    ]
-    return targets + figure_targets()
-
 
 rule select:
     input:
@@ -53,12 +10,14 @@ rule select:
         "logs/select/{model}/{strategy}_q{q}.log",
     benchmark:
         "results/benchmarks/select/{model}/{strategy}_q{q}.tsv"
-    params:
-        q=lambda wc: float(wc.q),
-        chunk_size=SELECT.get("chunk_size", 128),
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        q=lambda wc: float(wc.q),
+        chunk_size=SELECT.get("chunk_size", 128),
     script:
         "../scripts/select.py"
 
@@ -78,13 +37,15 @@ rule heatmap:
         "logs/heatmap/{model}/q{q}.log",
     benchmark:
         "results/benchmarks/heatmap/{model}/q{q}.tsv"
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         q=lambda wc: float(wc.q),
         bins=SELECT.get("heatmap_bins", 64),
         chunk_size=SELECT.get("chunk_size", 128),
-    threads: 1
-    resources:
-        mem_mb=2000,
     script:
         "../scripts/heatmap.py"
 
@@ -105,6 +66,8 @@ rule global_layer_counts:
         "logs/global_layer_counts/{model}/q{q}.log",
     benchmark:
         "results/benchmarks/global_layer_counts/{model}/q{q}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -133,14 +96,16 @@ rule stability:
         "logs/stability/{model}.log",
     benchmark:
         "results/benchmarks/stability/{model}.tsv"
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         q=lambda wc: SELECT.get("stability", {}).get("q", heatmap_q(wc.model)),
         seeds=SELECT.get("stability", {}).get("seeds", [0, 1, 2]),
         q_list=SELECT.get("stability", {}).get("q_list", [1, 5, 20]),
         chunk_size=SELECT.get("chunk_size", 128),
-    threads: 1
-    resources:
-        mem_mb=2000,
     script:
         "../scripts/stability.py"
 
