@@ -1,0 +1,108 @@
+"""``loki train``: fine-tune a model on a task with one method (LoKI, LoKI*, full, PEFT)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Fine-tune a model on a task (LoKI, LoKI*, full or a PEFT baseline)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="base model checkpoint directory")
+    parser.add_argument("--task", required=True, choices=["toolace", "reranker"])
+    parser.add_argument("--data", default=None, help="training data file (default: shipped set)")
+    parser.add_argument(
+        "--method",
+        required=True,
+        help="loki_q{q}, loki_{strategy}_q{q}, loki_lora_q{q}_r{r}, full, lora_r{r}, dora_r{r}, "
+        "pissa_r{r}, corda_r{r}",
+    )
+    parser.add_argument("--selection", default=None, help="selection JSON (LoKI methods)")
+    parser.add_argument("--out", required=True, help="run directory to write (atomic)")
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="resumable state (default: {out}/../.checkpoints/{out name})",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML/JSON file with a 'training' block (defaults and overrides)",
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group = parser.add_argument_group("training settings (override the config)")
+    group.add_argument("--max-steps", type=int, default=None)
+    group.add_argument("--lr", dest="learning_rate", type=float, default=None)
+    group.add_argument("--epochs", type=float, default=None)
+    group.add_argument("--batch-size", type=int, default=None)
+    group.add_argument("--grad-accum", type=int, default=None)
+    group.add_argument("--cutoff-len", type=int, default=None)
+    group.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--warmup-ratio", type=float, default=None)
+    group.add_argument("--scheduler", default=None)
+    group.add_argument("--seed", type=int, default=None)
+    group.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    group.add_argument("--max-samples", type=int, default=None)
+    group.add_argument("--save-every", type=int, default=None)
+
+
+SETTING_FLAGS = (
+    "max_steps",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "cutoff_len",
+    "packing",
+    "warmup_ratio",
+    "scheduler",
+    "seed",
+    "dtype",
+    "max_samples",
+    "save_every",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from loki_pipeline.errors import LokiInputError
+    from loki_pipeline.train.methods import parse_method
+    from loki_pipeline.train.run import run_training
+    from loki_pipeline.train.settings import resolve_settings
+
+    parse_method(args.method)  # a bad name fails before anything is read
+    training = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise LokiInputError(f"config file {path} does not exist")
+        if path.suffix == ".json":
+            cfg = json.loads(path.read_text())
+        else:
+            import yaml
+
+            cfg = yaml.safe_load(path.read_text())
+        training = (cfg or {}).get("training", {})
+    settings = resolve_settings(
+        training, args.task, args.method, **{k: getattr(args, k) for k in SETTING_FLAGS}
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run_training(
+        args.model,
+        args.task,
+        args.data,
+        args.method,
+        args.out,
+        settings,
+        selection_path=args.selection,
+        checkpoint_dir=args.checkpoint_dir,
+        device=args.device,
+    )
+    print(f"run written to {args.out}")
+    return 0

@@ -1,0 +1,241 @@
+"""File-level training run: model dir + task data + method (+ selection) -> a run directory.
+
+Output (written atomically, so a killed run never leaves a directory that looks finished)::
+
+    {out}/adapter/              LoKI: trained rows + indices (safetensors) + loki_config.json;
+                                PEFT: a standard PEFT adapter; full: a pointer to merged/
+    {out}/merged/               plain Hugging Face checkpoint (stock from_pretrained loads it)
+    {out}/train_log.csv         one row per optimizer step
+    {out}/loss.png              the loss curve
+    {out}/trainable_params.json trainable / total parameters (and LoKI's formula)
+    {out}/train_config.json     settings, method, inputs and their hashes
+
+Resumable state lives in ``checkpoint_dir`` (default ``{out}/../.checkpoints/{out name}``),
+outside the final directory, so a failure (or Snakemake removing a failed output) keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from loki_pipeline import __version__
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.io import atomic_path, file_sha256
+from loki_pipeline.train.methods import Method, parse_method
+from loki_pipeline.train.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+def default_checkpoint_dir(out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    return out.parent / ".checkpoints" / out.name
+
+
+def _check_selection(method: Method, selection_path, model_dir) -> Any:
+    """Read the selection and check it against config.json before any weights are loaded."""
+    from loki_pipeline.implant.selection import check_fits, read_selection
+
+    if not method.needs_selection:
+        if selection_path is not None:
+            log.warning("method %s ignores the selection file %s", method.name, selection_path)
+        return None
+    if selection_path is None:
+        raise LokiInputError(
+            f"method {method.name} trains selected nodes: pass the selection file "
+            f"({method.selection_name}.json from the select stage) with --selection"
+        )
+    selection = read_selection(selection_path)
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    check_fits(
+        selection,
+        int(cfg["num_hidden_layers"]),
+        int(cfg["hidden_size"]),
+        model_name=f"model {model_dir}",
+    )
+    if selection.q is not None and abs(float(selection.q) - float(method.q)) > 1e-9:
+        raise LokiInputError(
+            f"selection {selection_path} has q={selection.q} but method {method.name} asks for "
+            f"q={method.q:g}"
+        )
+    if selection.strategy is not None and selection.strategy != method.strategy:
+        raise LokiInputError(
+            f"selection {selection_path} uses strategy {selection.strategy!r} but method "
+            f"{method.name} asks for {method.strategy!r}"
+        )
+    return selection
+
+
+def run_training(
+    model_dir: str | os.PathLike,
+    task: str,
+    data: str | os.PathLike | None,
+    method_name: str,
+    out_dir: str | os.PathLike,
+    settings: TrainSettings,
+    *,
+    selection_path: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Train one run and write its directory; every input is checked before training starts."""
+    import torch
+
+    from loki_pipeline.data.sft import build_sft_dataset
+    from loki_pipeline.implant.adapter import save_loki_adapter
+    from loki_pipeline.implant.apply import merge_loki
+    from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
+    from loki_pipeline.models.architecture import get_adapter
+    from loki_pipeline.train import trainer
+
+    method = parse_method(method_name)
+    settings.validate()
+    if not (Path(model_dir) / "config.json").is_file():
+        raise LokiInputError(f"model directory {model_dir} has no config.json")
+    selection = _check_selection(method, selection_path, model_dir)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_checkpoint(model_dir, dtype=settings.dtype, device=device)
+    examples = build_sft_dataset(
+        task,
+        data,
+        tokenizer,
+        cutoff_len=settings.cutoff_len,
+        packing=settings.packing,
+        max_samples=settings.max_samples or None,
+    )
+    if not examples:
+        raise LokiInputError(f"task data {data} gave no training examples")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    arch = get_adapter(model)
+    total_before = sum(p.numel() for p in model.parameters())
+    model = trainer.prepare_model(
+        model, method, settings, selection=selection, calibration=examples, pad_id=pad_id
+    )
+    if settings.dtype != "float32":  # optimizer state and updates in float32; compute autocast
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    trainable, _ = trainer.count_parameters(model)
+    counts = {
+        "method": method.name,
+        "trainable_params": trainable,
+        "total_params": total_before,
+        "trainable_percent": 100.0 * trainable / total_before,
+    }
+    if method.kind == "loki":
+        counts["selected_nodes"] = selection.total
+        counts["nodes_per_layer"] = [len(p) for p in selection.positions]
+        counts["paper_formula"] = "q/100 * L * d_model * d_ff"
+        counts["paper_formula_params"] = int(
+            method.q / 100 * arch.num_layers * arch.d_model * arch.d_ff
+        )
+    log.info(
+        "%s: %d trainable of %d parameters (%.3f%%)",
+        method.name,
+        trainable,
+        total_before,
+        counts["trainable_percent"],
+    )
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out_dir)
+    inputs = {
+        "model": str(model_dir),
+        "task": task,
+        "data": None if data is None else str(data),
+        "data_sha256": file_sha256(data) if data is not None and Path(data).is_file() else None,
+        "method": method.name,
+        "selection": None if selection_path is None else str(selection_path),
+        "selection_sha256": (file_sha256(selection_path) if selection is not None else None),
+    }
+    rows = trainer.train_model(
+        model,
+        examples,
+        settings,
+        pad_id=pad_id,
+        checkpoint_dir=ckpt_dir,
+        fingerprint=inputs,
+        progress=progress,
+    )
+    log.info(
+        "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
+    )
+
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        trainer.write_train_log(rows, tmp / "train_log.csv")
+        trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
+        (tmp / "trainable_params.json").write_text(json.dumps(counts, indent=2) + "\n")
+        (tmp / "train_config.json").write_text(
+            json.dumps(
+                {
+                    **inputs,
+                    "settings": settings.to_dict(),
+                    "learning_rate_effective": settings.effective_lr,
+                    "num_examples": len(examples),
+                    "steps": len(rows),
+                    "package_version": __version__,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        _save_outputs(
+            model,
+            tokenizer,
+            method,
+            tmp,
+            selection,
+            selection_path,
+            model_dir,
+            save_loki_adapter,
+            merge_loki,
+            save_checkpoint,
+            settings,
+        )
+    if not settings.keep_checkpoints:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return Path(out_dir)
+
+
+def _save_outputs(
+    model,
+    tokenizer,
+    method,
+    tmp,
+    selection,
+    selection_path,
+    model_dir,
+    save_loki_adapter,
+    merge_loki,
+    save_checkpoint,
+    settings,
+) -> None:
+    import torch
+
+    dtype = getattr(torch, settings.dtype)
+    if method.kind == "loki":
+        save_loki_adapter(
+            model,
+            tmp / "adapter",
+            base_model=str(model_dir),
+            selection=selection_path,
+            strategy=method.strategy,
+            q=method.q,
+            extra={"method": method.name},
+        )
+        merged = merge_loki(model)
+    elif method.kind == "peft":
+        model.save_pretrained(str(tmp / "adapter"))
+        merged = model.merge_and_unload()
+    else:
+        (tmp / "adapter").mkdir()
+        (tmp / "adapter" / "README.md").write_text(
+            "Full fine-tuning trains every parameter: the model is ../merged/.\n"
+        )
+        merged = model
+    save_checkpoint(merged.to(dtype), tokenizer, tmp / "merged")

@@ -1,0 +1,233 @@
+"""Method registry, settings, the resumable loop and a whole run on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import build_tiny_model
+from transformers import AutoModelForCausalLM
+
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.implant.selection import Selection
+from loki_pipeline.train import parse_method, resolve_settings
+from loki_pipeline.train.settings import TrainSettings
+from loki_pipeline.train.trainer import prepare_model, sft_loss, train_model
+
+
+def synthetic_examples(n: int = 6, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = 6 + i % 4
+        ids = torch.randint(3, 384, (length,), generator=g).tolist()
+        labels = [-100] * 3 + ids[3:]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def positions(k: int = 3) -> Selection:
+    return Selection(positions=[list(range(i, i + k)) for i in range(3)])
+
+
+@pytest.mark.parametrize(
+    "name,kind,strategy,q,rank",
+    [
+        ("loki_q10", "loki", "layer_balanced_low", 10.0, None),
+        ("loki_global_high_q10", "loki", "global_high", 10.0, None),
+        ("loki_lora_q30_r32", "loki", "layer_balanced_low", 30.0, 32),
+        ("loki_q2.5", "loki", "layer_balanced_low", 2.5, None),
+        ("full", "full", None, None, None),
+        ("dora_r16", "peft", None, None, 16),
+        ("corda_r8", "peft", None, None, 8),
+    ],
+)
+def test_method_names_parse_to_their_parts(name, kind, strategy, q, rank):
+    m = parse_method(name)
+    assert (m.kind, m.strategy, m.q, m.rank) == (kind, strategy, q, rank)
+
+
+def test_selection_file_name_is_compact():
+    assert parse_method("loki_q10").selection_name == "layer_balanced_low_q10"
+    assert parse_method("loki_global_low_q2.5").selection_name == "global_low_q2.5"
+
+
+@pytest.mark.parametrize("name", ["lokiq10", "loki_q0", "loki_q100", "loki_lora_q10", "lora", "x"])
+def test_unknown_method_error_lists_the_grammar(name):
+    with pytest.raises(LokiInputError, match=r"loki_lora_q\{q\}_r\{r\}.*pissa_r\{r\}"):
+        parse_method(name)
+
+
+def test_settings_resolve_task_then_method_overrides_and_scale_lr():
+    training = {
+        "learning_rate": 1e-4,
+        "max_steps": 30,
+        "tasks": {"toolace": {"cutoff_len": 1024}},
+        "methods": {"loki*_q30*": {"lr_scale": 0.4}, "lora_*": {"learning_rate": 2e-4}},
+    }
+    s = resolve_settings(training, "toolace", "loki_q30")
+    assert s.cutoff_len == 1024 and s.effective_lr == pytest.approx(4e-5)
+    s = resolve_settings(training, "reranker", "lora_r16", max_steps=5)
+    assert s.cutoff_len == 512 and s.effective_lr == pytest.approx(2e-4) and s.max_steps == 5
+    with pytest.raises(LokiInputError, match="unknown training setting"):
+        resolve_settings({"lr": 1}, "toolace", "full")
+    with pytest.raises(LokiInputError, match="warmup_ratio"):
+        resolve_settings({"warmup_ratio": 1.5}, "toolace", "full")
+
+
+def test_sft_loss_equals_hf_loss_on_supervised_tokens(tiny_model):
+    from loki_pipeline.train.trainer import pad_collate
+
+    batch = pad_collate(synthetic_examples(3), pad_id=0)
+    loss, n = sft_loss(tiny_model, batch)
+    ref = tiny_model(**batch).loss
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    assert n == int((batch["labels"][:, 1:] != -100).sum())
+
+
+@pytest.mark.parametrize("name", ["lora_r4", "dora_r4", "pissa_r4", "corda_r4", "loki_lora_q10_r2"])
+def test_every_method_starts_from_the_base_models_function(name):
+    base = build_tiny_model("llama")
+    settings = TrainSettings(batch_size=2, calibration_samples=4)
+    ids = torch.randint(0, 384, (2, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = base(ids).logits
+    model = prepare_model(
+        build_tiny_model("llama"),
+        parse_method(name),
+        settings,
+        selection=positions(),
+        calibration=synthetic_examples(),
+    )
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-4, atol=1e-4)
+
+
+def _trained(tmp_path, stop_at=None, ckpt="ckpt"):
+    settings = TrainSettings(
+        learning_rate=1e-2, max_steps=6, batch_size=2, save_every=2, warmup_ratio=0.2, seed=7
+    )
+    model = prepare_model(
+        build_tiny_model("llama"), parse_method("loki_lora_q10_r2"), settings, selection=positions()
+    )
+
+    def on_step(step, row):
+        if step == stop_at:
+            raise KeyboardInterrupt  # a killed job
+
+    rows = train_model(
+        model,
+        synthetic_examples(5),
+        settings,
+        checkpoint_dir=tmp_path / ckpt,
+        on_step=on_step,
+        progress=False,
+    )
+    return model, rows
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
+    straight, rows = _trained(tmp_path, ckpt="a")
+    with pytest.raises(KeyboardInterrupt):
+        _trained(tmp_path, stop_at=3, ckpt="b")  # last checkpoint at step 2
+    resumed, resumed_rows = _trained(tmp_path, ckpt="b")
+    assert [r["loss"] for r in resumed_rows] == [r["loss"] for r in rows]
+    a = {n: p for n, p in straight.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in resumed.named_parameters() if p.requires_grad}
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    assert any(p.abs().sum() > 0 for n, p in a.items() if "lora_A" in n)  # it did train
+
+
+TOOLACE_ROWS = [
+    {
+        "system": 'You can call these tools: [{"name": "get_weather", "parameters": {"city": "str"}}]',
+        "conversations": [
+            {"from": "user", "value": f"Weather in city number {i}?"},
+            {"from": "assistant", "value": f'[get_weather(city="C{i}")]'},
+        ],
+    }
+    for i in range(6)
+]
+
+
+def test_loki_run_writes_mergeable_outputs_that_differ_only_in_selected_rows(
+    tmp_path, tiny_checkpoint
+):
+    from loki_pipeline.train.run import run_training
+
+    data = tmp_path / "toolace.json"
+    data.write_text(json.dumps(TOOLACE_ROWS))
+    sel = tmp_path / "layer_balanced_low_q10.json"
+    pos = [[1, 5, 9], [0, 2, 4], [7, 8, 30]]
+    sel.write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "strategy": "layer_balanced_low",
+                "q": 10,
+                "num_layers": 3,
+                "nodes_per_layer": 32,
+                "positions": pos,
+            }
+        )
+    )
+    out = tmp_path / "run"
+    settings = TrainSettings(learning_rate=1e-2, max_steps=3, batch_size=2, cutoff_len=128)
+    run_training(
+        tiny_checkpoint,
+        "toolace",
+        data,
+        "loki_q10",
+        out,
+        settings,
+        selection_path=sel,
+        progress=False,
+    )
+    for name in (
+        "adapter/loki_config.json",
+        "merged/config.json",
+        "train_log.csv",
+        "loss.png",
+        "trainable_params.json",
+        "train_config.json",
+    ):
+        assert (out / name).is_file(), name
+    counts = json.loads((out / "trainable_params.json").read_text())
+    assert counts["trainable_params"] == 9 * 48
+    assert not (tmp_path / ".checkpoints" / "run").exists()
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).state_dict()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").state_dict()
+    for name, w in base.items():
+        changed = (
+            (merged[name] != w).any(dim=-1).nonzero().flatten().tolist() if w.dim() == 2 else []
+        )
+        if name.endswith("down_proj.weight"):
+            assert changed == pos[int(name.split(".")[2])], name
+        else:
+            assert torch.equal(merged[name], w), name
+
+
+def test_bad_inputs_fail_before_training(tmp_path, tiny_checkpoint):
+    from loki_pipeline.train.run import run_training
+
+    settings = TrainSettings(max_steps=1)
+    with pytest.raises(LokiInputError, match="methods are"):
+        run_training(tiny_checkpoint, "toolace", None, "lokii_q10", tmp_path / "o", settings)
+    with pytest.raises(LokiInputError, match="--selection"):
+        run_training(tiny_checkpoint, "toolace", None, "loki_q10", tmp_path / "o", settings)
+    other = tmp_path / "sel.json"
+    other.write_text(json.dumps({"model": "big", "positions": [[0]] * 30}))
+    with pytest.raises(LokiInputError, match="another model"):
+        run_training(
+            tiny_checkpoint,
+            "toolace",
+            None,
+            "loki_q10",
+            tmp_path / "o",
+            settings,
+            selection_path=other,
+        )
+    assert not (tmp_path / "o").exists()
