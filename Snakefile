@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/kva.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate_general.smk"
 
 

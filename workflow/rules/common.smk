@@ -28,6 +28,7 @@ def all_targets():
     targets = []
     targets += expand("results/kva/{model}/kva.h5", model=MODELS)
     targets += select_targets()  # selections, figures, stability (below)
+    targets += train_targets()  # training runs of `experiments` (train.smk)
     targets += report_targets()  # tables and trade-off figures (report.smk)
     return targets
 

@@ -83,8 +83,12 @@ def run_training(
     checkpoint_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     progress: bool = True,
+    data_options: dict[str, Any] | None = None,
 ) -> Path:
-    """Train one run and write its directory; every input is checked before training starts."""
+    """Train one run and write its directory; every input is checked before training starts.
+
+    ``data_options`` go to the task's loader (``split``, ``tool_role``, ``columns``).
+    """
     import torch
 
     from loki_pipeline.data.sft import build_sft_dataset
@@ -109,6 +113,7 @@ def run_training(
         cutoff_len=settings.cutoff_len,
         packing=settings.packing,
         max_samples=settings.max_samples or None,
+        **(data_options or {}),
     )
     if not examples:
         raise LokiInputError(f"task data {data} gave no training examples")

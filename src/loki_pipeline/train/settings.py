@@ -93,15 +93,31 @@ def _apply(settings: dict[str, Any], overrides: dict[str, Any], where: str) -> N
     settings.update(overrides)
 
 
+#: keys of the config's ``tasks.{task}.train`` block that are training settings
+DATA_KEYS = ("cutoff_len", "packing", "max_samples")
+
+
 def resolve_settings(
-    training: dict[str, Any] | None, task: str, method: str, **cli: Any
+    training: dict[str, Any] | None,
+    task: str,
+    method: str,
+    *,
+    data: dict[str, Any] | None = None,
+    **cli: Any,
 ) -> TrainSettings:
-    """Combine the config's ``training`` block for one run; ``cli`` values (not None) win last."""
+    """Combine the config's ``training`` block for one run; ``cli`` values (not None) win last.
+
+    ``data`` is the task's ``tasks.{task}.train`` block: its cutoff_len / packing / max_samples
+    apply after the ``training`` defaults and before the per-task and per-method overrides.
+    """
     training = dict(training or {})
     per_task = training.pop("tasks", {}) or {}
     per_method = training.pop("methods", {}) or {}
     settings: dict[str, Any] = {}
     _apply(settings, training, "training")
+    for key in DATA_KEYS:
+        if (data or {}).get(key) is not None:
+            settings[key] = data[key]
     _apply(settings, per_task.get(task, {}) or {}, f"training.tasks.{task}")
     scale = float(settings.pop("lr_scale", 1.0))
     for pattern, overrides in per_method.items():

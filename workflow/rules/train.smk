@@ -1,0 +1,88 @@
+# Implanting: train every (task, method) the config's `experiments` asks for, and the
+# suppression ablations (PAPER.md Table 5). Methods are parsed by the package's one registry.
+
+from loki_pipeline.train.methods import parse_method
+
+
+wildcard_constraints:
+    task="toolace|reranker",
+    method=r"[a-z0-9_.]+",
+
+
+TRAIN_DATA_KEYS = ("split", "tool_role", "columns")
+
+
+def train_inputs(wildcards):
+    """Base model, the task's local data file (if any) and, for LoKI methods, the selection."""
+    inputs = {"model": f"resources/models/{wildcards.model}"}
+    source = config["tasks"].get(wildcards.task, {}).get("train", {}).get("source")
+    if source and not str(source).startswith("hf:"):
+        inputs["data"] = source
+    method = parse_method(wildcards.method)
+    if method.needs_selection:
+        inputs["selection"] = selection_file(wildcards.model, method.strategy, method.q)
+    return inputs
+
+
+def train_targets():
+    """Every training run's directory files the config asks for."""
+    return [
+        f"results/train/{model}/{task}/{method}/trainable_params.json"
+        for model in MODELS
+        for task, method in training_runs(model)
+    ]
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        adapter=directory("results/train/{model}/{task}/{method}/adapter"),
+        merged=directory("results/train/{model}/{task}/{method}/merged"),
+        train_log="results/train/{model}/{task}/{method}/train_log.csv",
+        loss=report(
+            "results/train/{model}/{task}/{method}/loss.png",
+            caption="../report/train_loss.rst",
+            category="Implanting",
+            subcategory="{model} {task}",
+        ),
+        params="results/train/{model}/{task}/{method}/trainable_params.json",
+    log:
+        "logs/train/{model}/{task}/{method}.log",
+    benchmark:
+        "results/benchmarks/train/{model}/{task}/{method}.tsv"
+    params:
+        run_dir="results/train/{model}/{task}/{method}",
+        # outside the rule's outputs: Snakemake never deletes it, so a killed job resumes
+        checkpoint_dir="results/train/.checkpoints/{model}/{task}/{method}",
+        training=config.get("training", {}),
+        data=lambda wc: config["tasks"].get(wc.task, {}).get("train", {}),
+        data_keys=TRAIN_DATA_KEYS,
+        device=config.get("device", "auto"),
+    threads: config.get("training", {}).get("threads", 2)
+    resources:
+        mem_mb=8000,
+        gpu=1 if config.get("device", "auto") == "cuda" else 0,
+    conda:
+        "../../envs/loki.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule suppress:
+    input:
+        model="resources/models/{model}",
+        selection="results/select/{model}/{strategy}_q{q}.json",
+    output:
+        directory("results/suppress/{model}/{strategy}_q{q}"),
+    log:
+        "logs/suppress/{model}/{strategy}_q{q}.log",
+    benchmark:
+        "results/benchmarks/suppress/{model}/{strategy}_q{q}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/loki.yaml"
+    script:
+        "../scripts/suppress.py"
