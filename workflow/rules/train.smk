@@ -51,6 +51,12 @@ rule train:
         "logs/train/{model}/{task}/{method}.log",
     benchmark:
         "results/benchmarks/train/{model}/{task}/{method}.tsv"
+    conda:
+        "../../envs/loki.yaml"
+    threads: config.get("training", {}).get("threads", 2)
+    resources:
+        mem_mb=8000,
+        gpu=1 if config.get("device", "auto") == "cuda" else 0,
     params:
         run_dir="results/train/{model}/{task}/{method}",
         # outside the rule's outputs: Snakemake never deletes it, so a killed job resumes
@@ -59,12 +65,6 @@ rule train:
         data=lambda wc: config["tasks"].get(wc.task, {}).get("train", {}),
         data_keys=TRAIN_DATA_KEYS,
         device=config.get("device", "auto"),
-    threads: config.get("training", {}).get("threads", 2)
-    resources:
-        mem_mb=8000,
-        gpu=1 if config.get("device", "auto") == "cuda" else 0,
-    conda:
-        "../../envs/loki.yaml"
     script:
         "../scripts/train.py"
 
@@ -79,10 +79,10 @@ rule suppress:
         "logs/suppress/{model}/{strategy}_q{q}.log",
     benchmark:
         "results/benchmarks/suppress/{model}/{strategy}_q{q}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/loki.yaml"
     script:
         "../scripts/suppress.py"
