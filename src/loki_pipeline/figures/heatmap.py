@@ -50,10 +50,10 @@ def plot_kva_heatmap(
     with plt.rc_context(PAPER_RC):
         fig, axes = plt.subplots(2, 1, figsize=(7.0, 6.2), sharex=True, constrained_layout=True)
         panels = (
-            (high_counts, "Reds", "high-contribution nodes (largest attribution)"),
-            (low_counts, "Blues", "low-contribution nodes (smallest attribution)"),
+            (high_counts, "Reds", "high-contribution nodes", "largest"),
+            (low_counts, "Blues", "low-contribution nodes", "smallest"),
         )
-        for ax, (counts, cmap, what) in zip(axes, panels, strict=True):
+        for ax, (counts, cmap, what, end) in zip(axes, panels, strict=True):
             density = heatmap_density(counts, num_samples, bins)
             positive = density[density > 0]
             shown = np.ma.masked_less_equal(density, 0)
@@ -65,7 +65,7 @@ def plot_kva_heatmap(
             ax.set_facecolor("white")
             ax.set_ylim(0, nodes)
             ax.set_ylabel(f"node index (bins of {width})")
-            ax.set_title(f"{model}: {what}, top {q:g}% of nodes per prompt")
+            ax.set_title(f"{model}: {what} ({q:g}% {end} attributions per prompt)")
             bar = fig.colorbar(image, ax=ax, pad=0.01)
             bar.set_label("pick rate per node (log)")
         step = max(1, round(layers / 16))

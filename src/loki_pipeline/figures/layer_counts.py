@@ -36,7 +36,7 @@ def plot_global_layer_counts(
         ax.bar(x + 0.2, [len(p) for p in low], 0.4, color="#2e6fb0", label="global low (G-L)")
         k = nodes_per_layer_quota(q, nodes_per_layer)
         ax.axhline(k, color="black", linestyle="--", linewidth=1,
-                   label=f"layer-balanced share k_l = {k}")  # fmt: skip
+                   label=f"layer-balanced share $k_l$ = {k}")  # fmt: skip
         ax.set_xlim(-0.7, layers - 0.3)
         ax.set_xticks(range(0, layers, max(1, round(layers / 16))))
         ax.set_xlabel("layer")

@@ -26,7 +26,7 @@ def plot_stability(
     q = rows[0]["reference_q"] if rows else float("nan")
     with plt.rc_context(PAPER_RC):
         fig, ax = plt.subplots(
-            figsize=(7.0, 0.9 + 0.28 * max(len(rows), 1)), constrained_layout=True
+            figsize=(7.0, 1.3 + 0.28 * max(len(rows), 1)), constrained_layout=True
         )
         y = list(range(len(rows)))[::-1]
         for yi, row in zip(y, rows, strict=True):
@@ -44,5 +44,7 @@ def plot_stability(
             if any(r["kind"] == k for r in rows)
         ]  # fmt: skip
         names = [KIND_NAMES[k] for k in KIND_NAMES if any(r["kind"] == k for r in rows)]
-        ax.legend(handles, names, loc="lower right", frameon=True, framealpha=0.9)
+        # below the axes: bars run up to 100% and a legend inside would hide their labels
+        ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3,
+                  frameon=False)  # fmt: skip
         save_figure(fig, paths)
