@@ -249,3 +249,11 @@ def test_selection_file_made_for_another_model_is_rejected(tmp_path):
     path.write_text("{not json")
     with pytest.raises(LokiInputError, match="not valid JSON"):
         load_selection(path)
+
+
+def test_torch_tensor_input_gives_the_numpy_selection():
+    import torch
+
+    a = np.random.default_rng(6).standard_normal((5, 2, 16)).astype(np.float32)
+    for strategy in STRATEGIES:
+        assert select_nodes(torch.from_numpy(a), 25, strategy) == select_nodes(a, 25, strategy)
