@@ -247,3 +247,19 @@ def test_missing_file_and_bad_max_samples_are_rejected(tmp_path):
         load_toolace(TOOLACE, max_samples=0)
     with pytest.raises(LokiInputError, match="expected 'hf:<owner>/<name>"):
         load_toolace("hf:ToolACE")
+
+
+SMOLLM2_DIR = ROOT / "resources" / "models" / "smollm2-135m"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SMOLLM2_DIR / "tokenizer.json").exists(), reason="default model not prepared")
+def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(SMOLLM2_DIR)
+    convs = load_toolace(TOOLACE, max_samples=20) + load_reranker(RERANKER, max_samples=5)
+    for conv in convs:
+        ex = tokenize_conversation(tok, conv, cutoff_len=4096)
+        trained = tok.decode([t for t in ex["labels"] if t != IGNORE_INDEX])
+        assert trained == "".join(m["content"] + "<|im_end|>" for m in conv if m["role"] == "assistant")

@@ -81,8 +81,12 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt
 
 def end_of_turn_ids(tokenizer: Any) -> set[int]:
     """Token ids that close a turn: the tokenizer's eos and known end-of-turn markers it has."""
-    vocab = tokenizer.get_vocab()
-    ids = {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    # convert_tokens_to_ids per marker, not get_vocab(): that copies a 50k-150k entry dict
+    ids = set()
+    for token in END_OF_TURN_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(i, int) and tokenizer.convert_ids_to_tokens(i) == token:
+            ids.add(i)
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
