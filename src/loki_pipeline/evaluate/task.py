@@ -390,36 +390,17 @@ def settings_for(task: str, eval_config: Mapping[str, Any] | None) -> dict[str, 
     return {**defaults, **given}
 
 
-def run_task_eval(
-    model_dir: str | os.PathLike,
-    task: str,
-    out_path: str | os.PathLike,
-    *,
-    eval_config: Mapping[str, Any] | None = None,
-    run: Mapping[str, Any] | None = None,
-    device: str = "auto",
-    cache_dir: str | os.PathLike = "resources/cache",
+def prepare_task(
+    task: str, eval_config: Mapping[str, Any] | None, cache_dir: str | os.PathLike
 ) -> dict[str, Any]:
-    """Evaluate one model directory on its task and write ``task.json`` atomically.
-
-    ``task.json``: ``{"task", "benchmark", "model_dir", "primary_metric", "metrics" (values in
-    [0, 1]), "counts", "settings", "config_hash", "items"}``. Every input is checked (settings,
-    data, model directory) before the model is loaded.
-    """
-    import torch
-
-    from loki_pipeline.io import config_hash, write_json
-    from loki_pipeline.models.loading import load_model, read_checkpoint_config
-
+    """Settings and data of one task, all checked (and the BFCL wheel fetched) before any model."""
     settings = settings_for(task, eval_config)
-    run = {**RUN_DEFAULTS, **(run or {})}
-    read_checkpoint_config(model_dir)
     if task == "toolace":
         from loki_pipeline.evaluate.bfcl_data import CATEGORIES, bfcl_wheel, load_bfcl
 
         categories = list(settings["categories"] or CATEGORIES)
         wheel = bfcl_wheel(settings["version"], cache_dir)
-        items = load_bfcl(wheel, categories, max_per_category=settings["max_per_category"])
+        data = load_bfcl(wheel, categories, max_per_category=settings["max_per_category"])
         benchmark = f"bfcl-eval=={settings['version']}"
     else:
         data = load_beir(
@@ -430,31 +411,78 @@ def run_task_eval(
             seed=settings["seed"],
         )
         benchmark = f"beir:{settings['source']}:{settings['split']}"
-    torch.set_num_threads(int(run["threads"]))
-    model, tokenizer = load_model(model_dir, dtype=run["dtype"], device=device)
+    return {"task": task, "settings": settings, "data": data, "benchmark": benchmark}
+
+
+def evaluate_task(model: Any, tokenizer: Any, prepared: Mapping[str, Any], *, batch_size: int = 8):
+    """One task's summary: ``{"task", "benchmark", "primary_metric", "metrics" (in [0, 1]),
+    "counts", "settings", "items"}``."""
+    task = prepared["task"]
+    settings = prepared["settings"]
     if task == "toolace":
-        log.info("BFCL: %d items over %d categories", len(items), len(categories))
+        log.info("BFCL: %d items", len(prepared["data"]))
         result = evaluate_bfcl(
             model,
             tokenizer,
-            items,
+            prepared["data"],
             max_new_tokens=settings["max_new_tokens"],
-            batch_size=run["batch_size"],
+            batch_size=batch_size,
         )
     else:
-        log.info("reranking %d queries", len(data["queries"]))
-        result = evaluate_reranker(model, tokenizer, data, batch_size=run["batch_size"])
-    summary = {
+        log.info("reranking %d queries", len(prepared["data"]["queries"]))
+        result = evaluate_reranker(model, tokenizer, prepared["data"], batch_size=batch_size)
+    log.info("%s: %s", task, {k: round(v, 4) for k, v in result["metrics"].items()})
+    return {
         "task": task,
-        "benchmark": benchmark,
-        "model_dir": str(model_dir),
+        "benchmark": prepared["benchmark"],
         "primary_metric": PRIMARY_METRIC[task],
         "metrics": result["metrics"],
         "counts": result["counts"],
         "settings": settings,
-        "config_hash": config_hash({"settings": settings, "run": run}),
         "items": result["items"],
     }
-    write_json(out_path, summary)
-    log.info("%s: %s", task, {k: round(v, 4) for k, v in result["metrics"].items()})
-    return summary
+
+
+def run_task_eval(
+    model_dir: str | os.PathLike,
+    tasks: Sequence[str],
+    out_path: str | os.PathLike,
+    *,
+    eval_configs: Mapping[str, Mapping[str, Any]] | None = None,
+    run: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    cache_dir: str | os.PathLike = "resources/cache",
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate one model directory on each of ``tasks`` and write ``task.json`` atomically.
+
+    ``task.json``: ``{"model_dir", "tasks": {task: evaluate_task summary}, "config_hash", ...
+    names}`` (``names``: e.g. model and run, recorded as given). A training run has one task;
+    the untuned ``base`` is evaluated on every task the config trains. Settings, data and the
+    model directory are all checked before the model is loaded.
+    """
+    import torch
+
+    from loki_pipeline.io import config_hash, write_json
+    from loki_pipeline.models.loading import load_model, read_checkpoint_config
+
+    if not tasks:
+        raise LokiInputError("no task to evaluate")
+    run = {**RUN_DEFAULTS, **(run or {})}
+    read_checkpoint_config(model_dir)
+    eval_configs = eval_configs or {}
+    prepared = [prepare_task(t, eval_configs.get(t), cache_dir) for t in tasks]
+    torch.set_num_threads(int(run["threads"]))
+    model, tokenizer = load_model(model_dir, dtype=run["dtype"], device=device)
+    summaries = {
+        p["task"]: evaluate_task(model, tokenizer, p, batch_size=int(run["batch_size"]))
+        for p in prepared
+    }
+    out = {
+        **dict(names or {}),
+        "model_dir": str(model_dir),
+        "tasks": summaries,
+        "config_hash": config_hash({"settings": [p["settings"] for p in prepared], "run": run}),
+    }
+    write_json(out_path, out)
+    return out

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loki_pipeline.errors import LokiInputError
 from loki_pipeline.report.forgetting import forgetting_avg, forgetting_rows, load_scores
 from loki_pipeline.report.tables import (
     forgetting_columns,
@@ -26,7 +27,7 @@ PathLike = str | os.PathLike
 
 def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], dict[str, dict]]:
     if "base" not in general:
-        raise ValueError("the general evaluations must include the 'base' run")
+        raise LokiInputError("the general evaluations must include the 'base' run")
     base = load_scores(general["base"])
     runs = {
         name: load_scores(path, tasks=list(base))
@@ -42,6 +43,18 @@ def trainable_params(path: PathLike | None) -> int | None:
         return None
     value = read_json(path).get("trainable")
     return int(value) if value is not None else None
+
+
+def task_summary(path: PathLike, task: str) -> dict[str, Any]:
+    """The ``task`` summary in a ``task.json`` (``{"tasks": {task: ...}}``, or one summary)."""
+    obj = read_json(path)
+    if "tasks" in obj:
+        if task not in obj["tasks"]:
+            raise LokiInputError(
+                f"{path}: no results for task {task!r} (has {sorted(obj['tasks'])})"
+            )
+        return obj["tasks"][task]
+    return obj
 
 
 def _full_reference(task: str, runs: Mapping[str, Any]) -> str | None:
@@ -70,7 +83,7 @@ def build_task_tables(
         caption=f"Forgetting on {caption_model} ({task}): general scores (%) and Avg, "
         "100/N Σ (S_o − S_t)/S_o against base.",
     )
-    results = {name: read_json(path) for name, path in task_results.items()}
+    results = {name: task_summary(path, task) for name, path in task_results.items()}
     reference = _full_reference(task, results) if task == "reranker" else None
     t_rows, t_cols = task_rows(task, results, reference=reference)
     written += write_table(
@@ -107,7 +120,7 @@ def build_tradeoff(
     from loki_pipeline.report.tradeoff import plot_tradeoff
 
     base, runs = _general_scores(general)
-    results = {name: read_json(path) for name, path in task_results.items()}
+    results = {name: task_summary(path, task) for name, path in task_results.items()}
     primary = next(iter(results.values()))["primary_metric"]
     points = {}
     for name, result in results.items():

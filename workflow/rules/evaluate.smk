@@ -1,0 +1,37 @@
+# Evaluating, task performance of one run's checkpoint: BFCL AST accuracy (toolace) and/or
+# reranking (reranker). A training run "{task}-{method}" is evaluated on its own task; "base"
+# (and any other run) on every task the config trains for the model, loading the model once.
+
+
+def run_tasks(model, run):
+    """Tasks whose performance task.json of (model, run) reports."""
+    kind = run.partition("-")[0]
+    if kind in config.get("tasks", {}) and run != "base":
+        return [kind]
+    trained = sorted({task for task, _ in training_runs(model)})
+    return trained or sorted(config.get("tasks", {}))
+
+
+rule eval_task:
+    input:
+        model=lambda wc: run_model_dir(wc.model, wc.run),
+    output:
+        "results/eval/{model}/{run}/task.json",
+    log:
+        "logs/eval_task/{model}/{run}.log",
+    benchmark:
+        "results/benchmarks/eval_task/{model}/{run}.tsv"
+    threads: config.get("evaluate", {}).get("task", {}).get("threads", 2)
+    resources:
+        mem_mb=8000,
+        gpu=1 if config.get("device", "auto") == "cuda" else 0,
+    params:
+        tasks=lambda wc: run_tasks(wc.model, wc.run),
+        eval_configs=lambda wc: {
+            t: config["tasks"].get(t, {}).get("eval", {})
+            for t in run_tasks(wc.model, wc.run)
+        },
+        run_config=config.get("evaluate", {}).get("task", {}),
+        device=config.get("device", "auto"),
+    script:
+        "../scripts/eval_task.py"
