@@ -169,3 +169,25 @@ def test_encode_prompt_needs_a_chat_template():
     tok.chat_template = None
     with pytest.raises(LokiInputError, match="no chat template"):
         encode_prompt(tok, load_mmlu(MINI)[0])
+
+
+def test_hub_source_loads_config_all_and_caps_each_subject(monkeypatch):
+    import datasets
+
+    calls = []
+    rows = [dict(ROW, question=f"q{i}?") for i in range(5)] + [dict(ROW, subject="virology")]
+
+    def fake_load_dataset(repo, name, *, split):
+        calls.append((repo, name, split))
+        return rows
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    items = load_mmlu("hf:cais/mmlu", split="validation", max_per_subject=2)
+    assert calls == [("cais/mmlu", "all", "validation")]
+    assert [(i.subject, i.question) for i in items] == [
+        ("astronomy", "q0?"),
+        ("astronomy", "q1?"),
+        ("virology", ROW["question"]),
+    ]
+    with pytest.raises(LokiInputError, match="split 'train'"):
+        load_mmlu("hf:cais/mmlu", split="train")

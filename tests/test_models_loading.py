@@ -115,3 +115,33 @@ def test_cli_prepare_model(tiny_checkpoint, tmp_path, capsys):
     rc = loki_main(["prepare-model", "--source", "nope:x", "--out", str(tmp_path / "x")])
     assert rc == 2
     assert "unknown scheme 'nope'" in capsys.readouterr().err
+
+
+def test_hub_source_checks_the_architecture_before_downloading_weights(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_hf_hub_download(repo_id, filename, *, revision=None):
+        calls.append(("config", repo_id, filename, revision))
+        return str(tiny_checkpoint / filename)
+
+    def fake_snapshot_download(repo_id, *, revision=None, allow_patterns=None):
+        calls.append(("snapshot", repo_id, revision))
+        assert "*.safetensors" in allow_patterns and "*.bin" not in allow_patterns
+        return str(tiny_checkpoint)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = prepare_model("hf:org/tiny@v1", tmp_path / "m")
+    assert calls == [("config", "org/tiny", "config.json", "v1"), ("snapshot", "org/tiny", "v1")]
+    record = json.loads((out / SOURCE_FILE).read_text())
+    assert record["repo_id"] == "org/tiny" and record["revision"] == "v1"
+
+    calls.clear()
+    (tiny_checkpoint / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    with pytest.raises(LokiInputError, match="hf:org/tiny: unsupported architecture 'gpt_neox'"):
+        prepare_model("hf:org/tiny", tmp_path / "m2")
+    assert calls == [("config", "org/tiny", "config.json", None)]  # no snapshot downloaded
