@@ -13,7 +13,12 @@ from torch import nn
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.kva.quadrature import check_quadrature, check_steps
-from loki_pipeline.kva.result import KVAResult, as_batch_ids, frozen_parameters
+from loki_pipeline.kva.result import (
+    KVAResult,
+    as_batch_ids,
+    frozen_parameters,
+    last_logits_kwargs,
+)
 from loki_pipeline.models import get_adapter
 
 #: our quadrature name -> Captum's ``method``.
@@ -62,6 +67,7 @@ def captum_attribute(
         (steps + 1, (steps + 1) / steps) if quadrature == "trapezoid" else (steps, 1.0)
     )
 
+    last_logits = last_logits_kwargs(model)
     attributions = torch.zeros(adapter.num_layers, adapter.d_model)
     baseline = torch.zeros(adapter.num_layers)
     with frozen_parameters(model):
@@ -76,7 +82,9 @@ def captum_attribute(
                 handle = adapter.down_proj(layer).register_forward_hook(hook)
                 try:
                     batch = ids.expand(values.shape[0], n)
-                    out = model(input_ids=batch, use_cache=False).logits[:, -1].float()
+                    out = (
+                        model(input_ids=batch, use_cache=False, **last_logits).logits[:, -1].float()
+                    )
                 finally:
                     handle.remove()
                 return torch.softmax(out, dim=-1)[:, token]

@@ -34,6 +34,7 @@ from loki_pipeline.kva.result import (
     KVAResult,
     as_batch_ids,
     frozen_parameters,
+    last_logits_kwargs,
     layer_output,
     with_baseline,
 )
@@ -176,7 +177,12 @@ def exact_attribute(
     kv_cache = _full_cache()
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, use_cache=True, **{_cache_kwarg(model): kv_cache})
+            out = model(
+                input_ids=ids,
+                use_cache=True,
+                **{_cache_kwarg(model): kv_cache},
+                **last_logits_kwargs(model),
+            )
     finally:
         for h in handles:
             h.remove()

@@ -17,6 +17,7 @@ from loki_pipeline.kva.result import (
     KVAResult,
     as_batch_ids,
     frozen_parameters,
+    last_logits_kwargs,
     with_baseline,
 )
 from loki_pipeline.models import get_adapter
@@ -65,6 +66,8 @@ def reference_attribute(
     probability = float(probs[token])
 
     dtype = z[0].dtype
+    # Only the last position's logits enter P(ŷ); the LM head elsewhere is pure waste.
+    last_logits = last_logits_kwargs(model)
     alpha_t = torch.tensor(alphas, dtype=torch.float32, device=ids.device)
     weight_t = torch.tensor(weights, dtype=torch.float64, device=ids.device)
     chunks = [list(range(len(alphas)))] if batch_steps else [[k] for k in range(len(alphas))]
@@ -81,7 +84,9 @@ def reference_attribute(
                 )
                 try:
                     batch = ids.expand(len(chunk), n)
-                    out = model(input_ids=batch, use_cache=False).logits[:, -1].float()
+                    out = (
+                        model(input_ids=batch, use_cache=False, **last_logits).logits[:, -1].float()
+                    )
                 finally:
                     handle.remove()
                 p = torch.softmax(out, dim=-1)[:, token]
