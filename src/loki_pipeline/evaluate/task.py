@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -242,14 +243,32 @@ def relevance_scores(
     return scores
 
 
+#: Below this many ranked pairs ranx runs as plain Python: numba would spend ~10 CPU-seconds
+#: compiling (uncached, in every process) to save milliseconds.
+JIT_MIN_PAIRS = 200_000
+
+
+def _import_ranx(num_pairs: int):
+    if "ranx" not in sys.modules and num_pairs < JIT_MIN_PAIRS:
+        previous = os.environ.get("NUMBA_DISABLE_JIT")
+        os.environ.setdefault("NUMBA_DISABLE_JIT", "1")  # read once, when numba is imported
+        try:
+            from ranx import Qrels, Run, evaluate
+        finally:
+            if previous is None:
+                os.environ.pop("NUMBA_DISABLE_JIT", None)
+    from ranx import Qrels, Run, evaluate
+
+    return Qrels, Run, evaluate
+
+
 def rank_metrics(
     qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
 ) -> dict[str, float]:
     """MAP@1, Recall@1, NDCG@1 and P@1 of ``run`` against ``qrels``, computed by ``ranx``."""
-    from ranx import Qrels, Run, evaluate
-
     if not run:
         raise LokiInputError("no ranked queries to evaluate")
+    Qrels, Run, evaluate = _import_ranx(sum(len(docs) for docs in run.values()))
     qrels = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items() if q in run}
     result = evaluate(Qrels(qrels), Run({q: dict(d) for q, d in run.items()}), list(RANK_METRICS))
     return {name: float(result[name]) for name in RANK_METRICS}
