@@ -1,14 +1,14 @@
 """Time the KVA backends on the real default model: exact vs reference (steps batched) vs captum.
 
-    python benchmarks/kva_speed.py [--prompts 3] [--reference-prompts 1] [--threads 1]
+    python benchmarks/kva_speed.py [--prompts 3] [--reference-prompts 1] [--captum-prompts 1] [--threads 1]
 
 Each backend runs in its own subprocess (so its peak RSS is its own) on the first prompts of
 the default MMLU-style set, with the same settings as the pipeline (7 steps, left Riemann,
 float32). Prints seconds per prompt, the speed-up of ``exact`` over each backend, peak memory,
 and the relative error ``||a - b|| / ||b||`` of every backend against ``reference`` on the
-prompts both ran. CPU seconds (process time) are printed beside wall seconds: on a shared
-machine they are the fairer basis for the speed-up. ``reference`` is slow (minutes per prompt on one CPU thread), so by default
-it sees fewer prompts than the others.
+prompts both ran. ``reference`` and ``captum`` are slow (minutes per prompt on one CPU
+thread), so by default they see one prompt each. CPU seconds (process time) are printed
+beside wall seconds: on a shared machine they are the fairer basis for the speed-up.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(ROOT / "resources/models/smollm2-135m"))
     parser.add_argument("--dataset", default=str(ROOT / "data/mmlu/mmlu_mini.jsonl"))
-    parser.add_argument("--prompts", type=int, default=3, help="prompts for exact and captum")
+    parser.add_argument("--prompts", type=int, default=3, help="prompts for exact")
     parser.add_argument("--reference-prompts", type=int, default=1, help="prompts for reference")
+    parser.add_argument("--captum-prompts", type=int, default=1, help="prompts for captum")
     parser.add_argument("--methods", default="exact,reference,captum")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
@@ -90,7 +91,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
-            n = args.reference_prompts if method == "reference" else args.prompts
+            n = {"reference": args.reference_prompts, "captum": args.captum_prompts}.get(
+                method, args.prompts
+            )
             out = os.path.join(tmp, method + ".json")
             cmd = [sys.executable, __file__, "--method", method, "--n", str(n), "--out", out,
                    "--model-dir", args.model_dir, "--dataset", args.dataset,
