@@ -21,6 +21,8 @@ rule eval_task:
         "logs/eval_task/{model}/{run}.log",
     benchmark:
         "results/benchmarks/eval_task/{model}/{run}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     threads: config.get("evaluate", {}).get("task", {}).get("threads", 2)
     resources:
         mem_mb=8000,

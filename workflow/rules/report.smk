@@ -79,6 +79,8 @@ rule tables:
         "logs/tables/{model}/{task}.log",
     benchmark:
         "results/benchmarks/tables/{model}/{task}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     wildcard_constraints:
         task="toolace|reranker",
     threads: 1
@@ -108,6 +110,8 @@ rule tradeoff:
         "logs/tradeoff/{model}/{task}.log",
     benchmark:
         "results/benchmarks/tradeoff/{model}/{task}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     wildcard_constraints:
         task="toolace|reranker",
     threads: 1
@@ -140,6 +144,8 @@ rule suppress_table:
         "logs/suppress_table/{model}.log",
     benchmark:
         "results/benchmarks/suppress_table/{model}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=1000,
