@@ -1,0 +1,71 @@
+"""The Snakemake workflow plans the jobs each config asks for, without downloading anything.
+
+These run `snakemake -n` in a subprocess (the dry run only reads the config and the rules), so
+they check the real Snakefile, schema, profiles and config files a user would run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+
+
+def plan(*args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run of `all`."""
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "all", "--quiet", "rules", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = proc.stdout.split("Job stats:")[1]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M))
+    return {rule: int(n) for rule, n in counts.items() if rule != "total"}
+
+
+def test_paper_config_plans_every_experiment_of_the_paper():
+    counts = plan("--configfile", "config/paper.yaml")
+    models, shards, strategies, qs = 2, 8, 4, 5
+    runs = 7 + 10  # ToolACE on Llama-3.1-8B; LB reranker on Qwen2.5-0.5B (incl. G-H/G-L)
+    suppressions = 2 * models  # S-H and S-L per model
+    assert counts["prepare_model"] == models
+    assert counts["kva"] == models * shards
+    assert counts["kva_gather"] == models
+    assert counts["select"] == models * strategies * qs
+    assert counts["heatmap"] == models
+    assert counts["train"] == runs
+    assert counts["suppress"] == suppressions
+    assert counts["eval_general"] == models + runs + suppressions  # base + every run
+    assert counts["eval_task"] == models + runs  # base on its task + every training run
+    assert counts["tables"] == 2  # one (model, task) pair each
+
+
+def test_paper_config_replaces_the_embedded_default():
+    counts = plan("--configfile", "config/paper.yaml")
+    assert counts["prepare_model"] == 2  # the default's SmolLM2 does not join a paper run
+
+
+def test_default_config_plans_the_whole_pipeline():
+    counts = plan()
+    assert counts["kva"] == 2 and counts["train"] == 4
+    assert counts["eval_general"] == 1 + 4 + 2
+
+
+def test_slurm_profile_plans_the_paper_without_a_cluster():
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    counts = plan("--profile", "profiles/slurm", "--configfile", "config/paper.yaml")
+    assert counts["train"] == 17
+
+
+def test_local_profile_plans_the_default():
+    assert plan("--profile", "profiles/local")["kva_gather"] == 1
