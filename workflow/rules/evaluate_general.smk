@@ -25,6 +25,8 @@ rule eval_general:
         "logs/eval_general/{model}/{run}.log",
     benchmark:
         "results/benchmarks/eval_general/{model}/{run}.tsv"
+    conda:
+        "../../envs/loki.yaml"
     threads: config.get("evaluate", {}).get("general", {}).get("threads", 2)
     resources:
         mem_mb=8000,
