@@ -251,10 +251,20 @@ def exact_attribute(
                 y = layer_output(y)
                 hidden = y[0] if masked_rows else y[:, 0]
 
-            row_logits = adapter.lm_head(adapter.final_norm(hidden)).float()
-            p = torch.softmax(row_logits, dim=-1)[:, token]  # rows in group order, m per layer
-            grads = torch.autograd.grad(p.sum(), [leaves[src] for src in group])
-            p = p.detach().cpu()
+            row_logits = adapter.lm_head(adapter.final_norm(hidden))
+            with torch.no_grad():
+                probs = torch.softmax(row_logits.float(), dim=-1)
+                p = probs[:, token].clone()  # rows in group order, m per layer
+                # ∂P(ŷ)/∂logits = P(ŷ)·(onehot(ŷ) - softmax), applied directly: autograd's
+                # softmax + indexing backward would add two more [rows, vocab] passes.
+                grad_logits = probs.mul_(-p[:, None])
+                grad_logits[:, token] += p
+            grads = torch.autograd.grad(
+                row_logits,
+                [leaves[src] for src in group],
+                grad_outputs=grad_logits.to(row_logits.dtype),
+            )
+            p = p.cpu()
             for g, (src, grad) in enumerate(zip(group, grads, strict=True)):
                 integral = (weight_t[:, None] * grad.double().cpu()).sum(0)
                 attributions[src] = z[src].double().cpu() * integral
