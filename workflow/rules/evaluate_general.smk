@@ -27,7 +27,7 @@ rule eval_general:
         "results/benchmarks/eval_general/{model}/{run}.tsv"
     conda:
         "../../envs/loki.yaml"
-    threads: config.get("evaluate", {}).get("general", {}).get("threads", 2)
+    threads: config.get("evaluate", {}).get("general", {}).get("threads", 1)
     resources:
         mem_mb=8000,
         gpu=1 if config.get("device", "auto") == "cuda" else 0,
