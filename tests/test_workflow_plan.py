@@ -19,9 +19,9 @@ SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("sna
 
 
 def plan(*args: str) -> dict[str, int]:
-    """Job counts per rule of a dry run of `all`."""
+    """Job counts per rule of a dry run of `all` (forced, so outputs already on disk count too)."""
     proc = subprocess.run(
-        [SNAKEMAKE, "-n", "all", "--quiet", "rules", *args],
+        [SNAKEMAKE, "-n", "all", "--forceall", "--quiet", "rules", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

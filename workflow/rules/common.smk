@@ -94,3 +94,96 @@ def select_targets():
         for q in SELECT.get("q", [1, 5, 10])
     ]
     return targets + figure_targets()
+
+
+# Implanting (train.smk): what each training run reads, and the runs the config asks for.
+from loki_pipeline.train.methods import parse_method
+
+
+wildcard_constraints:
+    task="toolace|reranker",
+    method=r"[a-z0-9_.]+",
+
+
+TRAIN_DATA_KEYS = ("split", "tool_role", "columns")
+
+
+def train_inputs(wildcards):
+    """Base model, the task's local data file (if any) and, for LoKI methods, the selection."""
+    inputs = {"model": f"resources/models/{wildcards.model}"}
+    source = config["tasks"].get(wildcards.task, {}).get("train", {}).get("source")
+    if source and not str(source).startswith("hf:"):
+        inputs["data"] = source
+    method = parse_method(wildcards.method)
+    if method.needs_selection:
+        inputs["selection"] = selection_file(wildcards.model, method.strategy, method.q)
+    return inputs
+
+
+def train_targets():
+    """Every training run's directory files the config asks for."""
+    return [
+        f"results/train/{model}/{task}/{method}/trainable_params.json"
+        for model in MODELS
+        for task, method in training_runs(model)
+    ]
+
+
+# Evaluating (evaluate.smk): the tasks a run's task.json reports.
+def run_tasks(model, run):
+    """Tasks whose performance task.json of (model, run) reports."""
+    kind = run.partition("-")[0]
+    if kind in config.get("tasks", {}) and run != "base":
+        return [kind]
+    trained = sorted({task for task, _ in training_runs(model)})
+    return trained or sorted(config.get("tasks", {}))
+
+
+# Reporting (report.smk): the runs of each table, suppression runs, table inputs and targets.
+def task_runs(model, task):
+    """Runs of one task's tables: the untuned base first, then the task's training runs."""
+    return ["base"] + [f"{task}-{m}" for t, m in training_runs(model) if t == task]
+
+
+def suppress_runs(model):
+    """Suppression ablation run names from config `suppress`: a list of {strategy, q} or a
+    mapping {strategies: [...], q: [...]} (empty when the key is absent)."""
+    spec = config.get("suppress") or []
+    if isinstance(spec, dict):
+        spec = [
+            {"strategy": s, "q": q}
+            for s in spec.get("strategies", [])
+            for q in spec.get("q", [])
+        ]
+    return [f"suppress-{item['strategy']}_q{format_q(item['q'])}" for item in spec]
+
+
+def table_inputs(wildcards):
+    runs = task_runs(wildcards.model, wildcards.task)
+    return {
+        "general": [f"results/eval/{wildcards.model}/{r}/general.json" for r in runs],
+        "task": [f"results/eval/{wildcards.model}/{r}/task.json" for r in runs],
+        "params": [
+            f"results/train/{wildcards.model}/{wildcards.task}/{r.split('-', 1)[1]}/trainable_params.json"
+            for r in runs[1:]
+        ],
+    }
+
+
+def report_targets():
+    """Tables and trade-off figures of every trained task, and the suppression table."""
+    targets = []
+    for model in MODELS:
+        for task in sorted({t for t, _ in training_runs(model)}):
+            for stem in ("forgetting", "task"):
+                targets += expand(
+                    "results/tables/{model}/{task}/{stem}.{ext}",
+                    model=model, task=task, stem=stem, ext=["csv", "md", "tex"],
+                )  # fmt: skip
+            targets.append(f"results/figures/{model}/{task}/tradeoff.png")
+        if suppress_runs(model):
+            targets += expand(
+                "results/tables/{model}/suppress/forgetting.{ext}",
+                model=model, ext=["csv", "md", "tex"],
+            )  # fmt: skip
+    return targets

@@ -3,15 +3,6 @@
 # (and any other run) on every task the config trains for the model, loading the model once.
 
 
-def run_tasks(model, run):
-    """Tasks whose performance task.json of (model, run) reports."""
-    kind = run.partition("-")[0]
-    if kind in config.get("tasks", {}) and run != "base":
-        return [kind]
-    trained = sorted({task for task, _ in training_runs(model)})
-    return trained or sorted(config.get("tasks", {}))
-
-
 rule eval_task:
     input:
         model=lambda wc: run_model_dir(wc.model, wc.run),

@@ -4,57 +4,6 @@
 # figure as vertical lines at their Avg.
 
 
-def task_runs(model, task):
-    """Runs of one task's tables: the untuned base first, then the task's training runs."""
-    return ["base"] + [f"{task}-{m}" for t, m in training_runs(model) if t == task]
-
-
-def suppress_runs(model):
-    """Suppression ablation run names from config `suppress`: a list of {strategy, q} or a
-    mapping {strategies: [...], q: [...]} (empty when the key is absent)."""
-    spec = config.get("suppress") or []
-    if isinstance(spec, dict):
-        spec = [
-            {"strategy": s, "q": q}
-            for s in spec.get("strategies", [])
-            for q in spec.get("q", [])
-        ]
-    return [f"suppress-{item['strategy']}_q{format_q(item['q'])}" for item in spec]
-
-
-def table_inputs(wildcards):
-    runs = task_runs(wildcards.model, wildcards.task)
-    return {
-        "general": [f"results/eval/{wildcards.model}/{r}/general.json" for r in runs],
-        "task": [f"results/eval/{wildcards.model}/{r}/task.json" for r in runs],
-        "params": [
-            f"results/train/{wildcards.model}/{wildcards.task}/{r.split('-', 1)[1]}/trainable_params.json"
-            for r in runs[1:]
-        ],
-    }
-
-
-def report_targets():
-    """Tables and trade-off figures of every trained task, and the suppression table."""
-    targets = []
-    if not any(r.name == "train" for r in workflow.rules):
-        return targets  # the tables need the training runs; nothing to tabulate without them
-    for model in MODELS:
-        for task in sorted({t for t, _ in training_runs(model)}):
-            for stem in ("forgetting", "task"):
-                targets += expand(
-                    "results/tables/{model}/{task}/{stem}.{ext}",
-                    model=model, task=task, stem=stem, ext=["csv", "md", "tex"],
-                )  # fmt: skip
-            targets.append(f"results/figures/{model}/{task}/tradeoff.png")
-        if suppress_runs(model):
-            targets += expand(
-                "results/tables/{model}/suppress/forgetting.{ext}",
-                model=model, ext=["csv", "md", "tex"],
-            )  # fmt: skip
-    return targets
-
-
 rule tables:
     input:
         unpack(table_inputs),
@@ -79,10 +28,10 @@ rule tables:
         "logs/tables/{model}/{task}.log",
     benchmark:
         "results/benchmarks/tables/{model}/{task}.tsv"
-    conda:
-        "../../envs/loki.yaml"
     wildcard_constraints:
         task="toolace|reranker",
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -110,10 +59,10 @@ rule tradeoff:
         "logs/tradeoff/{model}/{task}.log",
     benchmark:
         "results/benchmarks/tradeoff/{model}/{task}.tsv"
-    conda:
-        "../../envs/loki.yaml"
     wildcard_constraints:
         task="toolace|reranker",
+    conda:
+        "../../envs/loki.yaml"
     threads: 1
     resources:
         mem_mb=1000,

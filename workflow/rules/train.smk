@@ -1,37 +1,6 @@
 # Implanting: train every (task, method) the config's `experiments` asks for, and the
 # suppression ablations (PAPER.md Table 5). Methods are parsed by the package's one registry.
 
-from loki_pipeline.train.methods import parse_method
-
-
-wildcard_constraints:
-    task="toolace|reranker",
-    method=r"[a-z0-9_.]+",
-
-
-TRAIN_DATA_KEYS = ("split", "tool_role", "columns")
-
-
-def train_inputs(wildcards):
-    """Base model, the task's local data file (if any) and, for LoKI methods, the selection."""
-    inputs = {"model": f"resources/models/{wildcards.model}"}
-    source = config["tasks"].get(wildcards.task, {}).get("train", {}).get("source")
-    if source and not str(source).startswith("hf:"):
-        inputs["data"] = source
-    method = parse_method(wildcards.method)
-    if method.needs_selection:
-        inputs["selection"] = selection_file(wildcards.model, method.strategy, method.q)
-    return inputs
-
-
-def train_targets():
-    """Every training run's directory files the config asks for."""
-    return [
-        f"results/train/{model}/{task}/{method}/trainable_params.json"
-        for model in MODELS
-        for task, method in training_runs(model)
-    ]
-
 
 rule train:
     input:
