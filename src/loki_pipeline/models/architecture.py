@@ -9,11 +9,12 @@ anything else is rejected at once with a message naming what is supported.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from loki_pipeline.errors import LokiInputError
+
+if TYPE_CHECKING:  # torch is imported by whoever holds a model; `loki --help` stays light
+    from torch import nn
 
 #: ``config.model_type`` values with the Llama-style block layout.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "qwen2", "qwen3", "mistral")
