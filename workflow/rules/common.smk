@@ -1,6 +1,8 @@
 # Shared by every rule: config validation, wildcard constraints and input functions.
 # No science here; that lives in src/loki_pipeline.
 
+import pathlib
+
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -187,3 +189,15 @@ def report_targets():
                 model=model, ext=["csv", "md", "tex"],
             )  # fmt: skip
     return targets
+
+
+def eval_general_data(wildcards):
+    """The local items the run reads (none for source 'hub'), so editing them re-runs it."""
+    general = config.get("evaluate", {}).get("general", {})
+    if general.get("source", "local") != "local":
+        return []
+    root = general.get("data_dir", "data/lm_eval")
+    tasks = general.get("tasks", [])
+    return sorted(
+        str(p) for task in tasks for p in pathlib.Path(root, task).glob("*.jsonl")
+    )

@@ -1,18 +1,6 @@
 # Evaluating, general abilities: lm-eval's six benchmarks on one run's checkpoint (base, a
 # training run or a suppression ablation; see run_model_dir in common.smk).
 
-from pathlib import Path
-
-
-def eval_general_data(wildcards):
-    """The local items the run reads (none for source 'hub'), so editing them re-runs it."""
-    general = config.get("evaluate", {}).get("general", {})
-    if general.get("source", "local") != "local":
-        return []
-    root = general.get("data_dir", "data/lm_eval")
-    tasks = general.get("tasks", [])
-    return sorted(str(p) for task in tasks for p in Path(root, task).glob("*.jsonl"))
-
 
 rule eval_general:
     input:
