@@ -18,6 +18,7 @@ from loki_pipeline.kva.result import (
     as_batch_ids,
     frozen_parameters,
     last_logits_kwargs,
+    last_position_outputs,
     with_baseline,
 )
 from loki_pipeline.models import get_adapter
@@ -48,20 +49,7 @@ def reference_attribute(
     n = ids.shape[1]
     alphas, weights, zero_idx = with_baseline(np.asarray(alphas), np.asarray(weights))
 
-    z: list[torch.Tensor] = []
-    handles = [
-        adapter.down_proj(i).register_forward_hook(
-            lambda _m, _i, out: z.append(out[0, -1].detach().clone())
-        )
-        for i in range(adapter.num_layers)
-    ]
-    try:
-        with torch.no_grad():
-            logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
-    finally:
-        for h in handles:
-            h.remove()
-    probs = torch.softmax(logits, dim=-1)
+    z, probs = last_position_outputs(model, ids)
     token = int(probs.argmax())
     probability = float(probs[token])
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.models import get_adapter
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,28 @@ def as_batch_ids(model: nn.Module, input_ids) -> torch.Tensor:
     if ids.dtype not in (torch.int64, torch.int32):
         raise LokiInputError(f"input_ids of dtype {ids.dtype}: expected integer token ids")
     return ids.long().to(next(model.parameters()).device)
+
+
+def last_position_outputs(
+    model: nn.Module, ids: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One plain forward: every layer's ``down_proj`` output ``z_l`` at the last position, and
+    the softmax over the vocabulary there (whose argmax is the predicted token ŷ)."""
+    adapter = get_adapter(model)
+    z: list[torch.Tensor] = []
+    handles = [
+        adapter.down_proj(i).register_forward_hook(
+            lambda _m, _i, out: z.append(out[0, -1].detach().clone())
+        )
+        for i in range(adapter.num_layers)
+    ]
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, use_cache=False, **last_logits_kwargs(model)).logits
+    finally:
+        for h in handles:
+            h.remove()
+    return z, torch.softmax(logits[0, -1].float(), dim=-1)
 
 
 def with_baseline(alphas: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

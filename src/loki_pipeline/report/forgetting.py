@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.evaluate.general import DEFAULT_METRICS
 
 #: The paper's six general benchmarks, in its table order, with display names.
 BENCHMARKS: dict[str, str] = {
@@ -29,17 +30,6 @@ BENCHMARKS: dict[str, str] = {
     "humaneval": "HumanEval",
     "ifeval": "IFEval",
 }
-
-#: task -> lm-eval result key; the same choice as ``evaluate.general.DEFAULT_METRICS``.
-DEFAULT_METRICS: dict[str, str] = {
-    "triviaqa": "exact_match,remove_whitespace",
-    "gsm8k": "exact_match,flexible-extract",
-    "hellaswag": "acc_norm,none",
-    "winogrande": "acc,none",
-    "humaneval": "pass@1,create_test",
-    "ifeval": "prompt_level_strict_acc,none",
-}
-
 
 def forgetting_avg(
     base: Mapping[str, float], tuned: Mapping[str, float], tasks: Sequence[str] | None = None

@@ -92,9 +92,7 @@ def run_training(
     import torch
 
     from loki_pipeline.data.sft import build_sft_dataset
-    from loki_pipeline.implant.adapter import save_loki_adapter
-    from loki_pipeline.implant.apply import merge_loki
-    from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
+    from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.train import trainer
 
@@ -194,13 +192,9 @@ def run_training(
             tokenizer,
             method,
             tmp,
-            selection,
-            selection_path,
-            model_dir,
-            save_loki_adapter,
-            merge_loki,
-            save_checkpoint,
-            settings,
+            model_dir=model_dir,
+            selection_path=selection_path,
+            dtype=settings.dtype,
         )
     if not settings.keep_checkpoints:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -208,21 +202,15 @@ def run_training(
 
 
 def _save_outputs(
-    model,
-    tokenizer,
-    method,
-    tmp,
-    selection,
-    selection_path,
-    model_dir,
-    save_loki_adapter,
-    merge_loki,
-    save_checkpoint,
-    settings,
+    model, tokenizer, method: Method, tmp: Path, *, model_dir, selection_path, dtype: str
 ) -> None:
+    """``adapter/`` (what was trained) and ``merged/`` (a plain checkpoint) of a finished run."""
     import torch
 
-    dtype = getattr(torch, settings.dtype)
+    from loki_pipeline.implant.adapter import save_loki_adapter
+    from loki_pipeline.implant.apply import merge_loki
+    from loki_pipeline.implant.loading import save_checkpoint
+
     if method.kind == "loki":
         save_loki_adapter(
             model,
@@ -243,4 +231,4 @@ def _save_outputs(
             "Full fine-tuning trains every parameter: the model is ../merged/.\n"
         )
         merged = model
-    save_checkpoint(merged.to(dtype), tokenizer, tmp / "merged")
+    save_checkpoint(merged.to(getattr(torch, dtype)), tokenizer, tmp / "merged")
