@@ -42,36 +42,95 @@ SYSTEM_TEMPLATE = (
 )
 
 CITIES = [
-    "Paris", "Tokyo", "Nairobi", "Lima", "Oslo", "Toronto", "Cairo", "Sydney", "Mumbai",
-    "Berlin", "Seoul", "Mexico City", "Lisbon", "Reykjavik", "Denver", "Istanbul", "Hanoi",
-    "Cape Town", "Buenos Aires", "Vienna",
+    "Paris",
+    "Tokyo",
+    "Nairobi",
+    "Lima",
+    "Oslo",
+    "Toronto",
+    "Cairo",
+    "Sydney",
+    "Mumbai",
+    "Berlin",
+    "Seoul",
+    "Mexico City",
+    "Lisbon",
+    "Reykjavik",
+    "Denver",
+    "Istanbul",
+    "Hanoi",
+    "Cape Town",
+    "Buenos Aires",
+    "Vienna",
 ]
 AIRPORTS = ["CDG", "HND", "NBO", "LIM", "OSL", "YYZ", "CAI", "SYD", "BOM", "BER", "ICN", "LIS"]
 CURRENCIES = ["USD", "EUR", "JPY", "GBP", "CHF", "CAD", "AUD", "INR", "BRL", "KRW", "SEK"]
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "SAP", "ASML", "TM", "SONY", "NFLX"]
-INGREDIENTS = ["chickpeas", "salmon", "mushrooms", "lentils", "tofu", "eggplant", "chicken",
-               "spinach", "sweet potato", "quinoa"]
+INGREDIENTS = [
+    "chickpeas",
+    "salmon",
+    "mushrooms",
+    "lentils",
+    "tofu",
+    "eggplant",
+    "chicken",
+    "spinach",
+    "sweet potato",
+    "quinoa",
+]
 DIETS = ["vegan", "vegetarian", "gluten-free", "low-carb"]
 TRANSLATIONS = {
-    "Where is the train station?": {"French": "Où est la gare ?", "Spanish": "¿Dónde está la "
-                                    "estación de tren?", "German": "Wo ist der Bahnhof?"},
-    "Thank you for your help.": {"French": "Merci pour votre aide.", "Spanish": "Gracias por su "
-                                 "ayuda.", "German": "Danke für Ihre Hilfe."},
-    "How much does this cost?": {"French": "Combien ça coûte ?", "Spanish": "¿Cuánto cuesta "
-                                 "esto?", "German": "Wie viel kostet das?"},
-    "Good morning!": {"French": "Bonjour !", "Spanish": "¡Buenos días!", "German": "Guten "
-                      "Morgen!"},
+    "Where is the train station?": {
+        "French": "Où est la gare ?",
+        "Spanish": "¿Dónde está la estación de tren?",
+        "German": "Wo ist der Bahnhof?",
+    },
+    "Thank you for your help.": {
+        "French": "Merci pour votre aide.",
+        "Spanish": "Gracias por su ayuda.",
+        "German": "Danke für Ihre Hilfe.",
+    },
+    "How much does this cost?": {
+        "French": "Combien ça coûte ?",
+        "Spanish": "¿Cuánto cuesta esto?",
+        "German": "Wie viel kostet das?",
+    },
+    "Good morning!": {"French": "Bonjour !", "Spanish": "¡Buenos días!", "German": "Guten Morgen!"},
 }
-TIMEZONES = ["Europe/Paris", "Asia/Tokyo", "America/New_York", "Australia/Sydney",
-             "America/Sao_Paulo", "Africa/Nairobi"]
-UNIT_PAIRS = [("kilometers", "miles", 0.621371), ("pounds", "kilograms", 0.453592),
-              ("liters", "gallons", 0.264172), ("inches", "centimeters", 2.54),
-              ("celsius", "fahrenheit", None), ("feet", "meters", 0.3048)]
-EVENT_TITLES = ["Dentist appointment", "Team standup", "Lunch with Maria", "Project review",
-                "Yoga class", "Call with the landlord", "Book club"]
+TIMEZONES = [
+    "Europe/Paris",
+    "Asia/Tokyo",
+    "America/New_York",
+    "Australia/Sydney",
+    "America/Sao_Paulo",
+    "Africa/Nairobi",
+]
+UNIT_PAIRS = [
+    ("kilometers", "miles", 0.621371),
+    ("pounds", "kilograms", 0.453592),
+    ("liters", "gallons", 0.264172),
+    ("inches", "centimeters", 2.54),
+    ("celsius", "fahrenheit", None),
+    ("feet", "meters", 0.3048),
+]
+EVENT_TITLES = [
+    "Dentist appointment",
+    "Team standup",
+    "Lunch with Maria",
+    "Project review",
+    "Yoga class",
+    "Call with the landlord",
+    "Book club",
+]
 CUISINES = ["Thai", "Italian", "Ethiopian", "Peruvian", "Korean", "Lebanese"]
-TOPICS = ["renewable energy", "space exploration", "football", "climate policy", "AI research",
-          "public health"]
+TOPICS = [
+    "renewable energy",
+    "space exploration",
+    "football",
+    "climate policy",
+    "AI research",
+    "public health",
+]
 
 
 def _date(rng: random.Random) -> str:
@@ -96,16 +155,26 @@ TOOLS: dict[str, dict] = {}
 
 def tool(spec):
     def register(cls):
-        TOOLS[spec["name"]] = {"spec": spec, **{k: getattr(cls, k) for k in
-                                                ("args", "asks", "result", "answer")}}
+        TOOLS[spec["name"]] = {
+            "spec": spec,
+            **{k: getattr(cls, k) for k in ("args", "asks", "result", "answer")},
+        }
         return cls
+
     return register
 
 
-@tool(_spec("get_weather", "Current weather for a city.",
-            {"city": _p("string", "City name, e.g. Paris."),
-             "unit": _p("string", "Temperature unit.", enum=["celsius", "fahrenheit"])},
-            ["city"]))
+@tool(
+    _spec(
+        "get_weather",
+        "Current weather for a city.",
+        {
+            "city": _p("string", "City name, e.g. Paris."),
+            "unit": _p("string", "Temperature unit.", enum=["celsius", "fahrenheit"]),
+        },
+        ["city"],
+    )
+)
 class _Weather:
     def args(rng):
         a = {"city": rng.choice(CITIES)}
@@ -115,33 +184,46 @@ class _Weather:
 
     def asks(a):
         unit = f" in {a['unit']}" if "unit" in a else ""
-        return [f"What's the weather like in {a['city']} right now{unit}?",
-                f"Can you check the current weather in {a['city']}{unit}?",
-                f"How warm is it in {a['city']} at the moment{unit}?"]
+        return [
+            f"What's the weather like in {a['city']} right now{unit}?",
+            f"Can you check the current weather in {a['city']}{unit}?",
+            f"How warm is it in {a['city']} at the moment{unit}?",
+        ]
 
     def result(a, rng):
         t = rng.randint(-5, 35)
         if a.get("unit") == "fahrenheit":
             t = round(t * 9 / 5 + 32)
-        return {"temperature": t, "condition": rng.choice(["sunny", "cloudy", "light rain",
-                                                           "windy", "snow showers"])}
+        return {
+            "temperature": t,
+            "condition": rng.choice(["sunny", "cloudy", "light rain", "windy", "snow showers"]),
+        }
 
     def answer(a, r):
         unit = "°F" if a.get("unit") == "fahrenheit" else "°C"
         return f"It is currently {r['temperature']}{unit} and {r['condition']} in {a['city']}."
 
 
-@tool(_spec("get_forecast", "Daily weather forecast for a city.",
-            {"city": _p("string", "City name."),
-             "days": _p("integer", "Number of days to forecast, 1 to 7.")},
-            ["city", "days"]))
+@tool(
+    _spec(
+        "get_forecast",
+        "Daily weather forecast for a city.",
+        {
+            "city": _p("string", "City name."),
+            "days": _p("integer", "Number of days to forecast, 1 to 7."),
+        },
+        ["city", "days"],
+    )
+)
 class _Forecast:
     def args(rng):
         return {"city": rng.choice(CITIES), "days": rng.randint(2, 5)}
 
     def asks(a):
-        return [f"Give me the {a['days']}-day forecast for {a['city']}.",
-                f"What will the weather be in {a['city']} over the next {a['days']} days?"]
+        return [
+            f"Give me the {a['days']}-day forecast for {a['city']}.",
+            f"What will the weather be in {a['city']} over the next {a['days']} days?",
+        ]
 
     def result(a, rng):
         return {"daily_high": [rng.randint(5, 30) for _ in range(a["days"])]}
@@ -151,42 +233,64 @@ class _Forecast:
         return f"The daily highs in {a['city']} for the next {a['days']} days are {highs}."
 
 
-@tool(_spec("create_calendar_event", "Add an event to the user's calendar.",
-            {"title": _p("string", "Title of the event."),
-             "date": _p("string", "Date in YYYY-MM-DD format."),
-             "time": _p("string", "Start time in HH:MM, 24-hour clock."),
-             "duration_minutes": _p("integer", "Length of the event in minutes.")},
-            ["title", "date", "time"]))
+@tool(
+    _spec(
+        "create_calendar_event",
+        "Add an event to the user's calendar.",
+        {
+            "title": _p("string", "Title of the event."),
+            "date": _p("string", "Date in YYYY-MM-DD format."),
+            "time": _p("string", "Start time in HH:MM, 24-hour clock."),
+            "duration_minutes": _p("integer", "Length of the event in minutes."),
+        },
+        ["title", "date", "time"],
+    )
+)
 class _Event:
     def args(rng):
-        a = {"title": rng.choice(EVENT_TITLES), "date": _date(rng),
-             "time": f"{rng.randint(8, 19):02d}:{rng.choice(['00', '15', '30', '45'])}"}
+        a = {
+            "title": rng.choice(EVENT_TITLES),
+            "date": _date(rng),
+            "time": f"{rng.randint(8, 19):02d}:{rng.choice(['00', '15', '30', '45'])}",
+        }
         if rng.random() < 0.5:
             a["duration_minutes"] = rng.choice([30, 45, 60, 90])
         return a
 
     def asks(a):
         dur = f" for {a['duration_minutes']} minutes" if "duration_minutes" in a else ""
-        return [f"Put '{a['title']}' on my calendar on {a['date']} at {a['time']}{dur}.",
-                f"Schedule {a['title']} for {a['date']} at {a['time']}{dur}, please."]
+        return [
+            f"Put '{a['title']}' on my calendar on {a['date']} at {a['time']}{dur}.",
+            f"Schedule {a['title']} for {a['date']} at {a['time']}{dur}, please.",
+        ]
 
     def result(a, rng):
         return {"status": "created", "event_id": f"evt_{rng.randint(1000, 9999)}"}
 
     def answer(a, r):
-        return (f"Done: '{a['title']}' is on your calendar for {a['date']} at {a['time']} "
-                f"(event id {r['event_id']}).")
+        return (
+            f"Done: '{a['title']}' is on your calendar for {a['date']} at {a['time']} "
+            f"(event id {r['event_id']})."
+        )
 
 
-@tool(_spec("list_calendar_events", "List the events on the user's calendar for one day.",
-            {"date": _p("string", "Date in YYYY-MM-DD format.")}, ["date"]))
+@tool(
+    _spec(
+        "list_calendar_events",
+        "List the events on the user's calendar for one day.",
+        {"date": _p("string", "Date in YYYY-MM-DD format.")},
+        ["date"],
+    )
+)
 class _ListEvents:
     def args(rng):
         return {"date": _date(rng)}
 
     def asks(a):
-        return [f"What do I have scheduled on {a['date']}?",
-                f"Show me my calendar for {a['date']}."]
+        return [
+            f"What do I have scheduled on {a['date']}?",
+            f"Show me my calendar for {a['date']}.",
+        ]
 
     def result(a, rng):
         titles = rng.sample(EVENT_TITLES, rng.randint(0, 2))
@@ -199,37 +303,58 @@ class _ListEvents:
         return f"On {a['date']} you have: {items}."
 
 
-@tool(_spec("convert_currency", "Convert an amount of money between currencies.",
-            {"amount": _p("float", "Amount to convert."),
-             "from_currency": _p("string", "ISO code of the source currency."),
-             "to_currency": _p("string", "ISO code of the target currency.")},
-            ["amount", "from_currency", "to_currency"]))
+@tool(
+    _spec(
+        "convert_currency",
+        "Convert an amount of money between currencies.",
+        {
+            "amount": _p("float", "Amount to convert."),
+            "from_currency": _p("string", "ISO code of the source currency."),
+            "to_currency": _p("string", "ISO code of the target currency."),
+        },
+        ["amount", "from_currency", "to_currency"],
+    )
+)
 class _Currency:
     def args(rng):
         src, dst = rng.sample(CURRENCIES, 2)
-        return {"amount": float(rng.choice([20, 50, 75.5, 100, 250, 1200, 3000])),
-                "from_currency": src, "to_currency": dst}
+        return {
+            "amount": float(rng.choice([20, 50, 75.5, 100, 250, 1200, 3000])),
+            "from_currency": src,
+            "to_currency": dst,
+        }
 
     def asks(a):
         amt = f"{a['amount']:g}"
-        return [f"How much is {amt} {a['from_currency']} in {a['to_currency']}?",
-                f"Convert {amt} {a['from_currency']} to {a['to_currency']}."]
+        return [
+            f"How much is {amt} {a['from_currency']} in {a['to_currency']}?",
+            f"Convert {amt} {a['from_currency']} to {a['to_currency']}.",
+        ]
 
     def result(a, rng):
         rate = round(rng.uniform(0.05, 20.0), 4)
         return {"rate": rate, "converted": round(a["amount"] * rate, 2)}
 
     def answer(a, r):
-        return (f"{a['amount']:g} {a['from_currency']} is about {r['converted']:,} "
-                f"{a['to_currency']} at a rate of {r['rate']}.")
+        return (
+            f"{a['amount']:g} {a['from_currency']} is about {r['converted']:,} "
+            f"{a['to_currency']} at a rate of {r['rate']}."
+        )
 
 
-@tool(_spec("search_flights", "Search one-way flights between two airports.",
-            {"origin": _p("string", "IATA code of the departure airport."),
-             "destination": _p("string", "IATA code of the arrival airport."),
-             "date": _p("string", "Departure date, YYYY-MM-DD."),
-             "passengers": _p("integer", "Number of passengers.")},
-            ["origin", "destination", "date"]))
+@tool(
+    _spec(
+        "search_flights",
+        "Search one-way flights between two airports.",
+        {
+            "origin": _p("string", "IATA code of the departure airport."),
+            "destination": _p("string", "IATA code of the arrival airport."),
+            "date": _p("string", "Departure date, YYYY-MM-DD."),
+            "passengers": _p("integer", "Number of passengers."),
+        },
+        ["origin", "destination", "date"],
+    )
+)
 class _Flights:
     def args(rng):
         o, d = rng.sample(AIRPORTS, 2)
@@ -240,26 +365,44 @@ class _Flights:
 
     def asks(a):
         pax = f" for {a['passengers']} people" if "passengers" in a else ""
-        return [f"Find me flights from {a['origin']} to {a['destination']} on {a['date']}{pax}.",
-                f"Are there any flights {a['origin']} to {a['destination']} on {a['date']}{pax}?"]
+        return [
+            f"Find me flights from {a['origin']} to {a['destination']} on {a['date']}{pax}.",
+            f"Are there any flights {a['origin']} to {a['destination']} on {a['date']}{pax}?",
+        ]
 
     def result(a, rng):
-        return {"flights": [{"flight": f"{rng.choice(['AF', 'LH', 'NH', 'KQ'])}{rng.randint(100, 999)}",
-                             "departure": f"{rng.randint(6, 21):02d}:{rng.choice(['05', '40'])}",
-                             "price_usd": rng.randint(90, 900)} for _ in range(2)]}
+        return {
+            "flights": [
+                {
+                    "flight": f"{rng.choice(['AF', 'LH', 'NH', 'KQ'])}{rng.randint(100, 999)}",
+                    "departure": f"{rng.randint(6, 21):02d}:{rng.choice(['05', '40'])}",
+                    "price_usd": rng.randint(90, 900),
+                }
+                for _ in range(2)
+            ]
+        }
 
     def answer(a, r):
         f1, f2 = r["flights"]
-        return (f"I found two flights from {a['origin']} to {a['destination']} on {a['date']}: "
-                f"{f1['flight']} at {f1['departure']} (${f1['price_usd']}) and {f2['flight']} at "
-                f"{f2['departure']} (${f2['price_usd']}).")
+        return (
+            f"I found two flights from {a['origin']} to {a['destination']} on {a['date']}: "
+            f"{f1['flight']} at {f1['departure']} (${f1['price_usd']}) and {f2['flight']} at "
+            f"{f2['departure']} (${f2['price_usd']})."
+        )
 
 
-@tool(_spec("find_recipes", "Find recipes that use an ingredient.",
-            {"ingredient": _p("string", "Main ingredient."),
-             "max_minutes": _p("integer", "Maximum total cooking time in minutes."),
-             "diet": _p("string", "Dietary restriction.", enum=DIETS)},
-            ["ingredient"]))
+@tool(
+    _spec(
+        "find_recipes",
+        "Find recipes that use an ingredient.",
+        {
+            "ingredient": _p("string", "Main ingredient."),
+            "max_minutes": _p("integer", "Maximum total cooking time in minutes."),
+            "diet": _p("string", "Dietary restriction.", enum=DIETS),
+        },
+        ["ingredient"],
+    )
+)
 class _Recipes:
     def args(rng):
         a = {"ingredient": rng.choice(INGREDIENTS)}
@@ -274,8 +417,10 @@ class _Recipes:
         if "diet" in a:
             extra += f" {a['diet']}"
         time = f" that take at most {a['max_minutes']} minutes" if "max_minutes" in a else ""
-        return [f"Suggest some{extra} recipes with {a['ingredient']}{time}.",
-                f"I have {a['ingredient']}. Any{extra} recipe ideas{time}?"]
+        return [
+            f"Suggest some{extra} recipes with {a['ingredient']}{time}.",
+            f"I have {a['ingredient']}. Any{extra} recipe ideas{time}?",
+        ]
 
     def result(a, rng):
         dishes = ["stew", "curry", "salad", "stir-fry", "soup", "traybake"]
@@ -285,8 +430,14 @@ class _Recipes:
         return f"You could try {r['recipes'][0]} or {r['recipes'][1]}."
 
 
-@tool(_spec("get_stock_price", "Latest trading price of a stock.",
-            {"symbol": _p("string", "Ticker symbol, e.g. AAPL.")}, ["symbol"]))
+@tool(
+    _spec(
+        "get_stock_price",
+        "Latest trading price of a stock.",
+        {"symbol": _p("string", "Ticker symbol, e.g. AAPL.")},
+        ["symbol"],
+    )
+)
 class _Stock:
     def args(rng):
         return {"symbol": rng.choice(SYMBOLS)}
@@ -299,24 +450,37 @@ class _Stock:
 
     def answer(a, r):
         direction = "up" if r["change_pct"] >= 0 else "down"
-        return (f"{a['symbol']} is trading at ${r['price']}, {direction} "
-                f"{abs(r['change_pct'])}% today.")
+        return (
+            f"{a['symbol']} is trading at ${r['price']}, {direction} {abs(r['change_pct'])}% today."
+        )
 
 
-@tool(_spec("convert_units", "Convert a quantity between measurement units.",
-            {"value": _p("float", "The quantity to convert."),
-             "from_unit": _p("string", "Unit of the value."),
-             "to_unit": _p("string", "Unit to convert to.")},
-            ["value", "from_unit", "to_unit"]))
+@tool(
+    _spec(
+        "convert_units",
+        "Convert a quantity between measurement units.",
+        {
+            "value": _p("float", "The quantity to convert."),
+            "from_unit": _p("string", "Unit of the value."),
+            "to_unit": _p("string", "Unit to convert to."),
+        },
+        ["value", "from_unit", "to_unit"],
+    )
+)
 class _Units:
     def args(rng):
         src, dst, _ = rng.choice(UNIT_PAIRS)
-        return {"value": float(rng.choice([3, 10, 12.5, 26.2, 100, 180])),
-                "from_unit": src, "to_unit": dst}
+        return {
+            "value": float(rng.choice([3, 10, 12.5, 26.2, 100, 180])),
+            "from_unit": src,
+            "to_unit": dst,
+        }
 
     def asks(a):
-        return [f"How many {a['to_unit']} is {a['value']:g} {a['from_unit']}?",
-                f"Convert {a['value']:g} {a['from_unit']} to {a['to_unit']}."]
+        return [
+            f"How many {a['to_unit']} is {a['value']:g} {a['from_unit']}?",
+            f"Convert {a['value']:g} {a['from_unit']} to {a['to_unit']}.",
+        ]
 
     def result(a, rng):
         factor = next(f for s, d, f in UNIT_PAIRS if s == a["from_unit"])
@@ -327,19 +491,28 @@ class _Units:
         return f"{a['value']:g} {a['from_unit']} is {r['result']} {a['to_unit']}."
 
 
-@tool(_spec("translate_text", "Translate text into another language.",
-            {"text": _p("string", "The text to translate."),
-             "target_language": _p("string", "Language to translate into."),
-             "source_language": _p("string", "Language of the text; detected if omitted.")},
-            ["text", "target_language"]))
+@tool(
+    _spec(
+        "translate_text",
+        "Translate text into another language.",
+        {
+            "text": _p("string", "The text to translate."),
+            "target_language": _p("string", "Language to translate into."),
+            "source_language": _p("string", "Language of the text; detected if omitted."),
+        },
+        ["text", "target_language"],
+    )
+)
 class _Translate:
     def args(rng):
         text = rng.choice(sorted(TRANSLATIONS))
         return {"text": text, "target_language": rng.choice(sorted(TRANSLATIONS[text]))}
 
     def asks(a):
-        return [f"Translate \"{a['text']}\" into {a['target_language']}.",
-                f"How do I say \"{a['text']}\" in {a['target_language']}?"]
+        return [
+            f'Translate "{a["text"]}" into {a["target_language"]}.',
+            f'How do I say "{a["text"]}" in {a["target_language"]}?',
+        ]
 
     def result(a, rng):
         return {"translation": TRANSLATIONS[a["text"]][a["target_language"]]}
@@ -348,16 +521,23 @@ class _Translate:
         return f"In {a['target_language']} that is: {r['translation']}"
 
 
-@tool(_spec("get_time", "Current local time in a time zone.",
-            {"timezone": _p("string", "IANA time zone name, e.g. Europe/Paris.")},
-            ["timezone"]))
+@tool(
+    _spec(
+        "get_time",
+        "Current local time in a time zone.",
+        {"timezone": _p("string", "IANA time zone name, e.g. Europe/Paris.")},
+        ["timezone"],
+    )
+)
 class _Time:
     def args(rng):
         return {"timezone": rng.choice(TIMEZONES)}
 
     def asks(a):
-        return [f"What time is it in the {a['timezone']} time zone?",
-                f"Tell me the current local time for {a['timezone']}."]
+        return [
+            f"What time is it in the {a['timezone']} time zone?",
+            f"Tell me the current local time for {a['timezone']}.",
+        ]
 
     def result(a, rng):
         return {"local_time": f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"}
@@ -366,17 +546,29 @@ class _Time:
         return f"It is {r['local_time']} in {a['timezone']}."
 
 
-@tool(_spec("calculate_tip", "Compute the tip and total for a restaurant bill.",
-            {"bill_amount": _p("float", "Bill before tip."),
-             "percent": _p("integer", "Tip percentage.")},
-            ["bill_amount", "percent"]))
+@tool(
+    _spec(
+        "calculate_tip",
+        "Compute the tip and total for a restaurant bill.",
+        {
+            "bill_amount": _p("float", "Bill before tip."),
+            "percent": _p("integer", "Tip percentage."),
+        },
+        ["bill_amount", "percent"],
+    )
+)
 class _Tip:
     def args(rng):
-        return {"bill_amount": round(rng.uniform(15, 180), 2), "percent": rng.choice([10, 15, 18, 20])}
+        return {
+            "bill_amount": round(rng.uniform(15, 180), 2),
+            "percent": rng.choice([10, 15, 18, 20]),
+        }
 
     def asks(a):
-        return [f"What's a {a['percent']}% tip on a ${a['bill_amount']} bill?",
-                f"Our bill came to ${a['bill_amount']}. How much is {a['percent']}% tip?"]
+        return [
+            f"What's a {a['percent']}% tip on a ${a['bill_amount']} bill?",
+            f"Our bill came to ${a['bill_amount']}. How much is {a['percent']}% tip?",
+        ]
 
     def result(a, rng):
         tip = round(a["bill_amount"] * a["percent"] / 100, 2)
@@ -386,11 +578,18 @@ class _Tip:
         return f"A {a['percent']}% tip is ${r['tip']}, for a total of ${r['total']}."
 
 
-@tool(_spec("find_restaurants", "Find restaurants in a city by cuisine.",
-            {"city": _p("string", "City to search in."),
-             "cuisine": _p("string", "Type of food."),
-             "price_level": _p("integer", "1 (cheap) to 4 (expensive).")},
-            ["city", "cuisine"]))
+@tool(
+    _spec(
+        "find_restaurants",
+        "Find restaurants in a city by cuisine.",
+        {
+            "city": _p("string", "City to search in."),
+            "cuisine": _p("string", "Type of food."),
+            "price_level": _p("integer", "1 (cheap) to 4 (expensive)."),
+        },
+        ["city", "cuisine"],
+    )
+)
 class _Restaurants:
     def args(rng):
         a = {"city": rng.choice(CITIES), "cuisine": rng.choice(CUISINES)}
@@ -402,24 +601,38 @@ class _Restaurants:
         price = " that are not too expensive" if a.get("price_level", 4) <= 2 else ""
         if "price_level" in a and not price:
             price = f" at price level {a['price_level']}"
-        return [f"Find {a['cuisine']} restaurants in {a['city']}{price}.",
-                f"Where can I eat {a['cuisine']} food in {a['city']}{price}?"]
+        return [
+            f"Find {a['cuisine']} restaurants in {a['city']}{price}.",
+            f"Where can I eat {a['cuisine']} food in {a['city']}{price}?",
+        ]
 
     def result(a, rng):
         names = ["Golden Spoon", "Casa Verde", "Blue Door", "Little Garden", "Ember"]
-        return {"restaurants": [{"name": n, "rating": round(rng.uniform(3.8, 4.9), 1)}
-                                for n in rng.sample(names, 2)]}
+        return {
+            "restaurants": [
+                {"name": n, "rating": round(rng.uniform(3.8, 4.9), 1)} for n in rng.sample(names, 2)
+            ]
+        }
 
     def answer(a, r):
         r1, r2 = r["restaurants"]
-        return (f"Two well-rated {a['cuisine']} places in {a['city']} are {r1['name']} "
-                f"({r1['rating']} stars) and {r2['name']} ({r2['rating']} stars).")
+        return (
+            f"Two well-rated {a['cuisine']} places in {a['city']} are {r1['name']} "
+            f"({r1['rating']} stars) and {r2['name']} ({r2['rating']} stars)."
+        )
 
 
-@tool(_spec("get_news_headlines", "Latest news headlines on a topic.",
-            {"topic": _p("string", "Topic to search for."),
-             "count": _p("integer", "How many headlines to return.")},
-            ["topic"]))
+@tool(
+    _spec(
+        "get_news_headlines",
+        "Latest news headlines on a topic.",
+        {
+            "topic": _p("string", "Topic to search for."),
+            "count": _p("integer", "How many headlines to return."),
+        },
+        ["topic"],
+    )
+)
 class _News:
     def args(rng):
         a = {"topic": rng.choice(TOPICS)}
@@ -429,24 +642,36 @@ class _News:
 
     def asks(a):
         n = f"{a['count']} " if "count" in a else ""
-        return [f"Show me the latest {n}headlines about {a['topic']}.",
-                f"What's new in {a['topic']}? Give me {n or 'some '}headlines."]
+        return [
+            f"Show me the latest {n}headlines about {a['topic']}.",
+            f"What's new in {a['topic']}? Give me {n or 'some '}headlines.",
+        ]
 
     def result(a, rng):
         n = a.get("count", 2)
-        return {"headlines": [f"{a['topic'].capitalize()} update #{rng.randint(1, 99)}"
-                              for _ in range(n)]}
+        return {
+            "headlines": [
+                f"{a['topic'].capitalize()} update #{rng.randint(1, 99)}" for _ in range(n)
+            ]
+        }
 
     def answer(a, r):
         return f"Here are the latest headlines on {a['topic']}: " + "; ".join(r["headlines"]) + "."
 
 
-@tool(_spec("book_hotel", "Book a hotel room.",
-            {"city": _p("string", "City of the hotel."),
-             "check_in": _p("string", "Check-in date, YYYY-MM-DD."),
-             "nights": _p("integer", "Number of nights."),
-             "guests": _p("integer", "Number of guests.")},
-            ["city", "check_in", "nights"]))
+@tool(
+    _spec(
+        "book_hotel",
+        "Book a hotel room.",
+        {
+            "city": _p("string", "City of the hotel."),
+            "check_in": _p("string", "Check-in date, YYYY-MM-DD."),
+            "nights": _p("integer", "Number of nights."),
+            "guests": _p("integer", "Number of guests."),
+        },
+        ["city", "check_in", "nights"],
+    )
+)
 class _Hotel:
     def args(rng):
         a = {"city": rng.choice(CITIES), "check_in": _date(rng), "nights": rng.randint(1, 6)}
@@ -456,15 +681,22 @@ class _Hotel:
 
     def asks(a):
         g = f" for {a['guests']} guests" if "guests" in a else ""
-        return [f"Book a hotel in {a['city']} from {a['check_in']} for {a['nights']} nights{g}.",
-                f"I need a room in {a['city']}, checking in {a['check_in']}, {a['nights']} nights{g}."]
+        return [
+            f"Book a hotel in {a['city']} from {a['check_in']} for {a['nights']} nights{g}.",
+            f"I need a room in {a['city']}, checking in {a['check_in']}, {a['nights']} nights{g}.",
+        ]
 
     def result(a, rng):
-        return {"confirmation": f"HB{rng.randint(10000, 99999)}", "price_per_night": rng.randint(60, 300)}
+        return {
+            "confirmation": f"HB{rng.randint(10000, 99999)}",
+            "price_per_night": rng.randint(60, 300),
+        }
 
     def answer(a, r):
-        return (f"Your hotel in {a['city']} is booked from {a['check_in']} for {a['nights']} "
-                f"nights at ${r['price_per_night']} per night (confirmation {r['confirmation']}).")
+        return (
+            f"Your hotel in {a['city']} is booked from {a['check_in']} for {a['nights']} "
+            f"nights at ${r['price_per_night']} per night (confirmation {r['confirmation']})."
+        )
 
 
 IRRELEVANT = [
@@ -484,14 +716,26 @@ IRRELEVANT = [
 
 # (tool, a request that leaves out required arguments, the clarifying question)
 MISSING = [
-    ("book_hotel", "Book me a hotel in {city}, please.",
-     "Sure. What is your check-in date, and how many nights will you stay?"),
-    ("search_flights", "Find me a flight to {airport}.",
-     "Happy to help. Which airport are you flying from, and on what date?"),
-    ("convert_currency", "Convert 200 dollars for me.",
-     "Which currency would you like the 200 USD converted into?"),
-    ("create_calendar_event", "Add a dentist appointment to my calendar.",
-     "What date and time is the dentist appointment?"),
+    (
+        "book_hotel",
+        "Book me a hotel in {city}, please.",
+        "Sure. What is your check-in date, and how many nights will you stay?",
+    ),
+    (
+        "search_flights",
+        "Find me a flight to {airport}.",
+        "Happy to help. Which airport are you flying from, and on what date?",
+    ),
+    (
+        "convert_currency",
+        "Convert 200 dollars for me.",
+        "Which currency would you like the 200 USD converted into?",
+    ),
+    (
+        "create_calendar_event",
+        "Add a dentist appointment to my calendar.",
+        "What date and time is the dentist appointment?",
+    ),
 ]
 
 
@@ -506,10 +750,14 @@ def format_value(value) -> str:
 
 def format_calls(calls: list[tuple[str, dict]]) -> str:
     """``[f(a="x", b=2), g(c=1.5)]``: the assistant's tool-call turn."""
-    return "[" + ", ".join(
-        f"{name}(" + ", ".join(f"{k}={format_value(v)}" for k, v in args.items()) + ")"
-        for name, args in calls
-    ) + "]"
+    return (
+        "["
+        + ", ".join(
+            f"{name}(" + ", ".join(f"{k}={format_value(v)}" for k, v in args.items()) + ")"
+            for name, args in calls
+        )
+        + "]"
+    )
 
 
 def _system(rng: random.Random, must: list[str]) -> str:
@@ -527,8 +775,10 @@ def _call(rng: random.Random, name: str) -> tuple[dict, str]:
 
 
 def _results_turn(calls, results) -> str:
-    return json.dumps([{"name": n, "results": r} for (n, _), r in zip(calls, results, strict=True)],
-                      ensure_ascii=False)
+    return json.dumps(
+        [{"name": n, "results": r} for (n, _), r in zip(calls, results, strict=True)],
+        ensure_ascii=False,
+    )
 
 
 def make_dialogue(rng: random.Random, kind: str) -> dict:
@@ -536,15 +786,27 @@ def make_dialogue(rng: random.Random, kind: str) -> dict:
     if kind == "irrelevant":
         system = _system(rng, [rng.choice(names)])
         request = rng.choice(IRRELEVANT)
-        answer = ("None of the available functions can help with this request; they cover "
-                  "other tasks, so I cannot make a function call for it.")
-        return {"system": system, "conversations": [
-            {"from": "user", "value": request}, {"from": "assistant", "value": answer}]}
+        answer = (
+            "None of the available functions can help with this request; they cover "
+            "other tasks, so I cannot make a function call for it."
+        )
+        return {
+            "system": system,
+            "conversations": [
+                {"from": "user", "value": request},
+                {"from": "assistant", "value": answer},
+            ],
+        }
     if kind == "missing":
         name, request, question = rng.choice(MISSING)
         request = request.format(city=rng.choice(CITIES), airport=rng.choice(AIRPORTS))
-        return {"system": _system(rng, [name]), "conversations": [
-            {"from": "user", "value": request}, {"from": "assistant", "value": question}]}
+        return {
+            "system": _system(rng, [name]),
+            "conversations": [
+                {"from": "user", "value": request},
+                {"from": "assistant", "value": question},
+            ],
+        }
 
     if kind.startswith("parallel"):
         first = rng.choice(names)
@@ -558,19 +820,26 @@ def make_dialogue(rng: random.Random, kind: str) -> dict:
         calls.append((name, args))
         asks.append(ask)
     request = asks[0] if len(asks) == 1 else f"{asks[0]} Also, {asks[1][0].lower()}{asks[1][1:]}"
-    conv = [{"from": "user", "value": request},
-            {"from": "assistant", "value": format_calls(calls)}]
+    conv = [{"from": "user", "value": request}, {"from": "assistant", "value": format_calls(calls)}]
     if kind.endswith("multi_turn"):
         results = [TOOLS[n]["result"](a, rng) for n, a in calls]
         conv.append({"from": "tool", "value": _results_turn(calls, results)})
-        answer = " ".join(TOOLS[n]["answer"](a, r) for (n, a), r in zip(calls, results, strict=True))
+        answer = " ".join(
+            TOOLS[n]["answer"](a, r) for (n, a), r in zip(calls, results, strict=True)
+        )
         conv.append({"from": "assistant", "value": answer})
     return {"system": _system(rng, picked), "conversations": conv}
 
 
 #: share of each dialogue kind in the default set
-KINDS = [("single", 0.30), ("single_multi_turn", 0.25), ("parallel", 0.15),
-         ("parallel_multi_turn", 0.10), ("irrelevant", 0.13), ("missing", 0.07)]
+KINDS = [
+    ("single", 0.30),
+    ("single_multi_turn", 0.25),
+    ("parallel", 0.15),
+    ("parallel_multi_turn", 0.10),
+    ("irrelevant", 0.13),
+    ("missing", 0.07),
+]
 
 
 def make_toolace(n: int = NUM_DIALOGUES, seed: int = SEED) -> list[dict]:
@@ -588,128 +857,178 @@ def make_toolace(n: int = NUM_DIALOGUES, seed: int = SEED) -> list[dict]:
 # topic: (two queries, a passage that answers them, one that is on topic but only partly
 # answers, one from the same domain that does not answer)
 RERANK_TOPICS: list[tuple[list[str], str, str, str]] = [
-    (["how long should bread dough rise", "bread dough proofing time"],
-     "Most yeasted bread doughs need a first rise of one to two hours at room temperature, or "
-     "until roughly doubled in size; a cooler kitchen slows this down.",
-     "Bread dough is made from flour, water, salt and yeast, and kneading develops gluten.",
-     "Sourdough starters are kept alive by feeding them flour and water every day."),
-    (["why do plants need sunlight", "role of light in photosynthesis"],
-     "Plants use the energy of sunlight in photosynthesis to turn carbon dioxide and water into "
-     "sugars, releasing oxygen; without light this process stops.",
-     "Chlorophyll is the green pigment found in the chloroplasts of plant cells.",
-     "Cacti store water in their thick stems to survive long droughts."),
-    (["sort a list in python", "python sorted vs list.sort"],
-     "In Python, sorted(xs) returns a new sorted list, while xs.sort() sorts the list in place "
-     "and returns None; both accept key and reverse arguments.",
-     "Python lists are ordered, mutable sequences that can hold items of any type.",
-     "A Python dictionary maps hashable keys to values."),
-    (["how is mortgage interest calculated", "mortgage monthly interest formula"],
-     "Monthly mortgage interest is the outstanding balance times the annual rate divided by "
-     "twelve; early payments are mostly interest because the balance is still high.",
-     "A mortgage is a loan secured by real estate, usually repaid over 15 to 30 years.",
-     "Home insurance protects a house against damage from fire and storms."),
-    (["marathon training plan for beginners", "how many weeks to train for a marathon"],
-     "Beginners usually train for 16 to 20 weeks, building weekly mileage slowly, with one long "
-     "run each week that grows to about 30 kilometres before tapering.",
-     "A marathon is 42.195 kilometres long, a distance fixed in 1921.",
-     "Good running shoes should be replaced roughly every 600 kilometres."),
-    (["what causes volcanic eruptions", "why do volcanoes erupt"],
-     "Volcanoes erupt when molten rock rises because it is less dense than the surrounding rock "
-     "and dissolved gases expand, pushing magma to the surface.",
-     "Many volcanoes sit along the Pacific Ring of Fire, where tectonic plates meet.",
-     "Earthquakes are measured with seismometers and reported by magnitude."),
-    (["how do vaccines work", "vaccine immune response explained"],
-     "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen, so it "
-     "builds antibodies and memory cells that respond quickly to a real infection.",
-     "The first vaccine was developed by Edward Jenner against smallpox.",
-     "Antibiotics treat bacterial infections but do not work on viruses."),
-    (["how efficient are solar panels", "solar panel efficiency percentage"],
-     "Typical residential silicon solar panels convert about 18 to 23 percent of incoming "
-     "sunlight into electricity.",
-     "Solar panels are made of photovoltaic cells usually built from silicon.",
-     "Wind turbines generate more power at higher wind speeds."),
-    (["best water temperature for green tea", "how hot should water be for green tea"],
-     "Green tea is best brewed with water around 70 to 80 degrees Celsius; boiling water makes "
-     "it bitter.",
-     "Green tea comes from the same plant as black tea but is not oxidised.",
-     "Espresso is brewed by forcing hot water through finely ground coffee."),
-    (["good chess openings for beginners", "which chess opening should a beginner learn"],
-     "Beginners do well with the Italian Game or the London System: they develop pieces quickly, "
-     "control the centre and lead to clear plans.",
-     "Chess openings are catalogued by ECO codes from A00 to E99.",
-     "A chess clock limits the total thinking time of each player."),
-    (["origins of jazz music", "where did jazz start"],
-     "Jazz began in New Orleans in the late 19th and early 20th centuries, blending blues, "
-     "ragtime and brass band traditions of African American communities.",
-     "Louis Armstrong was one of the most influential jazz trumpeters.",
-     "Classical symphonies are usually written in four movements."),
-    (["how to stop a dog pulling on the leash", "leash training a puppy"],
-     "To stop leash pulling, stop walking whenever the leash goes tight and reward the dog when "
-     "it returns to your side; consistency over many short sessions matters most.",
-     "Puppies should be socialised with people and other dogs early.",
-     "Cats groom themselves for several hours every day."),
-    (["how much caffeine in a cup of coffee", "caffeine content of coffee"],
-     "An 8-ounce cup of brewed coffee contains roughly 80 to 100 milligrams of caffeine.",
-     "Caffeine is a stimulant that blocks adenosine receptors in the brain.",
-     "Coffee beans are the roasted seeds of the Coffea plant's cherries."),
-    (["what causes ocean tides", "why does the sea have tides"],
-     "Tides are caused mainly by the Moon's gravity pulling on the oceans, with the Sun adding a "
-     "smaller effect; most coasts see two high tides a day.",
-     "Spring tides have the largest range between high and low water.",
-     "Ocean currents move heat from the equator towards the poles."),
-    (["normal blood pressure range", "what is healthy blood pressure"],
-     "For adults, a normal blood pressure is below 120 systolic and 80 diastolic mmHg.",
-     "Blood pressure is measured with a cuff called a sphygmomanometer.",
-     "The heart has four chambers: two atria and two ventricles."),
-    (["how to create a git branch", "git new branch command"],
-     "Create and switch to a new branch with `git switch -c name` (or `git checkout -b name`).",
-     "Branches in git are lightweight pointers to commits.",
-     "git log shows the commit history of the current branch."),
-    (["can plastic bags be recycled", "recycling plastic bags"],
-     "Most curbside programmes do not accept plastic bags because they jam sorting machines, but "
-     "many supermarkets collect them for separate recycling.",
-     "Plastics are labelled with resin codes from 1 to 7.",
-     "Glass can be recycled indefinitely without loss of quality."),
-    (["how did roman aqueducts work", "roman aqueduct water flow"],
-     "Roman aqueducts carried water by gravity along a gentle, continuous downhill gradient, "
-     "using tunnels, channels and arched bridges to cross valleys.",
-     "The Pont du Gard in France is a famous Roman aqueduct bridge.",
-     "Roman roads were built in layers of stone and gravel."),
-    (["why do birds migrate", "reasons for bird migration"],
-     "Birds migrate to follow food supplies and favourable breeding conditions, flying towards "
-     "the poles in spring and back towards the tropics in autumn.",
-     "Arctic terns make the longest known migration of any bird.",
-     "Penguins cannot fly but are excellent swimmers."),
-    (["how to travel cheaply in europe", "budget travel tips europe"],
-     "To travel Europe on a budget, book trains or buses early, stay in hostels, travel in the "
-     "shoulder season and eat where locals eat.",
-     "The Schengen area allows passport-free travel between most EU countries.",
-     "The euro is used by twenty European Union countries."),
-    (["how to fall asleep faster", "tips for better sleep"],
-     "To fall asleep faster keep a regular schedule, avoid screens and caffeine before bed, and "
-     "keep the bedroom dark, quiet and cool.",
-     "Adults need about seven to nine hours of sleep a night.",
-     "Dreams mostly happen during REM sleep."),
-    (["how to make a strong password", "strong password rules"],
-     "A strong password is long, at least 12 to 16 characters, unique to each site, and is "
-     "easiest to manage with a password manager or a random passphrase.",
-     "Two-factor authentication adds a second check beyond the password.",
-     "Phishing emails try to trick people into revealing information."),
-    (["how to start composting at home", "home compost bin basics"],
-     "Start a compost pile by mixing green scraps like vegetable peels with brown material like "
-     "dry leaves, keep it moist and turn it every week or two.",
-     "Compost improves soil structure and adds nutrients.",
-     "Earthworms are common in healthy garden soil."),
-    (["how long do electric car batteries last", "ev battery lifespan"],
-     "Electric car batteries typically last 10 to 20 years, and most lose only a few percent of "
-     "capacity per year.",
-     "Electric cars use lithium-ion battery packs.",
-     "Hybrid cars combine a petrol engine with an electric motor."),
-    (["what is the capital of australia", "australia capital city"],
-     "Canberra is the capital of Australia; it was purpose-built and chosen as a compromise "
-     "between Sydney and Melbourne.",
-     "Australia is divided into six states and two mainland territories.",
-     "Sydney is Australia's largest city and home to a famous opera house."),
+    (
+        ["how long should bread dough rise", "bread dough proofing time"],
+        "Most yeasted bread doughs need a first rise of one to two hours at room temperature, or "
+        "until roughly doubled in size; a cooler kitchen slows this down.",
+        "Bread dough is made from flour, water, salt and yeast, and kneading develops gluten.",
+        "Sourdough starters are kept alive by feeding them flour and water every day.",
+    ),
+    (
+        ["why do plants need sunlight", "role of light in photosynthesis"],
+        "Plants use the energy of sunlight in photosynthesis to turn carbon dioxide and water into "
+        "sugars, releasing oxygen; without light this process stops.",
+        "Chlorophyll is the green pigment found in the chloroplasts of plant cells.",
+        "Cacti store water in their thick stems to survive long droughts.",
+    ),
+    (
+        ["sort a list in python", "python sorted vs list.sort"],
+        "In Python, sorted(xs) returns a new sorted list, while xs.sort() sorts the list in place "
+        "and returns None; both accept key and reverse arguments.",
+        "Python lists are ordered, mutable sequences that can hold items of any type.",
+        "A Python dictionary maps hashable keys to values.",
+    ),
+    (
+        ["how is mortgage interest calculated", "mortgage monthly interest formula"],
+        "Monthly mortgage interest is the outstanding balance times the annual rate divided by "
+        "twelve; early payments are mostly interest because the balance is still high.",
+        "A mortgage is a loan secured by real estate, usually repaid over 15 to 30 years.",
+        "Home insurance protects a house against damage from fire and storms.",
+    ),
+    (
+        ["marathon training plan for beginners", "how many weeks to train for a marathon"],
+        "Beginners usually train for 16 to 20 weeks, building weekly mileage slowly, with one long "
+        "run each week that grows to about 30 kilometres before tapering.",
+        "A marathon is 42.195 kilometres long, a distance fixed in 1921.",
+        "Good running shoes should be replaced roughly every 600 kilometres.",
+    ),
+    (
+        ["what causes volcanic eruptions", "why do volcanoes erupt"],
+        "Volcanoes erupt when molten rock rises because it is less dense than the surrounding rock "
+        "and dissolved gases expand, pushing magma to the surface.",
+        "Many volcanoes sit along the Pacific Ring of Fire, where tectonic plates meet.",
+        "Earthquakes are measured with seismometers and reported by magnitude.",
+    ),
+    (
+        ["how do vaccines work", "vaccine immune response explained"],
+        "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen, so it "
+        "builds antibodies and memory cells that respond quickly to a real infection.",
+        "The first vaccine was developed by Edward Jenner against smallpox.",
+        "Antibiotics treat bacterial infections but do not work on viruses.",
+    ),
+    (
+        ["how efficient are solar panels", "solar panel efficiency percentage"],
+        "Typical residential silicon solar panels convert about 18 to 23 percent of incoming "
+        "sunlight into electricity.",
+        "Solar panels are made of photovoltaic cells usually built from silicon.",
+        "Wind turbines generate more power at higher wind speeds.",
+    ),
+    (
+        ["best water temperature for green tea", "how hot should water be for green tea"],
+        "Green tea is best brewed with water around 70 to 80 degrees Celsius; boiling water makes "
+        "it bitter.",
+        "Green tea comes from the same plant as black tea but is not oxidised.",
+        "Espresso is brewed by forcing hot water through finely ground coffee.",
+    ),
+    (
+        ["good chess openings for beginners", "which chess opening should a beginner learn"],
+        "Beginners do well with the Italian Game or the London System: they develop pieces quickly, "
+        "control the centre and lead to clear plans.",
+        "Chess openings are catalogued by ECO codes from A00 to E99.",
+        "A chess clock limits the total thinking time of each player.",
+    ),
+    (
+        ["origins of jazz music", "where did jazz start"],
+        "Jazz began in New Orleans in the late 19th and early 20th centuries, blending blues, "
+        "ragtime and brass band traditions of African American communities.",
+        "Louis Armstrong was one of the most influential jazz trumpeters.",
+        "Classical symphonies are usually written in four movements.",
+    ),
+    (
+        ["how to stop a dog pulling on the leash", "leash training a puppy"],
+        "To stop leash pulling, stop walking whenever the leash goes tight and reward the dog when "
+        "it returns to your side; consistency over many short sessions matters most.",
+        "Puppies should be socialised with people and other dogs early.",
+        "Cats groom themselves for several hours every day.",
+    ),
+    (
+        ["how much caffeine in a cup of coffee", "caffeine content of coffee"],
+        "An 8-ounce cup of brewed coffee contains roughly 80 to 100 milligrams of caffeine.",
+        "Caffeine is a stimulant that blocks adenosine receptors in the brain.",
+        "Coffee beans are the roasted seeds of the Coffea plant's cherries.",
+    ),
+    (
+        ["what causes ocean tides", "why does the sea have tides"],
+        "Tides are caused mainly by the Moon's gravity pulling on the oceans, with the Sun adding a "
+        "smaller effect; most coasts see two high tides a day.",
+        "Spring tides have the largest range between high and low water.",
+        "Ocean currents move heat from the equator towards the poles.",
+    ),
+    (
+        ["normal blood pressure range", "what is healthy blood pressure"],
+        "For adults, a normal blood pressure is below 120 systolic and 80 diastolic mmHg.",
+        "Blood pressure is measured with a cuff called a sphygmomanometer.",
+        "The heart has four chambers: two atria and two ventricles.",
+    ),
+    (
+        ["how to create a git branch", "git new branch command"],
+        "Create and switch to a new branch with `git switch -c name` (or `git checkout -b name`).",
+        "Branches in git are lightweight pointers to commits.",
+        "git log shows the commit history of the current branch.",
+    ),
+    (
+        ["can plastic bags be recycled", "recycling plastic bags"],
+        "Most curbside programmes do not accept plastic bags because they jam sorting machines, but "
+        "many supermarkets collect them for separate recycling.",
+        "Plastics are labelled with resin codes from 1 to 7.",
+        "Glass can be recycled indefinitely without loss of quality.",
+    ),
+    (
+        ["how did roman aqueducts work", "roman aqueduct water flow"],
+        "Roman aqueducts carried water by gravity along a gentle, continuous downhill gradient, "
+        "using tunnels, channels and arched bridges to cross valleys.",
+        "The Pont du Gard in France is a famous Roman aqueduct bridge.",
+        "Roman roads were built in layers of stone and gravel.",
+    ),
+    (
+        ["why do birds migrate", "reasons for bird migration"],
+        "Birds migrate to follow food supplies and favourable breeding conditions, flying towards "
+        "the poles in spring and back towards the tropics in autumn.",
+        "Arctic terns make the longest known migration of any bird.",
+        "Penguins cannot fly but are excellent swimmers.",
+    ),
+    (
+        ["how to travel cheaply in europe", "budget travel tips europe"],
+        "To travel Europe on a budget, book trains or buses early, stay in hostels, travel in the "
+        "shoulder season and eat where locals eat.",
+        "The Schengen area allows passport-free travel between most EU countries.",
+        "The euro is used by twenty European Union countries.",
+    ),
+    (
+        ["how to fall asleep faster", "tips for better sleep"],
+        "To fall asleep faster keep a regular schedule, avoid screens and caffeine before bed, and "
+        "keep the bedroom dark, quiet and cool.",
+        "Adults need about seven to nine hours of sleep a night.",
+        "Dreams mostly happen during REM sleep.",
+    ),
+    (
+        ["how to make a strong password", "strong password rules"],
+        "A strong password is long, at least 12 to 16 characters, unique to each site, and is "
+        "easiest to manage with a password manager or a random passphrase.",
+        "Two-factor authentication adds a second check beyond the password.",
+        "Phishing emails try to trick people into revealing information.",
+    ),
+    (
+        ["how to start composting at home", "home compost bin basics"],
+        "Start a compost pile by mixing green scraps like vegetable peels with brown material like "
+        "dry leaves, keep it moist and turn it every week or two.",
+        "Compost improves soil structure and adds nutrients.",
+        "Earthworms are common in healthy garden soil.",
+    ),
+    (
+        ["how long do electric car batteries last", "ev battery lifespan"],
+        "Electric car batteries typically last 10 to 20 years, and most lose only a few percent of "
+        "capacity per year.",
+        "Electric cars use lithium-ion battery packs.",
+        "Hybrid cars combine a petrol engine with an electric motor.",
+    ),
+    (
+        ["what is the capital of australia", "australia capital city"],
+        "Canberra is the capital of Australia; it was purpose-built and chosen as a compromise "
+        "between Sydney and Melbourne.",
+        "Australia is divided into six states and two mainland territories.",
+        "Sydney is Australia's largest city and home to a famous opera house.",
+    ),
 ]
 
 
@@ -719,15 +1038,24 @@ def make_reranker(seed: int = SEED) -> list[dict]:
     rows = []
     for t, (queries, answer, partial, near) in enumerate(RERANK_TOPICS):
         for query in queries:
-            pairs = [(answer, rng.choice([6, 7, 7])), (partial, rng.choice([4, 5])),
-                     (near, rng.choice([2, 3]))]
+            pairs = [
+                (answer, rng.choice([6, 7, 7])),
+                (partial, rng.choice([4, 5])),
+                (near, rng.choice([2, 3])),
+            ]
             others = [i for i in range(len(RERANK_TOPICS)) if i != t]
             for o in rng.sample(others, 3):
                 pairs.append((rng.choice(RERANK_TOPICS[o][1:]), 1))
             for text, score in pairs:
-                rows.append({"question": query, "context": text,
-                             "mean_exp_val_max7_round": score,
-                             "dataset_name": "loki-default", "language": "en"})
+                rows.append(
+                    {
+                        "question": query,
+                        "context": text,
+                        "mean_exp_val_max7_round": score,
+                        "dataset_name": "loki-default",
+                        "language": "en",
+                    }
+                )
     rng.shuffle(rows)
     return rows
 
@@ -736,7 +1064,8 @@ def main() -> None:
     toolace = make_toolace()
     (HERE / "toolace").mkdir(exist_ok=True)
     (HERE / "toolace" / "train.json").write_text(
-        json.dumps(toolace, ensure_ascii=False, indent=1) + "\n")
+        json.dumps(toolace, ensure_ascii=False, indent=1) + "\n"
+    )
     (HERE / "reranker").mkdir(exist_ok=True)
     with open(HERE / "reranker" / "train.jsonl", "w") as fh:
         for row in make_reranker():

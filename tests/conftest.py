@@ -30,7 +30,7 @@ def build_tiny_tokenizer():
         "There is a single choice question about astronomy. Answer the question by replying "
         "A, B, C or D.\nQuestion: Which planet is largest?\nChoices:\nA. Mars\nB. Jupiter\n"
         "C. Venus\nD. Mercury\nAnswer: \n",
-        "[get_weather(city=\"Paris\", unit=\"celsius\")] The capital of France is Paris.",
+        '[get_weather(city="Paris", unit="celsius")] The capital of France is Paris.',
         "<<<Query>>>\nhow to bake bread\n\n<<<Context>>>\nMix flour, water and yeast.",
     ] * 4
     bpe = ByteLevelBPETokenizer()

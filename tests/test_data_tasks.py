@@ -77,7 +77,9 @@ def _trained_text(tok, example) -> str:
 def _trained_runs(labels: list[int]) -> int:
     """Number of maximal runs of trained (non -100) positions."""
     return sum(
-        1 for i, t in enumerate(labels) if t != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)
+        1
+        for i, t in enumerate(labels)
+        if t != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)
     )
 
 
@@ -90,14 +92,19 @@ def _assistant_contents(messages, end: str) -> str:
     [
         (CHATML_TEMPLATE, "<|im_end|>", None),
         (SMOLLM2_TEMPLATE, "<|im_end|>", None),
-        (LLAMA3_TEMPLATE, "<|eot_id|>", ["<|begin_of_text|>", "<|start_header_id|>",
-                                          "<|end_header_id|>", "<|eot_id|>"]),
+        (
+            LLAMA3_TEMPLATE,
+            "<|eot_id|>",
+            ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        ),
         (GENERATION_TEMPLATE, "<|im_end|>", None),
     ],
     ids=["chatml", "smollm2", "llama3", "generation_tag"],
 )
 @pytest.mark.parametrize("with_system", [True, False])
-def test_labels_are_exactly_assistant_contents_plus_end_of_turn(template, end, special, with_system):
+def test_labels_are_exactly_assistant_contents_plus_end_of_turn(
+    template, end, special, with_system
+):
     tok = _tokenizer(template, special)
     messages = TOOL_DIALOGUE if with_system else TOOL_DIALOGUE[1:]
     ex = tokenize_conversation(tok, messages, cutoff_len=4096)
@@ -105,7 +112,9 @@ def test_labels_are_exactly_assistant_contents_plus_end_of_turn(template, end, s
     assert _trained_runs(ex["labels"]) == 2  # one contiguous span per assistant turn
     # what the model sees is exactly the template's rendering, and labels copy it where trained
     assert ex["input_ids"] == tok.apply_chat_template(messages, tokenize=True, return_dict=False)
-    assert all(lab in (IGNORE_INDEX, tid) for lab, tid in zip(ex["labels"], ex["input_ids"], strict=True))
+    assert all(
+        lab in (IGNORE_INDEX, tid) for lab, tid in zip(ex["labels"], ex["input_ids"], strict=True)
+    )
 
 
 def test_generation_tag_mask_agrees_with_prefix_rendering():
@@ -124,7 +133,9 @@ def test_template_that_rewrites_earlier_turns_still_trains_every_assistant_turn(
     first, last = TOOL_DIALOGUE[2]["content"], TOOL_DIALOGUE[4]["content"]
     # the final turn's think block is what the template emits for it, so it is trained too
     assert _trained_text(tok, ex) == f"{first}<|im_end|><think></think>{last}<|im_end|>"
-    assert ex["input_ids"] == tok.apply_chat_template(TOOL_DIALOGUE, tokenize=True, return_dict=False)
+    assert ex["input_ids"] == tok.apply_chat_template(
+        TOOL_DIALOGUE, tokenize=True, return_dict=False
+    )
     assert "not prefix-stable" in caplog.text
 
 
@@ -141,7 +152,9 @@ def test_truncation_keeps_the_beginning_and_warns(caplog):
 
 def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
     with caplog.at_level(logging.WARNING):
-        examples = build_sft_dataset("reranker", None, tiny_tokenizer, cutoff_len=300, max_samples=40)
+        examples = build_sft_dataset(
+            "reranker", None, tiny_tokenizer, cutoff_len=300, max_samples=40
+        )
     assert all(len(e["input_ids"]) <= 300 for e in examples)
     warnings = [r.getMessage() for r in caplog.records if "were truncated" in r.getMessage()]
     assert len(warnings) == 1 and "of 40 conversations" in warnings[0]
@@ -209,8 +222,15 @@ def test_model_loss_on_a_batch_is_cross_entropy_over_assistant_tokens_only(tiny_
 
 def test_config_block_drives_build_sft_dataset(tiny_tokenizer):
     # what the schema fills in for every task, including the other task's keys
-    block = {"source": None, "split": "train", "max_samples": 3, "cutoff_len": 4096,
-             "packing": False, "tool_role": "tool", "columns": {"query": "question"}}
+    block = {
+        "source": None,
+        "split": "train",
+        "max_samples": 3,
+        "cutoff_len": 4096,
+        "packing": False,
+        "tool_role": "tool",
+        "columns": {"query": "question"},
+    }
     options = sft_options("toolace", block)
     assert "columns" not in options and options["tool_role"] == "tool"
     assert "tool_role" not in sft_options("reranker", block)

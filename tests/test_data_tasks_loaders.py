@@ -83,7 +83,9 @@ def test_shipped_reranker_is_the_papers_chat_with_scores_spread_over_1_to_7():
 
 
 def test_generator_reproduces_the_shipped_files(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_task_data", ROOT / "data" / "make_task_data.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_task_data", ROOT / "data" / "make_task_data.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["make_task_data"] = module
     try:
@@ -124,11 +126,22 @@ def test_toolace_jsonl_and_json_give_the_same_conversations(tmp_path):
 
 
 def test_toolace_maps_speakers_to_roles_and_can_fold_tool_into_user():
-    row = {"system": "S", "conversations": [
-        {"from": "user", "value": "u"}, {"from": "assistant", "value": "[f()]"},
-        {"from": "tool", "value": "r"}, {"from": "assistant", "value": "a"}]}
+    row = {
+        "system": "S",
+        "conversations": [
+            {"from": "user", "value": "u"},
+            {"from": "assistant", "value": "[f()]"},
+            {"from": "tool", "value": "r"},
+            {"from": "assistant", "value": "a"},
+        ],
+    }
     assert [m["role"] for m in toolace_row_to_messages(row)] == [
-        "system", "user", "assistant", "tool", "assistant"]
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     folded = toolace_row_to_messages(row, tool_role="user")
     assert folded[3] == {"role": "user", "content": "r"}
 
@@ -149,16 +162,22 @@ def test_hub_source_streams_only_the_requested_rows(monkeypatch):
 
     def fake_load_dataset(repo, *, split, revision, streaming):
         calls.update(repo=repo, split=split, revision=revision, streaming=streaming)
-        return ({"question": f"q{i}", "context": "c", "mean_exp_val_max7_round": 1 + i % 7}
-                for i in range(10**6))
+        return (
+            {"question": f"q{i}", "context": "c", "mean_exp_val_max7_round": 1 + i % 7}
+            for i in range(10**6)
+        )
 
     import datasets
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     convs = load_reranker("hf:lightblue/reranker_continuous_filt_max7_train@abc", max_samples=3)
     assert len(convs) == 3
-    assert calls == {"repo": "lightblue/reranker_continuous_filt_max7_train", "split": "train",
-                     "revision": "abc", "streaming": True}
+    assert calls == {
+        "repo": "lightblue/reranker_continuous_filt_max7_train",
+        "split": "train",
+        "revision": "abc",
+        "streaming": True,
+    }
 
 
 def test_load_task_uses_the_shipped_default(monkeypatch):
@@ -177,17 +196,32 @@ GOOD_TURNS = [{"from": "user", "value": "hi"}, {"from": "assistant", "value": "[
     ("rows", "message"),
     [
         ([{"system": "s"}], "row 0: missing or empty 'conversations'"),
-        ([{"system": "s", "conversations": GOOD_TURNS},
-          {"system": "s", "conversations": [{"from": "user"}]}], "row 1, turn 0: expected an object"),
-        ([{"system": "s", "conversations": [{"from": "user", "value": "hi"}]}],
-         "row 0: the conversation has no assistant turn"),
-        ([{"system": "s", "conversations": [{"from": "narrator", "value": "x"}]}],
-         "unknown speaker 'narrator'"),
+        (
+            [
+                {"system": "s", "conversations": GOOD_TURNS},
+                {"system": "s", "conversations": [{"from": "user"}]},
+            ],
+            "row 1, turn 0: expected an object",
+        ),
+        (
+            [{"system": "s", "conversations": [{"from": "user", "value": "hi"}]}],
+            "row 0: the conversation has no assistant turn",
+        ),
+        (
+            [{"system": "s", "conversations": [{"from": "narrator", "value": "x"}]}],
+            "unknown speaker 'narrator'",
+        ),
         ([], "is empty"),
         ([{"system": 3, "conversations": GOOD_TURNS}], "'system' must be a string"),
     ],
-    ids=["no_conversations", "turn_missing_value", "no_assistant", "unknown_speaker", "empty",
-         "bad_system"],
+    ids=[
+        "no_conversations",
+        "turn_missing_value",
+        "no_assistant",
+        "unknown_speaker",
+        "empty",
+        "bad_system",
+    ],
 )
 def test_bad_toolace_rows_are_rejected_naming_file_and_row(tmp_path, rows, message):
     path = tmp_path / "bad.json"
@@ -253,7 +287,9 @@ SMOLLM2_DIR = ROOT / "resources" / "models" / "smollm2-135m"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SMOLLM2_DIR / "tokenizer.json").exists(), reason="default model not prepared")
+@pytest.mark.skipif(
+    not (SMOLLM2_DIR / "tokenizer.json").exists(), reason="default model not prepared"
+)
 def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data():
     from transformers import AutoTokenizer
 
@@ -262,4 +298,6 @@ def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data(
     for conv in convs:
         ex = tokenize_conversation(tok, conv, cutoff_len=4096)
         trained = tok.decode([t for t in ex["labels"] if t != IGNORE_INDEX])
-        assert trained == "".join(m["content"] + "<|im_end|>" for m in conv if m["role"] == "assistant")
+        assert trained == "".join(
+            m["content"] + "<|im_end|>" for m in conv if m["role"] == "assistant"
+        )

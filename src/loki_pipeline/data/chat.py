@@ -70,7 +70,9 @@ def encode_conversation(
     return {"input_ids": input_ids[:cutoff_len], "labels": labels[:cutoff_len]}, len(input_ids)
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+def _render(
+    tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool
+) -> list[int]:
     if not messages:
         return []
     ids = tokenizer.apply_chat_template(
@@ -130,7 +132,9 @@ def _prefix_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[i
     return full, mask
 
 
-def _generation_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
+def _generation_mask(
+    tokenizer: Any, messages: list[dict[str, str]]
+) -> tuple[list[int], list[bool]]:
     out = tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )

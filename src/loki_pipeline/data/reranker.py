@@ -70,7 +70,9 @@ def load_reranker(
         query, text = row[cols["query"]], row[cols["text"]]
         for name, value in (("query", query), ("text", text)):
             if not isinstance(value, str) or not value.strip():
-                raise LokiInputError(f"{where}: {name} column {cols[name]!r} must be a non-empty string")
+                raise LokiInputError(
+                    f"{where}: {name} column {cols[name]!r} must be a non-empty string"
+                )
         conversations.append(reranker_messages(query, text, _score(row[cols["score"]], where)))
     if not conversations:
         raise LokiInputError(f"reranker data {source} is empty: no rows to train on")

@@ -109,7 +109,11 @@ def build_sft_dataset(
         log.warning(
             "%s: %d of %d conversations longer than cutoff_len=%d were truncated; %d kept no "
             "assistant token and were dropped",
-            task, truncated, len(conversations), cutoff_len, dropped,
+            task,
+            truncated,
+            len(conversations),
+            cutoff_len,
+            dropped,
         )
     if dropped > max_drop_fraction * len(conversations):
         raise LokiInputError(

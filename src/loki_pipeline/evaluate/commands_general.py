@@ -22,7 +22,9 @@ def _metric(text: str) -> tuple[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
     parser.add_argument("--out", required=True, help="summary JSON to write (general.json)")
-    parser.add_argument("--lm-eval-dir", help="where lm-eval's files go (default: OUT's dir/lm_eval)")
+    parser.add_argument(
+        "--lm-eval-dir", help="where lm-eval's files go (default: OUT's dir/lm_eval)"
+    )
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
     parser.add_argument("--run", help="run name recorded in the summary (e.g. base)")
     parser.add_argument("--tasks", default=ALL_TASKS, help=f"comma-separated (default {ALL_TASKS})")

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "ifeval": "IFEval",
 }
 
+
 def forgetting_avg(
     base: Mapping[str, float], tuned: Mapping[str, float], tasks: Sequence[str] | None = None
 ) -> float:
