@@ -3,7 +3,8 @@
 Output (written atomically, so a killed run never leaves a directory that looks finished)::
 
     {out}/adapter/              LoKI: trained rows + indices (safetensors) + loki_config.json;
-                                PEFT: a standard PEFT adapter; full: a pointer to merged/
+                                PEFT: a standard PEFT adapter on the original base (PiSSA /
+                                CorDA converted to a rank-2r LoRA); full: a pointer to merged/
     {out}/merged/               plain Hugging Face checkpoint (stock from_pretrained loads it)
     {out}/train_log.csv         one row per optimizer step
     {out}/loss.png              the loss curve
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,7 @@ def run_training(
         "selection": None if selection_path is None else str(selection_path),
         "selection_sha256": (file_sha256(selection_path) if selection is not None else None),
     }
+    initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
     rows = trainer.train_model(
         model,
         examples,
@@ -195,6 +198,7 @@ def run_training(
             model_dir=model_dir,
             selection_path=selection_path,
             dtype=settings.dtype,
+            initial_adapter=initial_adapter,
         )
     if not settings.keep_checkpoints:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -202,9 +206,21 @@ def run_training(
 
 
 def _save_outputs(
-    model, tokenizer, method: Method, tmp: Path, *, model_dir, selection_path, dtype: str
+    model,
+    tokenizer,
+    method: Method,
+    tmp: Path,
+    *,
+    model_dir,
+    selection_path,
+    dtype: str,
+    initial_adapter: Path | None = None,
 ) -> None:
-    """``adapter/`` (what was trained) and ``merged/`` (a plain checkpoint) of a finished run."""
+    """``adapter/`` (what was trained) and ``merged/`` (a plain checkpoint) of a finished run.
+
+    PiSSA/CorDA adapters are converted against ``initial_adapter`` into a LoRA on the original
+    base, so ``merge`` of ``adapter/`` onto ``model_dir`` gives ``merged/``.
+    """
     import torch
 
     from loki_pipeline.implant.adapter import save_loki_adapter
@@ -223,7 +239,16 @@ def _save_outputs(
         )
         merged = merge_loki(model)
     elif method.kind == "peft":
-        model.save_pretrained(str(tmp / "adapter"))
+        with warnings.catch_warnings():
+            # the conversion loads the initial adapter beside the trained one, which peft
+            # warns about (PiSSA/CorDA "should not be used with other adapters") as if misused
+            warnings.filterwarnings("ignore", r"(PiSSA|CorDA) changes the base weights")
+            model.save_pretrained(
+                str(tmp / "adapter"),
+                path_initial_model_for_weight_conversion=(
+                    None if initial_adapter is None else str(initial_adapter)
+                ),
+            )
         merged = model.merge_and_unload()
     else:
         (tmp / "adapter").mkdir()

@@ -38,6 +38,9 @@ from loki_pipeline.train.settings import TrainSettings
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
+INITIAL_ADAPTER = "initial_adapter"
+#: PEFT methods whose initialisation rewrites the base weights (W -> W_res = W - B0 A0)
+MUTATES_BASE = ("pissa", "corda")
 LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s")
 
 
@@ -139,7 +142,27 @@ def _prepare_peft(model, method: Method, settings, calibration, pad_id):
                 model(input_ids=torch.as_tensor([example["input_ids"]], device=model.device))
 
         preprocess_corda(model, config, run_model=run_model)
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    # corda_config only drives the initialisation: without it the adapter, saved as a plain
+    # LoRA (see save_initial_adapter), loads without peft's "corda_config ... ignored" warning
+    model.peft_config["default"].corda_config = None
+    return model
+
+
+def save_initial_adapter(model, method: Method, checkpoint_dir) -> Path | None:
+    """PiSSA/CorDA: save the adapter as initialised, for converting the trained one to a LoRA.
+
+    Their trained adapter only fits the residual base ``W_res``; with this initial adapter,
+    ``save_pretrained(..., path_initial_model_for_weight_conversion=...)`` writes the update
+    ``BA - B0 A0`` as a plain rank-2r LoRA on the original base. Call it after
+    :func:`prepare_model` and before training, on every start (a resume included): each start
+    recomputes ``W_res``, and this is the initial adapter that matches it.
+    """
+    if method.peft_type not in MUTATES_BASE:
+        return None
+    path = Path(checkpoint_dir) / INITIAL_ADAPTER
+    model.save_pretrained(str(path))
+    return path
 
 
 # --------------------------------------------------------------------------- the loop
