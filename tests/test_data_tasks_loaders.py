@@ -301,3 +301,19 @@ def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data(
         assert trained == "".join(
             m["content"] + "<|im_end|>" for m in conv if m["role"] == "assistant"
         )
+
+
+@pytest.mark.parametrize("task", ["toolace", "reranker"])
+def test_loader_options_of_a_schema_filled_block_load_the_shipped_data(task):
+    from loki_pipeline.data.sft import load_task, loader_options
+
+    block = {
+        "source": None,
+        "split": "train",
+        "max_samples": 3,
+        "tool_role": "tool",
+        "columns": None,
+    }
+    options = loader_options(task, block)
+    assert "source" not in options and "max_samples" not in options
+    assert len(load_task(task, None, max_samples=3, **options)) == 3

@@ -107,9 +107,6 @@ wildcard_constraints:
     method=r"[a-z0-9_.]+",
 
 
-TRAIN_DATA_KEYS = ("split", "tool_role", "columns")
-
-
 def train_inputs(wildcards):
     """Base model, the task's local data file (if any) and, for LoKI methods, the selection."""
     inputs = {"model": f"resources/models/{wildcards.model}"}

@@ -32,7 +32,6 @@ rule train:
         checkpoint_dir="results/train/.checkpoints/{model}/{task}/{method}",
         training=config.get("training", {}),
         data=lambda wc: config["tasks"].get(wc.task, {}).get("train", {}),
-        data_keys=TRAIN_DATA_KEYS,
         device=config.get("device", "auto"),
     script:
         "../scripts/train.py"

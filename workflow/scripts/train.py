@@ -8,6 +8,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
+from loki_pipeline.data.sft import loader_options  # noqa: E402
 from loki_pipeline.train.run import run_training  # noqa: E402
 from loki_pipeline.train.settings import resolve_settings  # noqa: E402
 
@@ -29,5 +30,5 @@ run_training(
     selection_path=snakemake.input.get("selection"),
     checkpoint_dir=snakemake.params.checkpoint_dir,
     device=snakemake.params.device,
-    data_options={k: data[k] for k in snakemake.params.data_keys if k in data},
+    data_options=loader_options(snakemake.wildcards.task, data),
 )

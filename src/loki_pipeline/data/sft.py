@@ -64,6 +64,15 @@ TASK_ONLY_OPTIONS = {"toolace": ("tool_role",), "reranker": ("columns",)}
 _COMMON_OPTIONS = ("source", "split", "max_samples", "cutoff_len", "packing")
 
 
+def loader_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a ``tasks.<task>.train`` block that ``task``'s loader takes (``split`` and
+    its own options: ``tool_role`` for ToolACE, ``columns`` for the reranker)."""
+    if task not in TASK_LOADERS:
+        raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
+    keys = ("split", *TASK_ONLY_OPTIONS.get(task, ()))
+    return {k: train_config[k] for k in keys if k in train_config}
+
+
 def sft_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
     """``build_sft_dataset`` keyword arguments from a ``tasks.<task>.train`` config block.
 
