@@ -24,6 +24,7 @@ evaluate_general(
     device=snakemake.params.device,
     dtype=general.get("dtype", "auto"),
     max_gen_toks=general.get("max_gen_toks"),
+    num_fewshot=general.get("num_fewshot"),
     apply_chat_template=general.get("apply_chat_template", False),
     allow_code_execution=general.get("allow_code_execution", False),
     code_timeout=general.get("code_timeout", 10),

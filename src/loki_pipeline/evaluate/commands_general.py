@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-gen-toks", type=int, help="cap on new tokens per answer (default: each task's own)"
     )
+    parser.add_argument(
+        "--num-fewshot",
+        type=int,
+        help="few-shot examples for every task (default: each task's own)",
+    )
     parser.add_argument("--apply-chat-template", action="store_true")
     parser.add_argument(
         "--allow-code-execution",
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         max_gen_toks=args.max_gen_toks,
+        num_fewshot=args.num_fewshot,
         apply_chat_template=args.apply_chat_template,
         allow_code_execution=args.allow_code_execution,
         code_timeout=args.code_timeout,

@@ -241,6 +241,7 @@ def evaluate_general(
     device: str = "cpu",
     dtype: str = "auto",
     max_gen_toks: int | None = None,
+    num_fewshot: int | None = None,
     apply_chat_template: bool = False,
     allow_code_execution: bool = False,
     code_timeout: float = 10.0,
@@ -266,6 +267,10 @@ def evaluate_general(
         raise LokiInputError(f"evaluate.general.limit must be >= 1 or null, got {limit}")
     if batch_size < 1:
         raise LokiInputError(f"evaluate.general.batch_size must be >= 1, got {batch_size}")
+    if num_fewshot is not None and num_fewshot < 0:
+        raise LokiInputError(
+            f"evaluate.general.num_fewshot must be >= 0 or null, got {num_fewshot}"
+        )
     if max_gen_toks is not None and max_gen_toks < 1:
         raise LokiInputError(
             f"evaluate.general.max_gen_toks must be >= 1 or null, got {max_gen_toks}"
@@ -320,6 +325,10 @@ def evaluate_general(
                 f"generation capped at {max_gen_toks} new tokens per answer (official caps: "
                 "ifeval 1280, humaneval 1024; the others stop earlier at their stop sequences)"
             )
+        if num_fewshot is not None:
+            notes.append(
+                f"{num_fewshot}-shot for every task (official: gsm8k 5-shot, the others 0-shot)"
+            )
         if apply_chat_template:
             notes.append("prompts wrapped in the model's chat template")
         if runs_code:
@@ -339,6 +348,7 @@ def evaluate_general(
             evaluation_tracker=tracker,
             apply_chat_template=apply_chat_template,
             gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None,
+            num_fewshot=num_fewshot,
             task_manager=task_manager,
             confirm_run_unsafe_code=allow_code_execution,
             random_seed=seed,
