@@ -24,7 +24,6 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.select.io import inspect_kva, iter_kva_chunks
@@ -34,7 +33,9 @@ from loki_pipeline.select.naming import (
     nodes_per_layer_quota,
 )
 
-Attributions = str | os.PathLike | np.ndarray | torch.Tensor
+#: a kva.h5 path or an array ``[samples, layers, nodes]``; a ``torch.Tensor`` is accepted too
+#: (converted chunk by chunk), but selecting never imports torch itself.
+Attributions = str | os.PathLike | np.ndarray
 
 DEFAULT_CHUNK_SIZE = 128
 
@@ -91,8 +92,8 @@ def _chunks(
     def gen():
         for start in range(0, array.shape[0], chunk_size):
             block = array[start : start + chunk_size]
-            if isinstance(block, torch.Tensor):
-                block = block.detach().to("cpu", torch.float32).numpy()
+            if hasattr(block, "detach"):  # a torch.Tensor
+                block = block.detach().cpu().float().numpy()
             block = np.asarray(block, dtype=np.float32)
             if np.isnan(block).any():
                 row = start + int(np.argwhere(np.isnan(block))[0][0])
