@@ -76,7 +76,7 @@ def test_build_writes_every_table_and_the_figure(tmp_path):
             )
         )
     p = tmp_path / "params.json"
-    p.write_text(json.dumps({"trainable": 1234, "total": 99999}))
+    p.write_text(json.dumps({"trainable_params": 1234, "total_params": 99999}))
     out = tmp_path / "tables"
     written = build_task_tables("toolace", g, t, {"toolace-loki_q10": p}, out)
     assert sorted(x.name for x in written) == sorted(

@@ -197,6 +197,10 @@ def test_loki_run_writes_mergeable_outputs_that_differ_only_in_selected_rows(
         assert (out / name).is_file(), name
     counts = json.loads((out / "trainable_params.json").read_text())
     assert counts["trainable_params"] == 9 * 48
+    # ... and the tables stage reads the same count from that file.
+    from loki_pipeline.report.build import trainable_params
+
+    assert trainable_params(out / "trainable_params.json") == 9 * 48
     assert not (tmp_path / ".checkpoints" / "run").exists()
     base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).state_dict()
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").state_dict()

@@ -38,10 +38,11 @@ def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], 
 
 
 def trainable_params(path: PathLike | None) -> int | None:
-    """``trainable`` from a ``trainable_params.json`` (None when the run has none)."""
+    """``trainable_params`` of a run's ``trainable_params.json`` (as ``loki train`` writes it;
+    None when the run has none)."""
     if path is None:
         return None
-    value = read_json(path).get("trainable")
+    value = read_json(path).get("trainable_params")
     return int(value) if value is not None else None
 
 
