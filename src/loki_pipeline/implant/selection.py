@@ -62,6 +62,20 @@ def read_selection(path: str | os.PathLike) -> Selection:
     return Selection(positions=clean, path=str(path), **meta)
 
 
+def check_fits_checkpoint(selection: Selection, model_dir) -> None:
+    """``check_fits`` against a checkpoint's ``config.json``, before any weights are loaded."""
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise LokiInputError(f"model directory {model_dir} has no config.json")
+    cfg = json.loads(cfg_path.read_text())
+    check_fits(
+        selection,
+        int(cfg["num_hidden_layers"]),
+        int(cfg["hidden_size"]),
+        model_name=f"model {model_dir}",
+    )
+
+
 def check_fits(
     selection: Selection, num_layers: int, d_model: int, *, model_name: str = "model"
 ) -> None:

@@ -7,17 +7,19 @@ outputs 0 for every input. The result is a plain checkpoint for evaluation.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
-from loki_pipeline.implant.selection import Selection, check_fits, read_selection
+from loki_pipeline.implant.selection import (
+    Selection,
+    check_fits,
+    check_fits_checkpoint,
+    read_selection,
+)
 from loki_pipeline.io import atomic_path
 from loki_pipeline.models.architecture import get_adapter
 
@@ -54,13 +56,7 @@ def suppress_checkpoint(
 ) -> int:
     """File level: read the selection first (cheap checks), then load, zero and save atomically."""
     selection = read_selection(selection_path)
-    cfg_path = Path(model_dir) / "config.json"
-    if not cfg_path.is_file():
-        raise LokiInputError(f"model directory {model_dir} has no config.json")
-    cfg = json.loads(cfg_path.read_text())
-    check_fits(
-        selection, int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), model_name=str(model_dir)
-    )
+    check_fits_checkpoint(selection, model_dir)
     model, tokenizer = load_checkpoint(model_dir, dtype=dtype)
     n = suppress_nodes(model, selection)
     with atomic_path(out_dir, is_dir=True) as tmp:

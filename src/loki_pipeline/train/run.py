@@ -41,7 +41,7 @@ def default_checkpoint_dir(out_dir: str | os.PathLike) -> Path:
 
 def _check_selection(method: Method, selection_path, model_dir) -> Any:
     """Read the selection and check it against config.json before any weights are loaded."""
-    from loki_pipeline.implant.selection import check_fits, read_selection
+    from loki_pipeline.implant.selection import check_fits_checkpoint, read_selection
 
     if not method.needs_selection:
         if selection_path is not None:
@@ -53,13 +53,7 @@ def _check_selection(method: Method, selection_path, model_dir) -> Any:
             f"({method.selection_name}.json from the select stage) with --selection"
         )
     selection = read_selection(selection_path)
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    check_fits(
-        selection,
-        int(cfg["num_hidden_layers"]),
-        int(cfg["hidden_size"]),
-        model_name=f"model {model_dir}",
-    )
+    check_fits_checkpoint(selection, model_dir)
     if selection.q is not None and abs(float(selection.q) - float(method.q)) > 1e-9:
         raise LokiInputError(
             f"selection {selection_path} has q={selection.q} but method {method.name} asks for "
