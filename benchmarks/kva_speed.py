@@ -1,12 +1,14 @@
 """Time the KVA backends on the real default model: exact vs reference (steps batched) vs captum.
 
-    python benchmarks/kva_speed.py [--prompts 3] [--reference-prompts 1] [--captum-prompts 1] [--threads 1]
+    python benchmarks/kva_speed.py [--prompts 4] [--reference-prompts 1] [--captum-prompts 1] \
+        [--batch-prompts 4] [--threads 1]
 
 Each backend runs in its own subprocess (so its peak RSS is its own) on the first prompts of
 the default MMLU-style set, with the same settings as the pipeline (7 steps, left Riemann,
 float32). Prints seconds per prompt, the speed-up of ``exact`` over each backend, peak memory,
 and the relative error ``||a - b|| / ||b||`` of every backend against ``reference`` on the
-prompts both ran. ``reference`` and ``captum`` are slow (minutes per prompt on one CPU
+prompts both ran. ``exact-batch`` is ``exact`` with ``--batch-prompts`` prompts per
+forward/backward (timed per batch, reported per prompt). ``reference`` and ``captum`` are slow (minutes per prompt on one CPU
 thread), so by default they see one prompt each. CPU seconds (process time) are printed
 beside wall seconds: on a shared machine they are the fairer basis for the speed-up.
 """
@@ -32,25 +34,30 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
-    from loki_pipeline.kva import attribute_prompt
+    from loki_pipeline.kva import attribute_prompts
     from loki_pipeline.models.loading import load_model
 
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model_dir, dtype="float32", device=args.device)
     items = load_mmlu(args.dataset)[: args.n]
     prompts = [encode_prompt(tok, item) for item in items]
+    method, batch = (
+        ("exact", args.batch_prompts) if args.method == "exact-batch" else (args.method, 1)
+    )
     # Warm-up on a short prompt (allocator, lazy imports) so the first timing is fair.
-    attribute_prompt(model, prompts[0][-8:], steps=2, method=args.method)
+    attribute_prompts(model, [prompts[0][-8:]] * batch, steps=2, method=method)
     times, cpu_times, attrs, gaps = [], [], [], []
-    for ids in prompts:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = attribute_prompt(model, ids, steps=args.steps, method=args.method)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-        attrs.append(result.attributions.numpy())
-        gaps.append(result.completeness_gap)
+    for start in range(0, len(prompts), batch):
+        group = prompts[start : start + batch]
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        results = attribute_prompts(model, group, steps=args.steps, method=method)
+        times += [(time.perf_counter() - t0) / len(group)] * len(group)
+        cpu_times += [(time.process_time() - cpu0) / len(group)] * len(group)
+        attrs += [r.attributions.numpy() for r in results]
+        gaps += [r.completeness_gap for r in results]
         print(
-            f"  {args.method}: {len(ids)} tokens, {times[-1]:.2f} s ({cpu_times[-1]:.2f} s CPU)",
+            f"  {args.method}: {[len(ids) for ids in group]} tokens, "
+            f"{times[-1]:.2f} s/prompt ({cpu_times[-1]:.2f} s CPU)",
             file=sys.stderr,
         )
     np.save(args.out + ".npy", np.stack(attrs))
@@ -72,10 +79,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(ROOT / "resources/models/smollm2-135m"))
     parser.add_argument("--dataset", default=str(ROOT / "data/mmlu/mmlu_mini.jsonl"))
-    parser.add_argument("--prompts", type=int, default=3, help="prompts for exact")
+    parser.add_argument("--prompts", type=int, default=4, help="prompts for exact")
+    parser.add_argument(
+        "--batch-prompts", type=int, default=4, help="prompts per pass of exact-batch"
+    )
     parser.add_argument("--reference-prompts", type=int, default=1, help="prompts for reference")
     parser.add_argument("--captum-prompts", type=int, default=1, help="prompts for captum")
-    parser.add_argument("--methods", default="exact,reference,captum")
+    parser.add_argument("--methods", default="exact,exact-batch,reference,captum")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -98,7 +108,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--method", method, "--n", str(n), "--out", out,
                    "--model-dir", args.model_dir, "--dataset", args.dataset,
                    "--steps", str(args.steps), "--threads", str(args.threads),
-                   "--device", args.device]  # fmt: skip
+                   "--device", args.device, "--batch-prompts", str(args.batch_prompts)]  # fmt: skip
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             subprocess.run(cmd, check=True, env=env)
             import numpy as np
@@ -111,7 +121,7 @@ def main() -> None:
     tokens = results[methods[0]]["tokens"]
     print(f"\nKVA speed: {Path(args.model_dir).name}, {args.steps} steps (left Riemann), float32, "
           f"{args.threads} thread(s), {args.device}; prompts of {tokens} tokens")  # fmt: skip
-    print(f"{'method':<10} {'prompts':>7} {'s/prompt':>9} {'CPU s/prompt':>12} {'exact x':>8} "
+    print(f"{'method':<12} {'prompts':>7} {'s/prompt':>9} {'CPU s/prompt':>12} {'exact x':>8} "
           f"{'CPU exact x':>11} {'peak RSS MB':>11} {'rel err vs ref':>14} {'mean gap':>9}")  # fmt: skip
     has_exact = "exact" in results
     exact_s = np.mean(results["exact"]["times"]) if has_exact else None
@@ -126,7 +136,7 @@ def main() -> None:
             k = min(len(ref), len(r["attr"]))
             a, b = r["attr"][:k], ref[:k]
             err = f"{np.linalg.norm(a - b) / np.linalg.norm(b):.2e}"
-        print(f"{method:<10} {len(r['times']):>7} {sec:>9.2f} {cpu:>12.2f} {speedup:>8} "
+        print(f"{method:<12} {len(r['times']):>7} {sec:>9.2f} {cpu:>12.2f} {speedup:>8} "
               f"{cpu_speedup:>11} {r['peak_rss_mb']:>11.0f} {err:>14} "
               f"{np.mean(r['gaps']):>9.2e}")  # fmt: skip
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from loki_pipeline.implant import LokiLinear, apply_loki
 from loki_pipeline.implant.selection import Selection
-from loki_pipeline.kva import attribute
+from loki_pipeline.kva import attribute, attribute_prompts
 from loki_pipeline.train.methods import parse_method
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import prepare_model, train_model
@@ -73,6 +73,23 @@ def test_bf16_exact_matches_reference_and_float32_on_cuda(arch, attn):
     # distance was 2-5% on CPU bf16 (a real-size random model: under 1%).
     assert rel_err(exact16, exact32) < 1e-1
     assert rel_err(ref16, exact32) < 1e-1
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_bf16_prompts_of_different_lengths_in_one_pass_on_cuda(attn):
+    model = cuda_model("qwen2", torch.float32, attn_implementation=attn)
+    prompts = [prompt(n, seed=n) for n in (20, 3, 11, 1)]
+    singles32 = [attribute(model, ids) for ids in prompts]
+    many32 = attribute_prompts(model, prompts)
+    for got, want in zip(many32, singles32, strict=True):
+        assert rel_err(got.attributions, want) < 1e-3
+    model.to(torch.bfloat16)
+    many16 = attribute_prompts(model, prompts)
+    for got, want in zip(many16, singles32, strict=True):
+        assert torch.isfinite(got.attributions).all()
+        assert rel_err(got.attributions, want) < 1e-1  # bf16 rounding only (see above)
 
 
 # --------------------------------------------------------------------------- the LoKI layer
@@ -166,6 +183,7 @@ def _check_every_measurement(results: dict) -> None:
             "build": m["build"],
             "exact": m["kva"]["exact"],
             "reference": m["kva"]["reference"],
+            "exact_batch2": m["kva"]["exact_batch2"],
             "precision": m["precision"],
             **m["train"],
         }
@@ -175,6 +193,8 @@ def _check_every_measurement(results: dict) -> None:
         kva = m["kva"]
         assert kva["exact"]["s_per_prompt"] > 0 and kva["reference"]["s_per_prompt"] > 0
         assert kva["exact"]["prompts"] == 2 and kva["reference"]["prompts"] == 1
+        assert kva["exact_batch2"]["batch_prompts"] == 2
+        assert kva["exact_batch2"]["rel_err_vs_one_at_a_time"] < 1e-1
         assert kva["speedup_reference_over_exact"] > 0
         assert kva["rel_err_exact_vs_reference"] < 5e-2
         p = m["precision"]

@@ -7,7 +7,7 @@ import torch
 from conftest import build_tiny_model
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.kva import QUADRATURES, attribute, attribute_prompt
+from loki_pipeline.kva import QUADRATURES, attribute, attribute_prompt, attribute_prompts
 from loki_pipeline.models import get_adapter
 
 PROMPT_LEN = 24
@@ -160,3 +160,74 @@ def test_unknown_method_and_bad_ids_are_rejected(tiny_llama):
         attribute(tiny_llama, torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(LokiInputError, match="empty"):
         attribute(tiny_llama, torch.zeros(0, dtype=torch.long))
+
+
+# --- several prompts per pass (exact_attribute_many) --------------------------------------
+
+MIXED_LENGTHS = (24, 1, 9, 17, 2)
+
+
+def mixed_prompts(lengths=MIXED_LENGTHS) -> list[torch.Tensor]:
+    return [prompt(20 + i, length=n) for i, n in enumerate(lengths)]
+
+
+def assert_same_results(many, singles, tol=1e-5):
+    assert len(many) == len(singles)
+    for got, want in zip(many, singles, strict=True):
+        assert rel_err(got.attributions, want.attributions) <= tol
+        assert got.predicted_token == want.predicted_token
+        assert got.prompt_length == want.prompt_length
+        assert got.probability == pytest.approx(want.probability, rel=1e-5)
+        torch.testing.assert_close(
+            got.baseline_probabilities, want.baseline_probabilities, rtol=1e-4, atol=1e-7
+        )
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_prompts_of_different_lengths_in_one_pass_equal_one_at_a_time(arch, attn):
+    model = build_tiny_model(arch, attn_implementation=attn)
+    prompts = mixed_prompts()
+    many = attribute_prompts(model, prompts, steps=3)
+    assert_same_results(many, [attribute_prompt(model, ids, steps=3) for ids in prompts])
+
+
+def test_prompts_in_one_pass_match_the_reference_oracle(tiny_qwen2):
+    prompts = mixed_prompts((13, 5, 21))
+    many = attribute_prompts(tiny_qwen2, prompts, steps=4, quadrature="trapezoid")
+    oracle = attribute_prompts(
+        tiny_qwen2, prompts, steps=4, quadrature="trapezoid", method="reference"
+    )
+    assert_same_results(many, oracle, tol=1e-4)
+
+
+def test_prompts_in_one_pass_respect_a_sliding_window_per_prompt():
+    # The 6-token window cuts the long prompts' prefixes but not the short ones'.
+    model = build_tiny_model("mistral", sliding_window=6)
+    prompts = mixed_prompts((15, 4, 11, 6))
+    many = attribute_prompts(model, prompts, steps=3)
+    oracle = attribute_prompts(model, prompts, steps=3, method="reference")
+    assert_same_results(many, oracle, tol=1e-4)
+
+
+def test_prompts_in_one_pass_with_layer_groups_and_the_unmasked_fallback(tiny_llama):
+    prompts = mixed_prompts()
+    kw = dict(steps=3, quadrature="midpoint")
+    all_rows = attribute_prompts(tiny_llama, prompts, **kw)
+    assert_same_results(attribute_prompts(tiny_llama, prompts, layers_per_batch=2, **kw), all_rows)
+    assert_same_results(attribute_prompts(tiny_llama, prompts, masked_rows=False, **kw), all_rows)
+
+
+def test_prompt_order_and_company_do_not_change_a_prompt_s_attributions(tiny_llama):
+    prompts = mixed_prompts()
+    forward = attribute_prompts(tiny_llama, prompts, steps=2)
+    backward = attribute_prompts(tiny_llama, prompts[::-1], steps=2)[::-1]
+    assert_same_results(forward, backward)
+    assert attribute_prompts(tiny_llama, [], steps=2) == []
+
+
+def test_every_backend_takes_a_list_of_prompts(tiny_llama):
+    prompts = mixed_prompts((8, 5))
+    for method in ("reference", "captum"):
+        results = attribute_prompts(tiny_llama, prompts, steps=2, method=method)
+        assert [r.prompt_length for r in results] == [8, 5]

@@ -26,4 +26,5 @@ run_kva_shard(
     dtype=kva["dtype"],
     device=snakemake.params.device,
     threads=snakemake.threads,
+    batch_prompts=kva["batch_prompts"],
 )

@@ -1,7 +1,8 @@
 """Analysing: Knowledge Vector Attribution (KVA, PAPER.md section 1).
 
 ``attribute(model, input_ids)`` gives one prompt's ``[num_layers, d_model]`` attributions;
-``attribute_prompt`` also returns the prediction and the completeness gap. The backends live
+``attribute_prompt`` also returns the prediction and the completeness gap, and
+``attribute_prompts`` does that for several prompts in shared passes. The backends live
 in ``exact`` (fast), ``reference`` (oracle) and ``captum_backend``; ``storage`` writes the HDF5
 file and ``runner`` attributes one shard of a dataset.
 
@@ -16,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "attribute": "loki_pipeline.kva.attribution",
     "attribute_prompt": "loki_pipeline.kva.attribution",
+    "attribute_prompts": "loki_pipeline.kva.attribution",
     "METHODS": "loki_pipeline.kva.attribution",
     "KVAResult": "loki_pipeline.kva.result",
     "QUADRATURES": "loki_pipeline.kva.quadrature",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -35,6 +37,25 @@ def attribute_prompt(
     ``options`` go to the backend (``layers_per_batch``/``masked_rows`` for exact,
     ``batch_steps`` for reference).
     """
+    return attribute_prompts(
+        model, [input_ids], steps=steps, method=method, quadrature=quadrature, **options
+    )[0]
+
+
+def attribute_prompts(
+    model: nn.Module,
+    prompts: Sequence,
+    *,
+    steps: int = 7,
+    method: str = "exact",
+    quadrature: str = "left",
+    **options,
+) -> list[KVAResult]:
+    """KVA of several prompts: one :class:`KVAResult` each, in order (see :func:`attribute_prompt`).
+
+    ``exact`` attributes them together, in shared forward and backward passes that read the
+    weights once (the fast path on a GPU); the other backends take them one at a time.
+    """
     steps = check_steps(steps)
     quadrature = check_quadrature(quadrature)
     method = check_method(method)
@@ -46,15 +67,18 @@ def attribute_prompt(
     if method == "captum":
         from loki_pipeline.kva.captum_backend import captum_attribute
 
-        return captum_attribute(model, input_ids, steps=steps, quadrature=quadrature, **options)
+        return [
+            captum_attribute(model, ids, steps=steps, quadrature=quadrature, **options)
+            for ids in prompts
+        ]
     alphas, weights = quadrature_rule(quadrature, steps)
     if method == "reference":
         from loki_pipeline.kva.reference import reference_attribute
 
-        return reference_attribute(model, input_ids, alphas, weights, **options)
-    from loki_pipeline.kva.exact import exact_attribute
+        return [reference_attribute(model, ids, alphas, weights, **options) for ids in prompts]
+    from loki_pipeline.kva.exact import exact_attribute_many
 
-    return exact_attribute(model, input_ids, alphas, weights, **options)
+    return exact_attribute_many(model, prompts, alphas, weights, **options)
 
 
 def attribute(

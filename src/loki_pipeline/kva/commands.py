@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument(
+        "--batch-prompts",
+        type=int,
+        default=1,
+        help="prompts per forward/backward of the exact backend (default 1; 8 or more on a GPU)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         threads=args.threads,
+        batch_prompts=args.batch_prompts,
     )
     print(out)
     return 0

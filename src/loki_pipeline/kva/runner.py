@@ -46,9 +46,12 @@ def run_kva_shard(
     dtype: str = "float32",
     device: str = "auto",
     threads: int = 1,
+    batch_prompts: int = 1,
 ) -> Path:
     """KVA of every prompt of one shard -> ``out_path`` (HDF5, see ``storage``).
 
+    ``batch_prompts`` prompts share each forward/backward of the ``exact`` backend (weights
+    read once for all of them: the GPU speed-up; the file is flushed after every batch).
     Resumes from ``<out>.partial.h5`` when one from the same settings exists; returns at once
     if ``out_path`` is already this run's finished file.
     """
@@ -69,6 +72,8 @@ def run_kva_shard(
         raise LokiInputError(f"shard={shard!r}: expected an integer in 0..{num_shards - 1}")
     if not (isinstance(threads, int) and threads >= 1):
         raise LokiInputError(f"threads={threads!r}: expected an integer >= 1")
+    if not (isinstance(batch_prompts, int) and batch_prompts >= 1):
+        raise LokiInputError(f"batch_prompts={batch_prompts!r}: expected an integer >= 1")
     model_dir = Path(model_dir)
     model_config = read_checkpoint_config(model_dir)  # architecture checked, no weights read
     spec = _dataset_spec(dataset)
@@ -116,16 +121,18 @@ def run_kva_shard(
     with ShardWriter(out_path, meta, expected_ids=ids) as writer:
         todo = mine[writer.num_done :]
         if todo:
-            _attribute_items(writer, todo, len(mine), model_dir, meta, device, threads)
+            _attribute_items(
+                writer, todo, len(mine), model_dir, meta, device, threads, batch_prompts
+            )
         return writer.finish()
 
 
-def _attribute_items(writer, todo, total, model_dir, meta, device, threads) -> None:
+def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batch_prompts):
     import torch
     from tqdm.auto import tqdm
 
     from loki_pipeline.data.mmlu import encode_prompt
-    from loki_pipeline.kva.attribution import attribute_prompt
+    from loki_pipeline.kva.attribution import attribute_prompts
     from loki_pipeline.models import get_adapter
     from loki_pipeline.models.loading import load_model
 
@@ -134,14 +141,16 @@ def _attribute_items(writer, todo, total, model_dir, meta, device, threads) -> N
     adapter = get_adapter(model)
     if (adapter.num_layers, adapter.d_model) != (meta["num_layers"], meta["d_model"]):
         raise LokiInputError(f"{model_dir}: loaded model does not match its config.json")
-    bar = tqdm(todo, total=total, initial=total - len(todo), desc=f"KVA shard {meta['shard']}")
-    for item in bar:
-        input_ids = encode_prompt(tokenizer, item)
-        result = attribute_prompt(
-            model,
-            input_ids,
-            steps=meta["steps"],
-            method=meta["method"],
-            quadrature=meta["quadrature"],
-        )
-        writer.append_result(result, subject=item.subject, question_id=item.question_id)
+    with tqdm(total=total, initial=total - len(todo), desc=f"KVA shard {meta['shard']}") as bar:
+        for start in range(0, len(todo), batch_prompts):
+            batch = todo[start : start + batch_prompts]
+            results = attribute_prompts(
+                model,
+                [encode_prompt(tokenizer, item) for item in batch],
+                steps=meta["steps"],
+                method=meta["method"],
+                quadrature=meta["quadrature"],
+            )
+            for item, result in zip(batch, results, strict=True):
+                writer.append_result(result, subject=item.subject, question_id=item.question_id)
+            bar.update(len(batch))
