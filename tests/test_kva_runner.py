@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from loki_pipeline import cli
 from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
@@ -108,6 +109,35 @@ def test_killed_run_resumes_where_it_stopped(
     else:  # other matmul shapes: the same values up to float rounding
         np.testing.assert_allclose(a.attributions, b.attributions, rtol=1e-4, atol=1e-9)
     np.testing.assert_array_equal(a.predicted_token, b.predicted_token)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, caplog
+):
+    real = attribution.attribute_prompts
+    sizes = []
+
+    def fits_two_at_most(model, prompts, **kw):
+        sizes.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(attribution, "attribute_prompts", fits_two_at_most)
+    out = run(tiny_checkpoint, mmlu_file, tmp_path / "s.h5", batch_prompts=5)
+    assert sizes == [5, 2, 2, 2]  # 6 prompts: one failed try, then pairs
+    assert "2 prompts per pass" in caplog.text
+    full = run(tiny_checkpoint, mmlu_file, tmp_path / "full.h5")
+    np.testing.assert_allclose(
+        load_kva(out).attributions, load_kva(full).attributions, rtol=1e-4, atol=1e-9
+    )
+
+    def never_fits(model, prompts, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(attribution, "attribute_prompts", never_fits)
+    with pytest.raises(torch.OutOfMemoryError):
+        run(tiny_checkpoint, mmlu_file, tmp_path / "never.h5", batch_prompts=3)
 
 
 def test_partial_shard_with_other_step_count_fails_before_loading_the_model(

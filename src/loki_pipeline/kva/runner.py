@@ -142,15 +142,28 @@ def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batc
     if (adapter.num_layers, adapter.d_model) != (meta["num_layers"], meta["d_model"]):
         raise LokiInputError(f"{model_dir}: loaded model does not match its config.json")
     with tqdm(total=total, initial=total - len(todo), desc=f"KVA shard {meta['shard']}") as bar:
-        for start in range(0, len(todo), batch_prompts):
-            batch = todo[start : start + batch_prompts]
-            results = attribute_prompts(
-                model,
-                [encode_prompt(tokenizer, item) for item in batch],
-                steps=meta["steps"],
-                method=meta["method"],
-                quadrature=meta["quadrature"],
-            )
+        done = 0
+        while done < len(todo):
+            batch = todo[done : done + batch_prompts]
+            try:
+                results = attribute_prompts(
+                    model,
+                    [encode_prompt(tokenizer, item) for item in batch],
+                    steps=meta["steps"],
+                    method=meta["method"],
+                    quadrature=meta["quadrature"],
+                )
+            except torch.OutOfMemoryError:
+                if len(batch) == 1:
+                    raise
+                # Long prompts can need more memory than the first batches did: halve the
+                # batch for the rest of the shard instead of losing the job.
+                batch_prompts = len(batch) // 2
+                log.warning("out of memory: %d prompts per pass from now on", batch_prompts)
+                if device != "cpu" and torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
             for item, result in zip(batch, results, strict=True):
                 writer.append_result(result, subject=item.subject, question_id=item.question_id)
+            done += len(batch)
             bar.update(len(batch))
