@@ -81,3 +81,27 @@ def test_beir_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q2", "text": "y"}) + "\n")
     with pytest.raises(LokiInputError, match="no query with a relevant passage"):
         load_beir(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "digest"),
+    [
+        ({}, "47c68f8a1a7b7891ec8e9bde923ef0fb3d0515cf520b20d371b6ab6586ee5855"),
+        (
+            {"negatives_per_query": 3, "seed": 0},
+            "8243b8843828507b83804cbdf1240372a5019a74c20428c11c013137f0bff235",
+        ),
+        (
+            {"negatives_per_query": 4, "seed": 7, "max_queries": 5, "candidates": "random"},
+            "d0c31c514377ddae891f7f2d66c67326875994924f7b1c8b7cd44d9569540c8e",
+        ),
+    ],
+)
+def test_random_candidates_are_unchanged(kwargs, digest):
+    """The seeded random candidates of the shipped set, pinned from before BM25 was added."""
+    import hashlib
+
+    got = load_beir("data/beir/loki_mini", **kwargs)
+    text = json.dumps(got["candidates"], sort_keys=True)
+    assert hashlib.sha256(text.encode()).hexdigest() == digest
+    assert got["protocol"]["candidates"] == "random"

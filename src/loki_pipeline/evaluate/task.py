@@ -9,7 +9,9 @@
   ``data.reranker.reranker_messages``, by the expected score under the next-token
   probabilities of "1".."7": ``E = Σ_k k·p_k / Σ_k p_k`` (the seven probabilities renormalised,
   as the LB Reranker does). Candidates are ranked by ``E`` and scored with ``ranx``:
-  MAP@1, Recall@1, NDCG@1, P@1, on BEIR-format data (a project-written set by default).
+  MAP@1, Recall@1, NDCG@1, P@1, on BEIR-format data (a project-written set by default). The
+  candidates of a query are either BEIR's reranking protocol, the BM25 top-k of the whole corpus
+  (``candidates: bm25``), or its relevant passages plus seeded random ones (``random``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ BEIR_DEFAULTS: dict[str, Any] = {
     "max_queries": None,
     "negatives_per_query": 9,
     "seed": 0,
+    "candidates": "random",  # or "bm25": BEIR's protocol, the BM25 top_k of the whole corpus
+    "top_k": 100,
 }
+CANDIDATE_PROTOCOLS = ("random", "bm25")
 RUN_DEFAULTS: dict[str, Any] = {"batch_size": 8, "threads": 1, "dtype": "float32"}
 
 
@@ -265,13 +270,21 @@ def _import_ranx(num_pairs: int):
 def rank_metrics(
     qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
 ) -> dict[str, float]:
-    """MAP@1, Recall@1, NDCG@1 and P@1 of ``run`` against ``qrels``, computed by ``ranx``."""
+    """MAP@1, Recall@1, NDCG@1 and P@1 of ``run`` against ``qrels``, computed by ``ranx``.
+
+    A query of ``run`` with no ranked passage (e.g. BM25 retrieved nothing for it) scores 0 on
+    every metric: the mean is taken over all of ``run``'s queries.
+    """
     if not run:
         raise LokiInputError("no ranked queries to evaluate")
-    Qrels, Run, evaluate = _import_ranx(sum(len(docs) for docs in run.values()))
-    qrels = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items() if q in run}
-    result = evaluate(Qrels(qrels), Run({q: dict(d) for q, d in run.items()}), list(RANK_METRICS))
-    return {name: float(result[name]) for name in RANK_METRICS}
+    ranked = {q: dict(d) for q, d in run.items() if d}
+    if not ranked:
+        return {name: 0.0 for name in RANK_METRICS}
+    Qrels, Run, evaluate = _import_ranx(sum(len(docs) for docs in ranked.values()))
+    qrels = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items() if q in ranked}
+    result = evaluate(Qrels(qrels), Run(ranked), list(RANK_METRICS))
+    share = len(ranked) / len(run)
+    return {name: float(result[name]) * share for name in RANK_METRICS}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -325,13 +338,29 @@ def load_beir(
     max_queries: int | None = None,
     negatives_per_query: int = 9,
     seed: int = 0,
+    candidates: str = "random",
+    top_k: int = 100,
 ) -> dict[str, Any]:
-    """A reranking set from BEIR-format data: ``{"queries", "corpus", "qrels", "candidates"}``.
+    """A reranking set from BEIR-format data:
+    ``{"queries", "corpus", "qrels", "candidates", "protocol"}``.
 
-    Each judged query (sorted ids, the first ``max_queries``) gets its relevant passages plus
-    ``negatives_per_query`` others drawn from the corpus with ``random.Random(seed)``, so every
-    run of every model reranks the same candidates.
+    The judged queries are the sorted ids with a relevant passage, the first ``max_queries``.
+    Their candidates (the same for every run of every model):
+
+    - ``candidates="bm25"``: BEIR's reranking protocol, the ``top_k`` passages BM25 retrieves
+      from the whole corpus (``loki_pipeline.evaluate.bm25``), best first. Relevant passages are
+      not added: one that BM25 misses cannot be ranked, and the metrics count it as missed.
+    - ``candidates="random"``: the query's relevant passages plus ``negatives_per_query`` others
+      drawn from the corpus with ``random.Random(seed)``.
+
+    ``protocol`` records which, with its parameters.
     """
+    if candidates not in CANDIDATE_PROTOCOLS:
+        raise LokiInputError(
+            f"BEIR candidates {candidates!r}: expected one of {list(CANDIDATE_PROTOCOLS)}"
+        )
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise LokiInputError(f"BEIR top_k must be an integer >= 1, got {top_k!r}")
     corpus_rows, query_rows, qrel_rows = _read_beir(source, split)
     try:
         corpus = {str(r["_id"]): (r.get("title") or "", r["text"]) for r in corpus_rows}
@@ -350,19 +379,39 @@ def load_beir(
         judged = judged[:max_queries]
     if not judged:
         raise LokiInputError(f"BEIR source {source!r}: no query with a relevant passage")
-    rng = random.Random(seed)
-    doc_ids = sorted(corpus)
-    candidates = {}
-    for q in judged:
-        positives = sorted(d for d, v in qrels[q].items() if v > 0 and d in corpus)
-        pool = [d for d in doc_ids if d not in qrels[q]]
-        negatives = rng.sample(pool, min(negatives_per_query, len(pool)))
-        candidates[q] = positives + sorted(negatives)
+    if candidates == "bm25":
+        from loki_pipeline.evaluate import bm25
+
+        chosen = bm25.bm25_top_k(corpus, {q: queries[q] for q in judged}, top_k)
+        protocol = {
+            "candidates": "bm25",
+            "top_k": top_k,
+            "k1": bm25.K1,
+            "b": bm25.B,
+            "stopwords": bm25.STOPWORDS,
+            "stemmer": None,
+            "bm25s": bm25.bm25s_version(),
+        }
+    else:
+        rng = random.Random(seed)
+        doc_ids = sorted(corpus)
+        chosen = {}
+        for q in judged:
+            positives = sorted(d for d, v in qrels[q].items() if v > 0 and d in corpus)
+            pool = [d for d in doc_ids if d not in qrels[q]]
+            negatives = rng.sample(pool, min(negatives_per_query, len(pool)))
+            chosen[q] = positives + sorted(negatives)
+        protocol = {
+            "candidates": "random",
+            "negatives_per_query": negatives_per_query,
+            "seed": seed,
+        }
     return {
         "queries": {q: queries[q] for q in judged},
         "corpus": corpus,
         "qrels": {q: qrels[q] for q in judged},
-        "candidates": candidates,
+        "candidates": chosen,
+        "protocol": protocol,
     }
 
 
@@ -373,17 +422,28 @@ def _passage(title: str, text: str) -> str:
 def evaluate_reranker(
     model: Any, tokenizer: Any, data: Mapping[str, Any], *, batch_size: int = 8
 ) -> dict[str, Any]:
-    """Score every candidate, rank per query, and compute ``RANK_METRICS``."""
+    """Score every candidate, rank per query, and compute ``RANK_METRICS``.
+
+    A query without candidates (BM25 retrieved nothing) counts, with 0 on every metric. Under
+    ``candidates: bm25``, ``counts`` also has ``with_positive``: the queries with a relevant
+    passage among their candidates (no reranker can score above that share at @1).
+    """
     keys = [(q, d) for q, docs in data["candidates"].items() for d in docs]
     pairs = [(data["queries"][q], _passage(*data["corpus"][d])) for q, d in keys]
     scores = relevance_scores(model, tokenizer, pairs, batch_size=batch_size)
-    run: dict[str, dict[str, float]] = {}
+    run: dict[str, dict[str, float]] = {q: {} for q in data["candidates"]}
     for (q, d), s in zip(keys, scores, strict=True):
-        run.setdefault(q, {})[d] = s
+        run[q][d] = s
     metrics = rank_metrics(data["qrels"], run)
+    counts = {"queries": len(run), "pairs": len(keys)}
+    if data.get("protocol", {}).get("candidates") == "bm25":
+        counts["with_positive"] = sum(
+            any(data["qrels"][q].get(d, 0) > 0 for d in docs)
+            for q, docs in data["candidates"].items()
+        )
     return {
         "metrics": metrics,
-        "counts": {"queries": len(run), "pairs": len(keys)},
+        "counts": counts,
         "items": [
             {"query_id": q, "doc_id": d, "score": s} for (q, d), s in zip(keys, scores, strict=True)
         ],
@@ -428,6 +488,8 @@ def prepare_task(
             max_queries=settings["max_queries"],
             negatives_per_query=settings["negatives_per_query"],
             seed=settings["seed"],
+            candidates=settings["candidates"],
+            top_k=settings["top_k"],
         )
         benchmark = f"beir:{settings['source']}:{settings['split']}"
     return {"task": task, "settings": settings, "data": data, "benchmark": benchmark}
@@ -435,7 +497,8 @@ def prepare_task(
 
 def evaluate_task(model: Any, tokenizer: Any, prepared: Mapping[str, Any], *, batch_size: int = 8):
     """One task's summary: ``{"task", "benchmark", "primary_metric", "metrics" (in [0, 1]),
-    "counts", "settings", "items"}``."""
+    "counts", "settings", "items"}``, and for the reranker ``"protocol"``: how its candidates
+    were chosen (``load_beir``)."""
     task = prepared["task"]
     settings = prepared["settings"]
     if task == "toolace":
@@ -451,7 +514,7 @@ def evaluate_task(model: Any, tokenizer: Any, prepared: Mapping[str, Any], *, ba
         log.info("reranking %d queries", len(prepared["data"]["queries"]))
         result = evaluate_reranker(model, tokenizer, prepared["data"], batch_size=batch_size)
     log.info("%s: %s", task, {k: round(v, 4) for k, v in result["metrics"].items()})
-    return {
+    summary = {
         "task": task,
         "benchmark": prepared["benchmark"],
         "primary_metric": PRIMARY_METRIC[task],
@@ -460,6 +523,9 @@ def evaluate_task(model: Any, tokenizer: Any, prepared: Mapping[str, Any], *, ba
         "settings": settings,
         "items": result["items"],
     }
+    if task == "reranker":
+        summary["protocol"] = prepared["data"].get("protocol")
+    return summary
 
 
 def run_task_eval(
