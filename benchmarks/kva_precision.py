@@ -2,22 +2,26 @@
 
     python benchmarks/kva_precision.py --work /tmp/kva_precision [--max-per-subject 1]
 
-Attributes the same MMLU prompts with the real default model (SmolLM2-135M-Instruct) loaded in
-float32 and in bfloat16 (``exact``, 7 steps, left Riemann, ``--batch-prompts`` per pass) and
-reports, taking float32 as the truth:
+Attributes the same MMLU prompts with the real default model (SmolLM2-135M-Instruct) three
+ways (``exact``, 7 steps, left Riemann, ``--batch-prompts`` per pass):
 
-- the relative error ``||a16 - a32|| / ||a32||`` pooled and per prompt, and the mean per-prompt
-  Spearman rank correlation of the ``L x d`` attributions (selection only uses ranks);
-- how often both predict the same token ŷ (KVA differentiates P(ŷ), so a changed ŷ changes
-  that prompt's whole attribution);
-- the share of selected nodes in common between the two selections, for the LoKI strategy and
-  its high-contribution mirror at several q;
-- a yardstick in the same units: the overlap between float32 selections from two disjoint
-  halves of the prompts (even vs odd items), i.e. how much the selection moves anyway when the
-  prompt sample changes. Precision matters when its overlap falls well below that one.
+- ``float32``: the checkpoint as it is (float32 weights);
+- ``float32_bf16_weights``: the weights rounded to bfloat16, computed in float32. The paper's
+  checkpoints (Llama-3.1, Qwen2.5) are stored in bf16, so for them this *is* the exact answer;
+- ``bfloat16``: weights and computation in bfloat16, as the paper config runs on a GPU.
 
-Each dtype's attributions are saved to ``--work`` as soon as they are computed and reused by a
-rerun (bfloat16 is slow on CPUs without native bf16: ~30 s per prompt on this project's
+``bfloat16`` against ``float32_bf16_weights`` isolates the rounding of the computation (what a
+bf16 checkpoint sees); against ``float32`` it adds the rounding of the weights. Each comparison
+reports the relative error ``||a - b|| / ||b||`` pooled and per prompt, the mean per-prompt
+Spearman rank correlation of the ``L x d`` attributions (selection only uses ranks), how often
+both predict the same token ŷ (KVA differentiates P(ŷ), so a changed ŷ changes that prompt's
+whole attribution), and the share of selected nodes in common, for the LoKI strategy and its
+high-contribution mirror at several q. The yardstick, in the same units: the overlap between
+float32 selections from two disjoint halves of the prompts (even vs odd items), i.e. how much
+the selection moves anyway when the prompt sample changes.
+
+Each variant's attributions are saved to ``--work`` as soon as they are computed and reused by
+a rerun (bfloat16 is slow on CPUs without native bf16: ~30 s per prompt on this project's
 development machine, against ~1.5 s in float32).
 """
 
@@ -33,14 +37,27 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("layer_balanced_low", "layer_balanced_high")
+#: variant -> (dtype the model is loaded in, round the weights to bfloat16 first)
+VARIANTS = {
+    "float32": ("float32", False),
+    "float32_bf16_weights": ("float32", True),
+    "bfloat16": ("bfloat16", False),
+}
+#: (label, attributions compared, the truth they are compared with)
+COMPARISONS = (
+    ("bf16 compute (bf16 weights)", "bfloat16", "float32_bf16_weights"),
+    ("bf16 weights + compute", "bfloat16", "float32"),
+    ("bf16 weights only", "float32_bf16_weights", "float32"),
+)
 
 
-def attribute_all(args: argparse.Namespace, dtype: str, work: Path) -> dict:
-    """Attributions ``[prompts, L, d]`` of every prompt in ``dtype`` (cached in ``work``)."""
-    path = work / f"{dtype}.npz"
+def attribute_all(args: argparse.Namespace, variant: str, work: Path) -> dict:
+    """Attributions ``[prompts, L, d]`` of every prompt in one variant (cached in ``work``)."""
+    path = work / f"{variant}.npz"
     if path.exists():
-        print(f"{dtype}: reusing {path}", file=sys.stderr)
+        print(f"{variant}: reusing {path}", file=sys.stderr)
         return dict(np.load(path))
+    dtype, round_weights = VARIANTS[variant]
     import torch
     from tqdm.auto import tqdm
 
@@ -50,11 +67,15 @@ def attribute_all(args: argparse.Namespace, dtype: str, work: Path) -> dict:
 
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model_dir, dtype=dtype, device=args.device)
+    if round_weights:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.copy_(param.bfloat16().float())
     items = load_mmlu(args.dataset, max_per_subject=args.max_per_subject)
     prompts = [encode_prompt(tok, item) for item in items[: args.limit]]
     attrs, tokens = [], []
     start = time.perf_counter()
-    for i in tqdm(range(0, len(prompts), args.batch_prompts), desc=dtype):
+    for i in tqdm(range(0, len(prompts), args.batch_prompts), desc=variant):
         for r in attribute_prompts(model, prompts[i : i + args.batch_prompts], steps=args.steps):
             attrs.append(r.attributions.numpy())
             tokens.append(r.predicted_token)
@@ -85,60 +106,67 @@ def overlap(a: np.ndarray, b: np.ndarray, q: float, strategy: str) -> float:
     return overlap_stats(select_nodes(a, q, strategy), select_nodes(b, q, strategy))[1]
 
 
-def compare(a32: dict, a16: dict, qs: list[float]) -> dict:
-    x32, x16 = a32["attributions"].astype(np.float64), a16["attributions"].astype(np.float64)
-    per_prompt = np.linalg.norm((x16 - x32).reshape(len(x32), -1), axis=1) / np.linalg.norm(
-        x32.reshape(len(x32), -1), axis=1
+def compare(other: dict, truth: dict, qs: list[float]) -> dict:
+    """How far ``other``'s attributions and selections are from ``truth``'s."""
+    x, t = other["attributions"].astype(np.float64), truth["attributions"].astype(np.float64)
+    n = len(t)
+    per_prompt = np.linalg.norm((x - t).reshape(n, -1), axis=1) / np.linalg.norm(
+        t.reshape(n, -1), axis=1
     )
-    result = {
-        "prompts": len(x32),
-        "seconds_per_prompt": {
-            "float32": float(a32["seconds_per_prompt"]),
-            "bfloat16": float(a16["seconds_per_prompt"]),
-        },
-        "rel_err_pooled": float(np.linalg.norm(x16 - x32) / np.linalg.norm(x32)),
+    return {
+        "rel_err_pooled": float(np.linalg.norm(x - t) / np.linalg.norm(t)),
         "rel_err_per_prompt_median": float(np.median(per_prompt)),
         "rel_err_per_prompt_max": float(per_prompt.max()),
         "spearman_per_prompt_mean": float(
-            np.mean([spearman(u, v) for u, v in zip(x16, x32, strict=True)])
+            np.mean([spearman(u, v) for u, v in zip(x, t, strict=True)])
         ),
-        "same_predicted_token": float(np.mean(a16["predicted_token"] == a32["predicted_token"])),
-        "overlap": [],
+        "same_predicted_token": float(
+            np.mean(other["predicted_token"] == truth["predicted_token"])
+        ),
+        "overlap": {
+            f"{strategy}_q{q:g}": overlap(other["attributions"], truth["attributions"], q, strategy)
+            for strategy in STRATEGIES
+            for q in qs
+        },
     }
-    for strategy in STRATEGIES:
-        for q in qs:
-            result["overlap"].append(
-                {
-                    "strategy": strategy,
-                    "q": q,
-                    "bf16_vs_fp32": overlap(a16["attributions"], a32["attributions"], q, strategy),
-                    "fp32_half_vs_half": overlap(
-                        a32["attributions"][0::2], a32["attributions"][1::2], q, strategy
-                    ),
-                }
-            )
-    return result
+
+
+def yardstick(a32: dict, qs: list[float]) -> dict:
+    """Overlap of float32 selections from the even and the odd prompts."""
+    a = a32["attributions"]
+    return {
+        f"{strategy}_q{q:g}": overlap(a[0::2], a[1::2], q, strategy)
+        for strategy in STRATEGIES
+        for q in qs
+    }
 
 
 def markdown(r: dict) -> str:
+    speed = ", ".join(f"{k} {v:.2f} s/prompt" for k, v in r["seconds_per_prompt"].items())
+    keys = list(r["yardstick"])
     lines = [
-        f"{r['prompts']} prompts; float32 {r['seconds_per_prompt']['float32']:.2f} s/prompt, "
-        f"bfloat16 {r['seconds_per_prompt']['bfloat16']:.2f} s/prompt",
+        f"{r['prompts']} prompts; {speed}",
         "",
-        "| rel. error pooled | per prompt median | per prompt max | Spearman (mean) | same ŷ |",
-        "|---|---|---|---|---|",
-        f"| {r['rel_err_pooled']:.3f} | {r['rel_err_per_prompt_median']:.3f} "
-        f"| {r['rel_err_per_prompt_max']:.3f} | {r['spearman_per_prompt_mean']:.4f} "
-        f"| {r['same_predicted_token']:.1%} |",
-        "",
-        "| strategy | q | overlap bf16 vs fp32 | overlap fp32 half vs half (yardstick) |",
-        "|---|---|---|---|",
+        "| comparison | rel. error pooled | per prompt median | per prompt max "
+        "| Spearman (mean) | same ŷ |",
+        "|---|---|---|---|---|---|",
     ]
-    for o in r["overlap"]:
+    for label, c in r["comparisons"].items():
         lines.append(
-            f"| {o['strategy']} | {o['q']:g} | {o['bf16_vs_fp32']:.1%} "
-            f"| {o['fp32_half_vs_half']:.1%} |"
+            f"| {label} | {c['rel_err_pooled']:.3f} | {c['rel_err_per_prompt_median']:.3f} "
+            f"| {c['rel_err_per_prompt_max']:.3f} | {c['spearman_per_prompt_mean']:.4f} "
+            f"| {c['same_predicted_token']:.1%} |"
         )
+    lines += [
+        "",
+        "Share of selected nodes in common",
+        "",
+        "| selection | " + " | ".join(r["comparisons"]) + " | fp32 half vs half (yardstick) |",
+        "|---|" + "---|" * (len(r["comparisons"]) + 1),
+    ]
+    for key in keys:
+        cells = [f"{c['overlap'][key]:.1%}" for c in r["comparisons"].values()]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['yardstick'][key]:.1%} |")
     return "\n".join(lines)
 
 
@@ -157,9 +185,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    a32 = attribute_all(args, "float32", work)
-    a16 = attribute_all(args, "bfloat16", work)
-    result = compare(a32, a16, [float(q) for q in args.q.split(",")])
+    attrs = {variant: attribute_all(args, variant, work) for variant in VARIANTS}
+    qs = [float(q) for q in args.q.split(",")]
+    result = {
+        "prompts": len(attrs["float32"]["attributions"]),
+        "seconds_per_prompt": {v: float(a["seconds_per_prompt"]) for v, a in attrs.items()},
+        "comparisons": {
+            label: compare(attrs[other], attrs[truth], qs) for label, other, truth in COMPARISONS
+        },
+        "yardstick": yardstick(attrs["float32"], qs),
+    }
     (work / "result.json").write_text(json.dumps(result, indent=2))
     print(markdown(result))
     return result
