@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.io import atomic_path, write_json
 
@@ -216,15 +217,6 @@ def scores_from_results(results: Mapping[str, Any], metrics: Mapping[str, str]) 
             raise LokiInputError(f"{task} {key} = {value} is not a fraction in [0, 1]")
         scores[task] = value
     return scores
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def evaluate_general(

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.io import atomic_path, file_sha256, write_json
 from loki_pipeline.models.architecture import check_supported
@@ -68,23 +69,6 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
             "(convert with `model.save_pretrained(dir, safe_serialization=True)`)"
         )
     return config
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; reject devices that don't exist."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise LokiInputError(
-            f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LokiInputError(f"device {device!r}: CUDA is not available on this machine")
-    return str(dev)
 
 
 def resolve_dtype(dtype: Any):

@@ -85,9 +85,9 @@ def run_training(
 
     ``data_options`` go to the task's loader (``split``, ``tool_role``, ``columns``).
     """
-    import torch
 
     from loki_pipeline.data.sft import build_sft_dataset
+    from loki_pipeline.devices import resolve_device
     from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.train import trainer
@@ -97,8 +97,7 @@ def run_training(
     if not (Path(model_dir) / "config.json").is_file():
         raise LokiInputError(f"model directory {model_dir} has no config.json")
     selection = _check_selection(method, selection_path, model_dir)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model, tokenizer = load_checkpoint(model_dir, dtype=settings.dtype, device=device)
     examples = build_sft_dataset(
         task,
