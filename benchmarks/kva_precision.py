@@ -141,6 +141,28 @@ def yardstick(a32: dict, qs: list[float]) -> dict:
     }
 
 
+def by_prompt_count(other: dict, truth: dict, q: float, seeds: int = 5) -> dict:
+    """Overlap of the LoKI selections as the number of prompts grows (mean over random
+    subsets), and over the prompts whose predicted token agrees: rounding noise in single
+    prompts averages out in the vote, a flipped ŷ does not."""
+    x, t = other["attributions"], truth["attributions"]
+    n = len(t)
+    rng = np.random.default_rng(0)
+    counts = {}
+    for size in sorted({s for s in (8, 16, 32) if s < n} | {n}):
+        subsets = [rng.permutation(n)[:size] for _ in range(seeds)] if size < n else [slice(None)]
+        counts[str(size)] = float(
+            np.mean([overlap(x[i], t[i], q, "layer_balanced_low") for i in subsets])
+        )
+    same = np.flatnonzero(other["predicted_token"] == truth["predicted_token"])
+    return {
+        "q": q,
+        "by_prompts": counts,
+        "same_token_prompts": int(len(same)),
+        "same_token_overlap": overlap(x[same], t[same], q, "layer_balanced_low"),
+    }
+
+
 def markdown(r: dict) -> str:
     speed = ", ".join(f"{k} {v:.2f} s/prompt" for k, v in r["seconds_per_prompt"].items())
     keys = list(r["yardstick"])
@@ -167,6 +189,18 @@ def markdown(r: dict) -> str:
     for key in keys:
         cells = [f"{c['overlap'][key]:.1%}" for c in r["comparisons"].values()]
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['yardstick'][key]:.1%} |")
+    g = r["growth"]
+    lines += [
+        "",
+        f"bf16 compute vs float32 (bf16 weights), LoKI q={g['q']:g}: overlap by number of prompts "
+        "(mean of 5 random subsets), and over the prompts whose ŷ agrees",
+        "",
+        "| " + " | ".join(f"{k} prompts" for k in g["by_prompts"]) + " | same-ŷ prompts only |",
+        "|" + "---|" * (len(g["by_prompts"]) + 1),
+        "| "
+        + " | ".join(f"{v:.1%}" for v in g["by_prompts"].values())
+        + f" | {g['same_token_overlap']:.1%} ({g['same_token_prompts']} prompts) |",
+    ]
     return "\n".join(lines)
 
 
@@ -194,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             label: compare(attrs[other], attrs[truth], qs) for label, other, truth in COMPARISONS
         },
         "yardstick": yardstick(attrs["float32"], qs),
+        "growth": by_prompt_count(attrs["bfloat16"], attrs["float32_bf16_weights"], 10.0),
     }
     (work / "result.json").write_text(json.dumps(result, indent=2))
     print(markdown(result))
