@@ -42,7 +42,7 @@ def write_synthetic_kva(path: Path, samples: int, layers: int, nodes: int, seed:
 
 
 def straightforward_layer_balanced_low(path: Path, q: float) -> list[list[int]]:
-    """PAPER.md steps 1-4 with one stable argsort per (prompt, layer)."""
+    """The LoKI paper's steps 1-4 with one stable argsort per (prompt, layer)."""
     counts = None
     k = None
     for _, block in iter_kva_chunks(path, 128):

@@ -2,7 +2,7 @@
 
     python data/make_task_data.py            # rewrites data/toolace/train.json, data/reranker/train.jsonl
 
-Both files use exactly the schemas of the real sets (PAPER.md, "Task data formats") so the same
+Both files use exactly the schemas of the real sets (as their dataset cards give them) so the same
 loaders serve the embedded default and the paper config, but every item here was written for
 this project; nothing is copied from ToolACE or lightblue's reranker data.
 

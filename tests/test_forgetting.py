@@ -1,4 +1,4 @@
-"""PAPER.md's forgetting formula on the paper's own Table 2 and Table 4 numbers.
+"""The LoKI paper's forgetting formula on the paper's own Table 2 and Table 4 numbers.
 
 The scores are written as lm-eval results files (the shape lm-eval writes: ``results`` ->
 task -> ``"metric,filter"``, with stderr keys and aliases beside them) and read back through the
@@ -29,13 +29,13 @@ TABLE2 = {
     "dora_r16": ([63.97, 82.64, 70.78, 57.85, 65.24, 73.47], 4.92),
     "pissa_r16": ([52.50, 51.40, 37.98, 13.18, 15.85, 55.95], 48.93),
     "loki_q10": ([65.85, 84.99, 75.14, 61.33, 68.90, 77.54], 0.34),
-    # The paper prints 0.93 for q=20 and 1.23 for q=30: the two values are swapped (PAPER.md);
+    # The paper prints 0.93 for q=20 and 1.23 for q=30: the two values are swapped (the LoKI paper);
     # the formula on the printed scores gives 1.23 and 0.93, which is what is asserted here.
     "loki_q20": ([65.60, 84.31, 73.60, 60.62, 67.68, 78.18], 1.23),
     "loki_q30": ([65.49, 84.61, 71.16, 61.09, 70.73, 77.94], 0.93),
     "loki_lora_q30_r32": ([64.30, 83.47, 70.78, 62.51, 70.12, 78.21], 1.26),
 }
-# Table 4 (LB Reranker, Qwen2.5-0.5B-Instruct): PAPER.md gives the untuned row and each Avg.
+# Table 4 (LB Reranker, Qwen2.5-0.5B-Instruct): the LoKI paper gives the untuned row and each Avg.
 TABLE4_BASE = [24.37, 39.65, 30.98, 44.20, 26.83, 33.39]
 TABLE4_AVG = {
     "full": 84.13, "dora_r8": 12.23, "pissa_r8": 48.95, "corda_r8": 84.22,
@@ -99,7 +99,7 @@ def test_paper_printed_q20_q30_values_are_the_swapped_pair():
 
 @pytest.mark.parametrize("name", list(TABLE4_AVG))
 def test_table4_base_row_and_avg_scale(tmp_path, name):
-    # PAPER.md gives only Table 4's untuned scores and each run's Avg, not the tuned scores.
+    # The LoKI paper gives only Table 4's untuned scores and each run's Avg, not the tuned scores.
     # What can be checked: the base row reads back, and a run that loses exactly Avg% on every
     # benchmark gets that Avg from the formula (the formula's scale and sign).
     avg = TABLE4_AVG[name]

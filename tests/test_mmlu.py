@@ -1,4 +1,4 @@
-"""MMLU loader, the shipped mini set, and PAPER.md's prompt through a chat template."""
+"""MMLU loader, the shipped mini set, and the LoKI paper's prompt through a chat template."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Selecting stage: every strategy against a direct implementation of PAPER.md section 2."""
+"""Selecting stage: every strategy against a direct implementation of the paper's steps."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def write_kva(path: Path, attributions: np.ndarray, *, subjects=None, **attr_ove
 
 # ---------------------------------------------------------------- direct reference (the oracle)
 def reference_select(a: np.ndarray, q: float, strategy: str) -> list[list[int]]:
-    """PAPER.md section 2 written out with Python sorts, one prompt and one layer at a time."""
+    """The paper's Selecting steps written out with Python sorts, one prompt and layer at a time."""
     n, layers, nodes = a.shape
     high = strategy.endswith("high")
     if strategy.startswith("global"):

@@ -36,7 +36,7 @@ def all_targets():
 
 
 # A "run" names one model to evaluate: "base" (the untuned model), "{task}-{method}" (a training
-# run) or "suppress-{strategy}_q{q}" (a suppression ablation, PAPER.md Table 5).
+# run) or "suppress-{strategy}_q{q}" (a suppression ablation, the LoKI paper's Table 5).
 def run_model_dir(model, run):
     """Directory of the plain Hugging Face checkpoint a run's evaluation loads."""
     if run == "base":

@@ -1,5 +1,5 @@
 # Implanting: train every (task, method) the config's `experiments` asks for, and the
-# suppression ablations (PAPER.md Table 5). Methods are parsed by the package's one registry.
+# suppression ablations (the paper's Table 5). Methods are parsed by the package's one registry.
 
 
 rule train:

@@ -1,4 +1,4 @@
-"""Snakemake script for rule suppress: zero the selected knowledge vectors (PAPER.md Table 5)."""
+"""Snakemake script for rule suppress: zero the selected knowledge vectors (paper's Table 5)."""
 
 import logging
 import sys

@@ -45,7 +45,7 @@ HUB_SPLITS = ("test", "validation", "dev", "auxiliary_train")
 #: The default local data set shipped with the project (path relative to the repository root).
 DEFAULT_MMLU_FILE = "data/mmlu/mmlu_mini.jsonl"
 
-#: PAPER.md's prompt, sent as one user turn through the model's chat template.
+#: The LoKI paper's prompt, sent as one user turn through the model's chat template.
 PROMPT_TEMPLATE = (
     "There is a single choice question about {subject}. "
     "Answer the question by replying A, B, C or D.\n"
@@ -70,14 +70,14 @@ class MMLUItem:
 def subject_title(subject: str) -> str:
     """``high_school_us_history`` -> ``High School Us History``.
 
-    PAPER.md writes ``{Subject}``; the upstream LoKI analysis script builds it as
+    The LoKI paper writes ``{Subject}``; the upstream LoKI analysis script builds it as
     ``subject.replace("_", " ").title()``, so the prompts (and the KVA) match theirs.
     """
     return subject.replace("_", " ").title()
 
 
 def format_prompt(item: MMLUItem) -> str:
-    """The user-turn text of PAPER.md's KVA prompt for ``item`` (no chat template applied)."""
+    """The user-turn text of the LoKI paper's KVA prompt for ``item`` (no chat template applied)."""
     choices = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
     return PROMPT_TEMPLATE.format(
         subject=subject_title(item.subject), question=item.question, choices=choices

@@ -3,7 +3,7 @@
 The real set (``lightblue/reranker_continuous_filt_max7_train``, from its dataset card) keeps the
 query in ``question``, the passage in ``context`` and the integer score in
 ``mean_exp_val_max7_round``; those are the default column names, and any other file can name its
-own. The chat is exactly the one PAPER.md gives (``reranker_messages``); evaluation reuses it so
+own. The chat is exactly the paper's (``reranker_messages``); evaluation reuses it so
 the prompt at inference is the prompt the model was trained on.
 """
 

@@ -1,6 +1,6 @@
 """ToolACE loader: function-calling dialogues as chat messages.
 
-Schema (``Team-ACE/ToolACE``'s ``data.json``; PAPER.md "Task data formats")::
+Schema (``Team-ACE/ToolACE``'s ``data.json``; its dataset card)::
 
     {"system": "...tool list as JSON...", "conversations": [{"from": "user"|"assistant"|"tool",
                                                              "value": "..."}, ...]}

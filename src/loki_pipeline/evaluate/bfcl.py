@@ -1,4 +1,4 @@
-"""BFCL-style AST checking of one function-calling answer (PAPER.md section 4, "Task data formats").
+"""BFCL-style AST checking of one function-calling answer (the rules of BFCL's own AST checker).
 
 A model answers in bracket-call syntax, ``[f(a=1, b="x"), g(c=[1, 2])]``. The answer is parsed
 with Python's ``ast`` (never evaluated) into ``[{name: {arg: value}}]`` and judged against the

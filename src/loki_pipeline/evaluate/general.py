@@ -1,4 +1,4 @@
-"""General abilities through lm-eval: the six benchmarks whose drop PAPER.md calls forgetting.
+"""General abilities through lm-eval: the six benchmarks whose drop the LoKI paper calls forgetting.
 
 TriviaQA, GSM8K, HellaSwag, WinoGrande, HumanEval and IFEval run through lm-eval's Python API
 (``simple_evaluate``) with the official task definitions. ``source="hub"`` uses them as they
@@ -6,7 +6,7 @@ are (the paper's setting); ``source="local"`` uses ``lm_eval_tasks/<task>.yaml``
 ``include:`` of the installed official YAML that only points it at the project's own items in
 the official schema (``data/lm_eval/<task>/``), so prompts, filters and metrics are the same.
 
-Each task is reduced to one score in [0, 1], by the metric PAPER.md's tables use
+Each task is reduced to one score in [0, 1], by the metric the LoKI paper's tables use
 (:data:`DEFAULT_METRICS`, ``"metric,filter"`` as lm-eval keys its results):
 
 - TriviaQA ``exact_match,remove_whitespace`` (the task's only metric);
@@ -18,7 +18,7 @@ Each task is reduced to one score in [0, 1], by the metric PAPER.md's tables use
 - HumanEval ``pass@1,create_test`` (greedy, one sample);
 - IFEval ``prompt_level_strict_acc,none``: a prompt counts only if every instruction is met.
 
-PAPER.md does not name the metric variants; these are the harness's headline ones, and
+The LoKI paper does not name the metric variants; these are the harness's headline ones, and
 ``metrics=`` overrides any of them.
 """
 

@@ -1,4 +1,4 @@
-"""Task performance: what a fine-tuned model learned (PAPER.md section 4).
+"""Task performance: what a fine-tuned model learned (the LoKI paper's task metrics).
 
 - ToolACE runs are judged on BFCL: the item's functions go into the system prompt (BFCL's own
   default prompt for prompting models, bracket-call format), the model answers greedily, and

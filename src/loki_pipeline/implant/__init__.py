@@ -1,4 +1,4 @@
-"""Implanting (PAPER.md section 3): train only the selected ``down_proj`` rows, then merge.
+"""Implanting, LoKI's third stage: train only the selected ``down_proj`` rows, then merge.
 
 PEFT-shaped: ``layer.LokiLinear`` wraps one ``nn.Linear``; ``apply_loki`` injects it into every
 block; ``merge_loki`` folds it back; ``adapter`` saves/loads only the trained rows.

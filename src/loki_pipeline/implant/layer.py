@@ -1,6 +1,6 @@
 """The LoKI layer: a frozen ``down_proj`` plus a trainable update of its selected rows only.
 
-PAPER.md section 3: ``W_down`` is split row-wise into the selected rows ``W_S`` (trainable)
+In the LoKI paper ``W_down`` is split row-wise into the selected rows ``W_S`` (trainable)
 and the rest (frozen). Instead of unfreezing the weight we keep it frozen and learn an additive
 update of the selected rows,
 

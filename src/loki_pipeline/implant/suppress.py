@@ -1,4 +1,4 @@
-"""Suppression ablation (PAPER.md Table 5): zero the selected knowledge vectors.
+"""Suppression ablation (the LoKI paper's Table 5): zero the selected knowledge vectors.
 
 S-H zeroes the top 1% high-contribution nodes, S-L the top 1% low-contribution ones:
 ``W_down[l][S_l, :] = 0`` (and the bias entries, where a model has them), so node ``(l, j)``

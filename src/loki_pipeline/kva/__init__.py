@@ -1,4 +1,4 @@
-"""Analysing: Knowledge Vector Attribution (KVA, PAPER.md section 1).
+"""Analysing: Knowledge Vector Attribution (KVA, the LoKI paper's Analysing stage).
 
 ``attribute(model, input_ids)`` gives one prompt's ``[num_layers, d_model]`` attributions;
 ``attribute_prompt`` also returns the prediction and the completeness gap, and

@@ -1,4 +1,4 @@
-"""One entry point over the three KVA backends (PAPER.md section 1)."""
+"""One entry point over the three KVA backends (the LoKI paper's Analysing stage)."""
 
 from __future__ import annotations
 

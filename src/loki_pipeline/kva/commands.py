@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "attribute prompts with KVA (PAPER.md section 1) into a resumable HDF5 shard"
+HELP = "attribute prompts with KVA (the LoKI paper's Analysing stage) into a resumable HDF5 shard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

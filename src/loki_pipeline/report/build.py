@@ -97,7 +97,7 @@ def build_task_tables(
 
 
 def build_suppress_table(general: Mapping[str, PathLike], out_dir: PathLike) -> list[Path]:
-    """``out_dir/forgetting.*`` for the suppression ablations (PAPER.md Table 5)."""
+    """``out_dir/forgetting.*`` for the suppression ablations (the LoKI paper's Table 5)."""
     base, runs = _general_scores(general)
     rows = forgetting_rows(base, runs)
     return write_table(

@@ -1,4 +1,4 @@
-"""``loki forgetting``: a forgetting table from lm-eval result files (PAPER.md's Avg)."""
+"""``loki forgetting``: a forgetting table from lm-eval result files (the LoKI paper's Avg)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Forgetting: the relative drop of general-ability scores after fine-tuning (PAPER.md section 4).
+"""Forgetting: the relative drop of general-ability scores after fine-tuning (the LoKI paper's Avg).
 
     Avg = 100/N · Σ_i (S_i^o − S_i^t) / S_i^o
 

@@ -2,7 +2,7 @@
 
 ``forgetting`` table: the six general scores in percent, ``Avg`` forgetting against ``base``
 (``forgetting.forgetting_avg``) and the trainable parameters. ``task`` table: every task metric
-in percent, and for the reranker the change relative to the full fine-tune, as PAPER.md Table 3
+in percent, and for the reranker the change relative to the full fine-tune, as the paper's Table 3
 reports it: ``Δ = 100 · (x − x_full) / x_full``.
 """
 

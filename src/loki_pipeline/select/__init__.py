@@ -1,4 +1,4 @@
-"""Selecting: turn KVA attributions into the trainable nodes (PAPER.md section 2).
+"""Selecting: turn KVA attributions into the trainable nodes (the LoKI paper's Selecting stage).
 
 ``select_nodes(attributions, q, strategy)`` is the entry point; ``load_selection`` reads the
 JSON it leaves (or the upstream repository's plain list of lists).

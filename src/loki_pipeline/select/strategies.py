@@ -1,4 +1,4 @@
-"""The Layer-Balanced Strategy (PAPER.md section 2) and its ablation variants.
+"""The Layer-Balanced Strategy (the LoKI paper's Selecting stage) and its ablation variants.
 
 For a quota ``q`` (percent of all ``L x D`` knowledge output nodes):
 

@@ -1,4 +1,4 @@
-"""Training (PAPER.md section 3): one method registry, one resumable SFT loop for every method."""
+"""Training (LoKI's Implanting stage): one method registry, one resumable SFT loop for all."""
 
 from loki_pipeline.train.methods import GRAMMAR, Method, parse_method
 from loki_pipeline.train.settings import TrainSettings, resolve_settings
