@@ -27,6 +27,13 @@ B = 0.4
 STOPWORDS = "en"
 
 
+def check_top_k(k: object, name: str = "BM25 top-k") -> int:
+    """``k`` if it is an integer >= 1 (not a bool); a clear error naming ``name`` otherwise."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise LokiInputError(f"{name} must be an integer >= 1, got {k!r}")
+    return k
+
+
 def _import_bm25s():
     """``bm25s``, imported without numba unless numba is loaded already.
 
@@ -75,8 +82,7 @@ def bm25_ranking(
     """
     import numpy as np
 
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise LokiInputError(f"BM25 top-k must be an integer >= 1, got {k!r}")
+    check_top_k(k)
     if not corpus:
         raise LokiInputError("BM25 needs a non-empty corpus")
     doc_ids = sorted(corpus)  # index order = doc-id order, which breaks score ties

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.evaluate.bm25 import check_top_k
 
 log = logging.getLogger(__name__)
 
@@ -359,8 +360,7 @@ def load_beir(
         raise LokiInputError(
             f"BEIR candidates {candidates!r}: expected one of {list(CANDIDATE_PROTOCOLS)}"
         )
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise LokiInputError(f"BEIR top_k must be an integer >= 1, got {top_k!r}")
+    check_top_k(top_k, "BEIR top_k")
     corpus_rows, query_rows, qrel_rows = _read_beir(source, split)
     try:
         corpus = {str(r["_id"]): (r.get("title") or "", r["text"]) for r in corpus_rows}

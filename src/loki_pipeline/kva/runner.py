@@ -160,8 +160,7 @@ def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batc
                 # batch for the rest of the shard instead of losing the job.
                 batch_prompts = len(batch) // 2
                 log.warning("out of memory: %d prompts per pass from now on", batch_prompts)
-                if device != "cpu" and torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
                 continue
             for item, result in zip(batch, results, strict=True):
                 writer.append_result(result, subject=item.subject, question_id=item.question_id)

@@ -87,7 +87,6 @@ def run_training(
     """
 
     from loki_pipeline.data.sft import build_sft_dataset
-    from loki_pipeline.devices import resolve_device
     from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.train import trainer
@@ -97,7 +96,6 @@ def run_training(
     if not (Path(model_dir) / "config.json").is_file():
         raise LokiInputError(f"model directory {model_dir} has no config.json")
     selection = _check_selection(method, selection_path, model_dir)
-    device = resolve_device(device)
     model, tokenizer = load_checkpoint(model_dir, dtype=settings.dtype, device=device)
     examples = build_sft_dataset(
         task,
