@@ -128,3 +128,34 @@ def _single_thread():
     """Tests are small; one thread keeps them deterministic and fair to other jobs."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a tmpfs of the given size, so writes fail with a real ENOSPC (full disk).
+
+    ``small_disk(nbytes) -> Path``; ``small_disk.grow(nbytes)`` enlarges it in place ("free
+    space and rerun"). Needs permission to mount (root, as on CI); skipped elsewhere.
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(nbytes: int) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={nbytes}", "tmpfs", str(where)]
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root) to simulate a full disk")
+        mounted.append(where)
+        return where
+
+    def grow(nbytes: int) -> None:
+        for where in mounted:
+            opts = f"remount,size={nbytes}"
+            subprocess.run(["mount", "-o", opts, str(where)], check=True, capture_output=True)
+
+    make.grow = grow
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -39,3 +41,146 @@ def test_atomic_outputs_get_umask_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_atomic_write_on_full_disk_raises_write_error_and_leaves_nothing(small_disk):
+    from loki_pipeline.errors import LokiWriteError
+
+    disk = small_disk(64 * 1024)
+    out = disk / "big.json"
+    with pytest.raises(LokiWriteError, match="big.json.*No space left"):
+        write_json(out, ["x" * 1000] * 200)
+    assert list(disk.iterdir()) == []  # no temp file, no output
+    small_disk.grow(4 << 20)
+    write_json(out, ["x" * 1000] * 200)
+    assert len(json.loads(out.read_text())) == 200
+
+
+def test_atomic_dir_on_full_disk_keeps_old_output(small_disk):
+    from loki_pipeline.errors import LokiWriteError
+
+    disk = small_disk(64 * 1024)
+    out = disk / "model"
+    with atomic_path(out, is_dir=True) as tmp:
+        (tmp / "old").write_text("keep")
+    with pytest.raises(LokiWriteError), atomic_path(out, is_dir=True) as tmp:
+        (tmp / "weights").write_bytes(b"\0" * (1 << 20))
+    assert sorted(p.name for p in disk.iterdir()) == ["model"]
+    assert (out / "old").read_text() == "keep"
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_atomic_path_refuses_dot_names(tmp_path, name):
+    from loki_pipeline.errors import LokiInputError
+
+    (tmp_path / "keep").mkdir()
+    with pytest.raises(LokiInputError), atomic_path(f"{tmp_path}/keep/{name}", is_dir=True):
+        pass
+    assert (tmp_path / "keep").is_dir()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "-x", ".hidden", "", "a b", 3])
+def test_check_name_refuses_unsafe_segments(name):
+    from loki_pipeline.errors import LokiInputError
+    from loki_pipeline.io import check_name
+
+    with pytest.raises(LokiInputError):
+        check_name(name, "model name")
+
+
+def test_check_name_accepts_config_names():
+    from loki_pipeline.io import check_name
+
+    for name in ("smollm2-135m", "Qwen2.5-0.5B", "toolace", "loki_q10", "a.b_c-d"):
+        assert check_name(name) == name
+
+
+def test_remove_tree_refuses_outside_its_root(tmp_path):
+    from loki_pipeline.errors import LokiInputError
+    from loki_pipeline.io import remove_tree
+
+    root = tmp_path / "resources" / "models"
+    (root / "m").mkdir(parents=True)
+    for target in (root / "..", root, tmp_path / "elsewhere", root / "m" / ".." / ".."):
+        with pytest.raises(LokiInputError, match="outside"):
+            remove_tree(target, root)
+    assert root.is_dir()
+    remove_tree(root / "m", root)
+    assert not (root / "m").exists()
+
+
+def test_exclusive_lock_refuses_a_second_holder_in_another_process(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from loki_pipeline.errors import LokiBusyError
+    from loki_pipeline.io import exclusive_lock, lock_path
+
+    out = tmp_path / "x.h5"
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from loki_pipeline.io import exclusive_lock
+        with exclusive_lock({str(out)!r}):
+            print("locked", flush=True)
+            sys.stdin.read()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        busy = rf"in use by another run \(process {proc.pid}"
+        with pytest.raises(LokiBusyError, match=busy), exclusive_lock(out):
+            pass
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    with exclusive_lock(out) as lock:  # released when the holder ends
+        assert lock == lock_path(out) and lock.exists()
+    assert not lock_path(out).exists()
+
+
+def test_exclusive_lock_is_released_when_the_holder_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from loki_pipeline.io import exclusive_lock
+
+    out = tmp_path / "y.json"
+    code = (
+        "from loki_pipeline.io import exclusive_lock\n"
+        f"with exclusive_lock({str(out)!r}):\n    print('locked', flush=True)\n"
+        "    import time; time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    with exclusive_lock(out):  # the stale lock file is no obstacle
+        pass
+
+
+def test_content_fingerprint_follows_content_not_mtime(tmp_path, monkeypatch):
+    import loki_pipeline.io as io
+
+    monkeypatch.setattr(io, "SAMPLE_ABOVE_BYTES", 1024)  # exercise the sampled path too
+    ckpt = tmp_path / "m"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text('{"a": 1}')
+    weights = bytearray(os.urandom(200_000))
+    (ckpt / "model.safetensors").write_bytes(bytes(weights))
+    first = io.content_fingerprint(ckpt)
+    os.utime(ckpt / "model.safetensors", (0, 0))
+    assert io.content_fingerprint(ckpt) == first  # touched, same content
+    copy = tmp_path / "copy"
+    shutil.copytree(ckpt, copy)
+    assert io.content_fingerprint(copy) == first
+    weights[100_000:100_100] = os.urandom(100)  # "fine-tuned": values move in place
+    (ckpt / "model.safetensors").write_bytes(bytes(weights))
+    assert io.content_fingerprint(ckpt) != first
+    (copy / "config.json").write_text('{"a": 2}')
+    assert io.content_fingerprint(copy) != first

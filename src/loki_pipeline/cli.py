@@ -13,7 +13,7 @@ import logging
 import sys
 
 from loki_pipeline import __version__
-from loki_pipeline.errors import LokiInputError
+from loki_pipeline.errors import LokiInputError, LokiWriteError
 
 #: sub-command -> (module implementing it, one-line summary). Adding a command is one entry.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except LokiInputError as err:
         print(f"loki {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except LokiWriteError as err:
+        print(f"loki {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
