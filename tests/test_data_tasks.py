@@ -156,8 +156,8 @@ def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
             "reranker", None, tiny_tokenizer, cutoff_len=300, max_samples=40
         )
     assert all(len(e["input_ids"]) <= 300 for e in examples)
-    warnings = [r.getMessage() for r in caplog.records if "were truncated" in r.getMessage()]
-    assert len(warnings) == 1 and "of 40 conversations" in warnings[0]
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(warnings) == 1 and "of 40 examples truncated to 300 tokens" in warnings[0]
 
 
 def test_cutoff_that_leaves_no_assistant_token_is_an_error_not_a_silent_drop(tiny_tokenizer):

@@ -73,7 +73,9 @@ def test_resumed_pissa_run_still_converts(tmp_path, tiny_checkpoint, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, tiny_checkpoint, "pissa_r4", tmp_path / "run", save_every=1)
     monkeypatch.setattr(trainer, "train_model", original)
-    assert (ckpt / trainer.CHECKPOINT_NAME).is_file() and not (tmp_path / "run").exists()
+    assert (ckpt / trainer.CHECKPOINT_NAME / trainer.STATE_FILE).is_file() and not (
+        tmp_path / "run"
+    ).exists()
     assert (ckpt / trainer.INITIAL_ADAPTER / "adapter_config.json").is_file()
     with caplog.at_level(logging.INFO, logger=trainer.__name__):
         run = _train(tmp_path, tiny_checkpoint, "pissa_r4", tmp_path / "run", save_every=1)

@@ -6,7 +6,9 @@ labels (``chat.tokenize_conversation``) -> optional packing. ``SFTCollator`` pad
 Truncation: a conversation longer than ``cutoff_len`` keeps its first ``cutoff_len`` tokens.
 One that keeps no assistant token at all is dropped; each is counted and reported in one
 warning, and more than ``max_drop_fraction`` of the rows dropped is an error (the cutoff is too
-small for the data), so rows are never silently dropped in bulk.
+small for the data), so rows are never silently dropped in bulk. A ``cutoff_len`` beyond the
+model's context (``max_context``, from :func:`context_length`) is lowered to it with a warning:
+positions past the context were never trained, and RoPE models would run past them silently.
 
 Packing (LLaMA-Factory's ``packing: true``): whole examples are concatenated in order into
 sequences of at most ``cutoff_len`` tokens; an example is never split across two sequences.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,16 @@ def sft_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def context_length(config: Mapping[str, Any]) -> int | None:
+    """A model's context in tokens from its ``config.json`` (the LM's ``text_config`` if nested)."""
+    config = config.get("text_config") or config
+    for key in ("max_position_embeddings", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def build_sft_dataset(
     task: str,
     source: str | os.PathLike | None,
@@ -97,14 +109,25 @@ def build_sft_dataset(
     packing: bool = False,
     max_samples: int | None = None,
     max_drop_fraction: float = 0.05,
+    max_context: int | None = None,
     **loader_kwargs,
 ) -> list[dict[str, list[int]]]:
     """Tokenized (and optionally packed) examples ``{"input_ids", "labels"}`` of a task.
 
     ``loader_kwargs`` go to the task's loader (``split``, ``tool_role``, ``columns``).
+    ``max_context`` (the model's context) caps ``cutoff_len``, with a warning.
     """
     from tqdm.auto import tqdm
 
+    if max_context is not None and cutoff_len > max_context:
+        log.warning(
+            "cutoff_len=%d is longer than the model's context of %d tokens "
+            "(max_position_embeddings): examples are cut at %d tokens",
+            cutoff_len,
+            max_context,
+            max_context,
+        )
+        cutoff_len = max_context
     conversations = load_task(task, source, max_samples=max_samples, **loader_kwargs)
     examples, truncated, dropped = [], 0, 0
     for messages in tqdm(conversations, desc=f"tokenize {task}", unit="conv", leave=False):
@@ -116,8 +139,8 @@ def build_sft_dataset(
         examples.append(example)
     if truncated:
         log.warning(
-            "%s: %d of %d conversations longer than cutoff_len=%d were truncated; %d kept no "
-            "assistant token and were dropped",
+            "%s: %d of %d examples truncated to %d tokens (cutoff_len); %d kept no assistant "
+            "token and were dropped",
             task,
             truncated,
             len(conversations),

@@ -12,22 +12,26 @@ Output (written atomically, so a killed run never leaves a directory that looks 
     {out}/train_config.json     settings, method, inputs and their hashes
 
 Resumable state lives in ``checkpoint_dir`` (default ``{out}/../.checkpoints/{out name}``),
-outside the final directory, so a failure (or Snakemake removing a failed output) keeps it.
+outside the final directory, so a failure (or Snakemake removing a failed output) keeps it. A
+write that fails (full disk) raises ``LokiWriteError`` and leaves no run directory; the same
+command, once space is freed, resumes from the last checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
-import shutil
 import warnings
+from array import array
 from pathlib import Path
 from typing import Any
 
 from loki_pipeline import __version__
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.io import atomic_path, file_sha256
+from loki_pipeline.io import atomic_path, content_fingerprint, exclusive_lock, file_sha256
 from loki_pipeline.train.methods import Method, parse_method
 from loki_pipeline.train.settings import TrainSettings
 
@@ -83,20 +87,66 @@ def run_training(
 ) -> Path:
     """Train one run and write its directory; every input is checked before training starts.
 
-    ``data_options`` go to the task's loader (``split``, ``tool_role``, ``columns``).
+    ``data_options`` go to the task's loader (``split``, ``tool_role``, ``columns``). The run
+    holds the locks of ``out_dir`` and of its checkpoint directory throughout, so a second run
+    on the same output fails at once ("in use by another run") instead of mixing checkpoints.
     """
-
-    from loki_pipeline.data.sft import build_sft_dataset
-    from loki_pipeline.implant.loading import load_checkpoint
-    from loki_pipeline.models.architecture import get_adapter
-    from loki_pipeline.train import trainer
-
     method = parse_method(method_name)
     settings.validate()
     if not (Path(model_dir) / "config.json").is_file():
         raise LokiInputError(f"model directory {model_dir} has no config.json")
     selection = _check_selection(method, selection_path, model_dir)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out_dir)
+    with exclusive_lock(out_dir), exclusive_lock(ckpt_dir):
+        return _run_locked(
+            model_dir,
+            task,
+            data,
+            method,
+            out_dir,
+            settings,
+            selection=selection,
+            selection_path=selection_path,
+            ckpt_dir=ckpt_dir,
+            device=device,
+            progress=progress,
+            data_options=data_options or {},
+        )
+
+
+def _examples_hash(examples) -> str:
+    """SHA-256 of the tokenized examples: covers data, tokenizer, template, cut-off, packing."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        for key in ("input_ids", "labels"):
+            values = array("q", ex[key])
+            digest.update(len(values).to_bytes(8, "little") + values.tobytes())
+    return digest.hexdigest()
+
+
+def _run_locked(
+    model_dir,
+    task: str,
+    data,
+    method: Method,
+    out_dir,
+    settings: TrainSettings,
+    *,
+    selection,
+    selection_path,
+    ckpt_dir: Path,
+    device: str,
+    progress: bool,
+    data_options: dict[str, Any],
+) -> Path:
+    from loki_pipeline.data.sft import build_sft_dataset, context_length, default_source
+    from loki_pipeline.implant.loading import load_checkpoint
+    from loki_pipeline.models.architecture import get_adapter
+    from loki_pipeline.models.loading import read_checkpoint_config
+    from loki_pipeline.train import trainer
+
     model, tokenizer = load_checkpoint(model_dir, dtype=settings.dtype, device=device)
+    max_context = context_length(read_checkpoint_config(model_dir))
     examples = build_sft_dataset(
         task,
         data,
@@ -104,7 +154,8 @@ def run_training(
         cutoff_len=settings.cutoff_len,
         packing=settings.packing,
         max_samples=settings.max_samples or None,
-        **(data_options or {}),
+        max_context=max_context,
+        **data_options,
     )
     if not examples:
         raise LokiInputError(f"task data {data} gave no training examples")
@@ -139,16 +190,29 @@ def run_training(
         total_before,
         counts["trainable_percent"],
     )
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out_dir)
+    data_file = default_source(task) if data is None else Path(data)
     inputs = {
         "model": str(model_dir),
+        "model_fingerprint": content_fingerprint(model_dir),
         "task": task,
         "data": None if data is None else str(data),
-        "data_sha256": file_sha256(data) if data is not None and Path(data).is_file() else None,
+        "data_sha256": file_sha256(data_file) if data_file.is_file() else None,
         "method": method.name,
         "selection": None if selection_path is None else str(selection_path),
         "selection_sha256": (file_sha256(selection_path) if selection is not None else None),
     }
+    # What the weights depend on, by content (paths may move): a checkpoint made from other
+    # inputs is not resumed from. The settings are added by the trainer.
+    fingerprint = {
+        "model": inputs["model_fingerprint"],
+        "task": task,
+        "data": inputs["data_sha256"],
+        "data_options": data_options,
+        "examples": _examples_hash(examples),
+        "method": method.name,
+        "selection": inputs["selection_sha256"],
+    }
+    trainer.remove_stale_temporaries(ckpt_dir)
     initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
     rows = trainer.train_model(
         model,
@@ -156,14 +220,14 @@ def run_training(
         settings,
         pad_id=pad_id,
         checkpoint_dir=ckpt_dir,
-        fingerprint=inputs,
+        fingerprint=fingerprint,
         progress=progress,
     )
     log.info(
         "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
     )
 
-    with atomic_path(out_dir, is_dir=True) as tmp:
+    with atomic_path(out_dir, is_dir=True) as tmp, trainer.safetensors_os_errors():
         trainer.write_train_log(rows, tmp / "train_log.csv")
         trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
         (tmp / "trainable_params.json").write_text(json.dumps(counts, indent=2) + "\n")
@@ -173,6 +237,7 @@ def run_training(
                     **inputs,
                     "settings": settings.to_dict(),
                     "learning_rate_effective": settings.effective_lr,
+                    "cutoff_len_effective": min(settings.cutoff_len, max_context or math.inf),
                     "num_examples": len(examples),
                     "steps": len(rows),
                     "package_version": __version__,
@@ -192,7 +257,10 @@ def run_training(
             initial_adapter=initial_adapter,
         )
     if not settings.keep_checkpoints:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        try:
+            trainer.remove_checkpoint(ckpt_dir)
+        except LokiInputError as err:  # the run is finished: a refused clean-up only warns
+            log.warning("checkpoints kept: %s", err)
     return Path(out_dir)
 
 

@@ -9,17 +9,26 @@ Contract: micro-batch ``m`` of the run is fixed by ``(seed, m)`` alone (each epo
 ``randperm`` seeded with ``seed + epoch``), the optimizer, scheduler and RNG state are saved
 every ``save_every`` optimizer steps, so a killed run resumed from its last checkpoint ends
 with the same weights as an uninterrupted one.
+
+A checkpoint is one directory, ``{checkpoint_dir}/last/``, renamed into place whole: tensors
+(trainable parameters, AdamW state, RNG states) in safetensors and everything else in JSON, so
+loading it never unpickles anything (a planted pickle cannot run code). ``state.json`` records a
+fingerprint of the tensors file and of every input the weights depend on; a checkpoint that
+does not verify, or that was made from other inputs, is set aside with a log line and training
+starts from step 0.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import math
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +39,22 @@ from torch.nn import functional as F
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant.apply import apply_loki
 from loki_pipeline.implant.selection import Selection
-from loki_pipeline.io import config_hash
+from loki_pipeline.io import atomic_path, content_fingerprint, describe_changes, remove_tree
 from loki_pipeline.models.architecture import get_adapter
 from loki_pipeline.train.methods import PEFT_METHODS, Method
 from loki_pipeline.train.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "last.pt"
+#: the resumable state: a directory holding TENSORS_FILE and STATE_FILE (JSON, written last)
+CHECKPOINT_NAME = "last"
+TENSORS_FILE, STATE_FILE = "tensors.safetensors", "state.json"
+CHECKPOINT_FORMAT = 2
+#: earlier versions pickled the state here; it is never loaded (unpickling can run code)
+LEGACY_CHECKPOINT = "last.pt"
 INITIAL_ADAPTER = "initial_adapter"
+#: settings that do not change the trained weights: changing them keeps a checkpoint usable
+NOT_FINGERPRINTED = ("save_every", "keep_checkpoints")
 #: PEFT methods whose initialisation rewrites the base weights (W -> W_res = W - B0 A0)
 MUTATES_BASE = ("pissa", "corda")
 LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s")
@@ -161,8 +177,65 @@ def save_initial_adapter(model, method: Method, checkpoint_dir) -> Path | None:
     if method.peft_type not in MUTATES_BASE:
         return None
     path = Path(checkpoint_dir) / INITIAL_ADAPTER
-    model.save_pretrained(str(path))
+    with atomic_path(path, is_dir=True) as tmp, safetensors_os_errors():
+        model.save_pretrained(str(tmp))
     return path
+
+
+@contextlib.contextmanager
+def safetensors_os_errors() -> Iterator[None]:
+    """Re-raise safetensors' I/O failures (a full disk) as the ``OSError`` they are.
+
+    ``safetensors`` reports a failed write as ``SafetensorError("... (os error 28)")``, which
+    :func:`loki_pipeline.io.atomic_path` would not recognise as a failed write.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as err:
+        found = re.search(r"os error (\d+)", str(err))
+        if found is None:
+            raise
+        raise OSError(int(found.group(1)), str(err)) from err
+
+
+def remove_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
+    """Delete what the trainer wrote in ``checkpoint_dir``, then the folder if it is empty.
+
+    Only the trainer's own entries go, each through :func:`remove_tree` (which refuses a path
+    leading outside ``checkpoint_dir``), so a ``--checkpoint-dir`` pointing at a folder that
+    holds anything else, or a planted symlink, never costs a file the trainer did not write.
+    """
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return
+    names = (CHECKPOINT_NAME, INITIAL_ADAPTER, LEGACY_CHECKPOINT)
+    for entry in [root / name for name in names] + _stale_temporaries(root):
+        remove_tree(entry, root)
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only if empty
+
+
+def remove_stale_temporaries(checkpoint_dir: str | os.PathLike) -> None:
+    """Remove the temporaries of a checkpoint write that was killed (they only take space).
+
+    Call it only while holding the run's lock: a running writer's temporary looks the same.
+    """
+    root = Path(checkpoint_dir)
+    for entry in _stale_temporaries(root):
+        remove_tree(entry, root)
+
+
+def _stale_temporaries(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [
+        entry
+        for name in (CHECKPOINT_NAME, INITIAL_ADAPTER)
+        for pattern in (f".{name}.*.tmp", f".{name}.*.old")
+        for entry in root.glob(pattern)
+    ]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -184,38 +257,158 @@ def _micro_batch(examples, m: int, settings: TrainSettings) -> tuple[list[int], 
     return order[j * settings.batch_size : (j + 1) * settings.batch_size].tolist(), epoch
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows, fingerprint) -> None:
-    from loki_pipeline.io import atomic_path
+def _fingerprint(settings: TrainSettings, run: Any) -> dict[str, Any]:
+    """What the weights depend on, as JSON would give it back (so a reread compares equal)."""
+    fp = {f"settings.{k}": v for k, v in settings.to_dict().items() if k not in NOT_FINGERPRINTED}
+    fp.update(run if isinstance(run, Mapping) else {"run": run})
+    return json.loads(json.dumps(fp, default=str))
 
-    state = {
-        "fingerprint": fingerprint,
-        "step": step,
-        "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        "log": rows,
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows, fingerprint) -> None:
+    """Write the resumable state as one directory (tensors first, ``state.json`` last)."""
+    from safetensors.torch import save_file
+
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    tensors = {
+        f"param.{n}": p.detach().cpu().contiguous()
+        for n, p in model.named_parameters()
+        if p.requires_grad
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in opt["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    with atomic_path(path, is_dir=True) as tmp:
+        with safetensors_os_errors():
+            save_file(tensors, tmp / TENSORS_FILE)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "fingerprint": fingerprint,
+            "tensors_fingerprint": content_fingerprint(tmp / TENSORS_FILE),
+            "params": names,  # optimizer parameter i is params[i]
+            "param_groups": opt["param_groups"],
+            "optimizer_scalars": scalars,
+            "scheduler": scheduler.state_dict(),
+            "log": rows,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+
+
+class _Unusable(Exception):
+    """A checkpoint that cannot be resumed from (corrupt, truncated, other format)."""
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The checkpoint's ``state.json``, if it is one this version wrote."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise _Unusable(f"{STATE_FILE}: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise _Unusable(f"{STATE_FILE} is not a format-{CHECKPOINT_FORMAT} checkpoint")
+    if not isinstance(state.get("fingerprint"), dict):
+        raise _Unusable(f"{STATE_FILE} has no input fingerprint")
+    return state
+
+
+def _read_tensors(path: Path, state: dict, model, optimizer) -> tuple[dict, dict]:
+    """``(tensors, optimizer_state)`` of a checkpoint, checked against the model.
+
+    Everything is verified here, before anything is applied, so an unusable checkpoint leaves
+    the model and optimizer untouched.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if content_fingerprint(path / TENSORS_FILE) != state["tensors_fingerprint"]:
+            raise _Unusable(f"{TENSORS_FILE} is truncated or corrupt (its fingerprint differs)")
+        tensors = load_file(path / TENSORS_FILE)
+        params = dict(model.named_parameters())
+        names = [n for n, p in params.items() if p.requires_grad]
+        if state["params"] != names:
+            raise _Unusable("it trains other parameters than this model")
+        for n in names:
+            if tensors[f"param.{n}"].shape != params[n].shape:
+                raise _Unusable(f"parameter {n} has another shape")
+        groups = state["param_groups"]
+        current = optimizer.state_dict()["param_groups"]
+        if len(groups) != len(current):
+            raise _Unusable("its optimizer has other parameter groups")
+        for group, now in zip(groups, current, strict=True):
+            for key, value in now.items():
+                if isinstance(value, tuple):  # JSON turned AdamW's betas into a list
+                    group[key] = tuple(group[key])
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, idx, name = key.split(".", 2)
+                if name != "step" and value.shape != params[names[int(idx)]].shape:
+                    raise _Unusable(f"optimizer state {key} has another shape")
+                opt_state.setdefault(int(idx), {})[name] = value
+        for idx, entry in state["optimizer_scalars"].items():
+            opt_state.setdefault(int(idx), {}).update(entry)
+        if tensors["rng.cpu"].dtype != torch.uint8 or not isinstance(state["step"], int):
+            raise _Unusable("its RNG state or step is malformed")
+        return tensors, {"state": opt_state, "param_groups": groups}
+    except _Unusable:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, TypeError, SafetensorError) as err:
+        raise _Unusable(f"{type(err).__name__}: {err}") from err
 
 
 def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint) -> tuple[int, list]:
-    if not path.is_file():
+    """Resume from checkpoint ``path`` if it verifies and was made from the same inputs.
+
+    Otherwise training starts from step 0, with a warning saying why (the next checkpoint
+    replaces the old one). A pickle left by an earlier version is never opened.
+    """
+    legacy = path.parent / LEGACY_CHECKPOINT
+    if legacy.exists():
+        log.warning(
+            "ignoring %s: pickle checkpoints of earlier versions are never loaded (unpickling "
+            "can run code)",
+            legacy,
+        )
+    if not path.exists():
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
-        log.warning("ignoring checkpoint %s: it belongs to a run with other settings", path)
+    try:
+        state = _read_state(path)
+        if state["fingerprint"] != fingerprint:
+            changed = describe_changes(state["fingerprint"], fingerprint)
+            log.warning(
+                "checkpoint %s was made from other inputs (changed: %s): training starts over "
+                "from step 0",
+                path,
+                ", ".join(changed),
+            )
+            return 0, []
+        tensors, opt_state = _read_tensors(path, state, model, optimizer)
+        optimizer.load_state_dict(opt_state)  # checks everything before changing anything
+    except (_Unusable, ValueError, TypeError) as err:
+        log.warning("checkpoint %s is unusable (%s): training starts over from step 0", path, err)
         return 0, []
+    scheduler.load_state_dict(state["scheduler"])
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, value in state["trainable"].items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
+        for name in state["params"]:
+            params[name].copy_(tensors[f"param.{name}"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))
+    cuda_rng = [tensors[k] for k in cuda_keys]
+    if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)
     log.info("resumed from %s at step %d", path, state["step"])
-    return int(state["step"]), list(state["log"])
+    return state["step"], list(state["log"])
 
 
 def train_model(
@@ -225,7 +418,7 @@ def train_model(
     *,
     pad_id: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
-    fingerprint: Any = None,
+    fingerprint: Mapping[str, Any] | None = None,
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -233,6 +426,8 @@ def train_model(
 
     AdamW, warm-up then ``settings.scheduler``, gradient accumulation (loss averaged over the
     micro-batches of a step), gradient clipping. ``on_step(step, row)`` runs after every step.
+    ``fingerprint`` names the inputs the weights depend on (with fingerprints of their
+    content); with the settings it must match a checkpoint for training to resume from it.
     """
     from tqdm.auto import tqdm
     from transformers import get_scheduler
@@ -254,7 +449,7 @@ def train_model(
         num_training_steps=steps,
     )
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
-    fingerprint = config_hash({"settings": settings.to_dict(), "run": fingerprint})
+    fingerprint = _fingerprint(settings, fingerprint or {})
     start, rows = (
         (0, [])
         if ckpt is None
