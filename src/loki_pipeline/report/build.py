@@ -4,25 +4,48 @@ Run names: ``base``, ``{task}-{method}`` (training runs) and ``suppress-{strateg
 (suppression ablations). Suppression runs are task-independent (nothing is trained), so they get
 their own forgetting table (``results/tables/{model}/suppress/forgetting.*``) and appear in
 each task's trade-off figure as vertical lines at their ``Avg``, not in the task tables.
+
+Every score carries its item count and 95% interval (``report.intervals``); a run that shows no
+learning on its task (``report.learning.learning_check``) is marked in the task table and the
+figure, and named in a warning of this module's logger (the log of the rule that builds it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.report.forgetting import forgetting_avg, forgetting_rows, load_scores
+from loki_pipeline.report.forgetting import (
+    ItemScores,
+    forgetting_avg,
+    forgetting_avg_interval,
+    forgetting_rows,
+    load_item_scores,
+    load_scores,
+)
+from loki_pipeline.report.intervals import RESAMPLES, SEED, Estimate
+from loki_pipeline.report.learning import (
+    LearningCheck,
+    learning_check,
+    reranker_qrels,
+    task_estimates,
+)
 from loki_pipeline.report.tables import (
     forgetting_columns,
+    noise_note,
     read_json,
     task_rows,
     write_table,
 )
 
 PathLike = str | os.PathLike
+log = logging.getLogger(__name__)
+
+BOOTSTRAP = f"{RESAMPLES} resamples, seed {SEED}"
 
 
 def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], dict[str, dict]]:
@@ -35,6 +58,12 @@ def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], 
         if name != "base"
     }
     return base, runs
+
+
+def _general_items(
+    general: Mapping[str, PathLike], tasks: list[str]
+) -> dict[str, dict[str, ItemScores]]:
+    return {name: load_item_scores(path, tasks=tasks) for name, path in general.items()}
 
 
 def trainable_params(path: PathLike | None) -> int | None:
@@ -63,6 +92,85 @@ def _full_reference(task: str, runs: Mapping[str, Any]) -> str | None:
     return name if name in runs else None
 
 
+def task_evidence(
+    task: str, task_results: Mapping[str, PathLike]
+) -> tuple[dict[str, dict], dict[str, dict[str, Estimate]], dict[str, LearningCheck]]:
+    """(summaries, estimates, learning checks) of every run's task results; a warning names
+    each run that shows no learning, or whose learning cannot be tested."""
+    results = {name: task_summary(path, task) for name, path in task_results.items()}
+    base = results.get("base")
+    qrels = reranker_qrels(base or next(iter(results.values()))) if task == "reranker" else None
+    estimates = {
+        name: task_estimates(task, result, qrels=qrels, where=str(task_results[name]))
+        for name, result in results.items()
+    }
+    checks: dict[str, LearningCheck] = {}
+    if base is None:
+        log.warning("no base task results for %s: learning is not tested", task)
+        return results, estimates, checks
+    for name, result in results.items():
+        if name == "base":
+            continue
+        check = learning_check(task, base, result, qrels=qrels, where=str(task_results[name]))
+        checks[name] = check
+        if check.learned is False:
+            log.warning("run %s shows no learning on %s: %s", name, task, check.reason)
+        elif check.learned is None:
+            log.warning("run %s: whether it learned %s is unknown: %s", name, task, check.reason)
+    return results, estimates, checks
+
+
+def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
+    """Notes under a forgetting table: how the intervals are made, what is within noise."""
+    benchmarks = [key for key, _, fmt in columns if fmt == "ci" and key != "Avg"]
+    if not any(r.get(f"{k}_n") for r in rows for k in benchmarks):
+        return ["No per-item scores or item counts were found: the scores have no n or interval."]
+    notes = [
+        "Scores in percent with their 95% Wilson interval over the n items. Avg: 95% percentile "
+        f"bootstrap interval ({BOOTSTRAP}), resampling the items of each benchmark with the "
+        "same item indices for base and run where both scored the same items (paired); its n "
+        "is the number of items over all benchmarks."
+    ]
+    noise = noise_note(rows, columns, benchmarks)
+    if noise:
+        notes.append(noise)
+    zero = [
+        r["run"] for r in rows if r.get("Avg_lo") is not None and r["Avg_lo"] <= 0 <= r["Avg_hi"]
+    ]
+    if zero:
+        notes.append(
+            "Avg interval contains 0, so forgetting is not distinguishable from none at this n: "
+            + ", ".join(zero)
+            + "."
+        )
+    return notes
+
+
+def task_notes(
+    task: str, rows: list[dict[str, Any]], columns: list, primary: str | None
+) -> list[str]:
+    """Notes under a task table: intervals, the learned flag (†) and what is within noise."""
+    how = (
+        "BFCL accuracies of a category and live: 95% Wilson interval over the n items; "
+        "non_live and overall: 95% bootstrap interval resampling items within each category"
+        if task == "toolace"
+        else "ranking metrics: 95% bootstrap interval resampling the n queries"
+    )
+    notes = [
+        f"Scores in percent; {how} ({BOOTSTRAP}).",
+        f"† learned = no: the run's task outputs equal base's on every item (BFCL: the "
+        f"generated text; reranker: the candidate order of every query), or the paired 95% "
+        f"bootstrap interval of Δ{primary} vs base (the same items resampled for both runs) does "
+        f"not lie above 0, so no learning is shown at this n. unknown: no per-item records to "
+        f"test.",
+    ]
+    metrics = [key for key, _, fmt in columns if fmt == "ci"]
+    noise = noise_note(rows, columns, metrics)
+    if noise:
+        notes.append(noise)
+    return notes
+
+
 def build_task_tables(
     task: str,
     general: Mapping[str, PathLike],
@@ -75,23 +183,31 @@ def build_task_tables(
     """``out_dir/forgetting.{csv,md,tex}`` and ``out_dir/task.{csv,md,tex}`` for one task."""
     base, runs = _general_scores(general)
     counts = {name: trainable_params(p) for name, p in params.items()}
-    rows = forgetting_rows(base, runs, params=counts)
+    items = _general_items(general, list(base))
+    rows = forgetting_rows(base, runs, params=counts, items=items)
+    columns = forgetting_columns(list(base))
     out_dir = Path(out_dir)
     written = write_table(
         rows,
-        forgetting_columns(list(base)),
+        columns,
         out_dir / "forgetting",
-        caption=f"Forgetting on {caption_model} ({task}): general scores (%) and Avg, "
-        "100/N Σ (S_o − S_t)/S_o against base.",
+        caption=f"Forgetting on {caption_model} ({task}): general scores (%) with n and 95% "
+        "intervals, and Avg, 100/N Σ (S_o − S_t)/S_o against base.",
+        notes=forgetting_notes(rows, columns),
     )
-    results = {name: task_summary(path, task) for name, path in task_results.items()}
+    results, estimates, checks = task_evidence(task, task_results)
     reference = _full_reference(task, results) if task == "reranker" else None
-    t_rows, t_cols = task_rows(task, results, reference=reference)
+    t_rows, t_cols = task_rows(
+        task, results, reference=reference, estimates=estimates, checks=checks
+    )
+    primary = next(iter(results.values())).get("primary_metric")
     written += write_table(
         t_rows,
         t_cols,
         out_dir / "task",
-        caption=f"Task performance on {caption_model} ({task}) (%).",
+        caption=f"Task performance on {caption_model} ({task}) (%), with n, 95% intervals and "
+        "whether each run learned beyond noise (†: no).",
+        notes=task_notes(task, t_rows, t_cols, primary),
     )
     return written
 
@@ -99,12 +215,15 @@ def build_task_tables(
 def build_suppress_table(general: Mapping[str, PathLike], out_dir: PathLike) -> list[Path]:
     """``out_dir/forgetting.*`` for the suppression ablations (the LoKI paper's Table 5)."""
     base, runs = _general_scores(general)
-    rows = forgetting_rows(base, runs)
+    rows = forgetting_rows(base, runs, items=_general_items(general, list(base)))
+    columns = forgetting_columns(list(base))
     return write_table(
         rows,
-        forgetting_columns(list(base)),
+        columns,
         Path(out_dir) / "forgetting",
-        caption="Suppression ablations: general scores (%) and Avg forgetting against base.",
+        caption="Suppression ablations: general scores (%) with n and 95% intervals, and Avg "
+        "forgetting against base.",
+        notes=forgetting_notes(rows, columns),
     )
 
 
@@ -117,20 +236,40 @@ def build_tradeoff(
     suppress_general: Mapping[str, PathLike] | None = None,
     title: str = "",
 ) -> Path:
-    """The trade-off figure of one task: every run with a task score, suppressions as lines."""
+    """The trade-off figure of one task: every run with a task score and 95% intervals both
+    ways, runs that did not learn hollow; suppressions as lines with their Avg interval."""
     from loki_pipeline.report.tradeoff import plot_tradeoff
 
     base, runs = _general_scores(general)
-    results = {name: task_summary(path, task) for name, path in task_results.items()}
+    tasks = list(base)
+    items = _general_items(general, tasks)
+    results, estimates, checks = task_evidence(task, task_results)
     primary = next(iter(results.values()))["primary_metric"]
-    points = {}
+    points, intervals = {}, {}
     for name, result in results.items():
-        avg = 0.0 if name == "base" else forgetting_avg(base, runs[name])
-        points[name] = (avg, 100 * result["metrics"][primary])
-    vlines = {
-        name: forgetting_avg(base, load_scores(path, tasks=list(base)))
-        for name, path in (suppress_general or {}).items()
-    }
+        score = estimates[name].get(primary) or Estimate(float(result["metrics"][primary]))
+        if name == "base":
+            avg, x_interval = 0.0, None
+        else:
+            avg = forgetting_avg(base, runs[name])
+            x_interval = forgetting_avg_interval(items["base"], items.get(name, {}), tasks)
+        y_interval = None if score.lo is None else (100 * score.lo, 100 * score.hi)
+        points[name] = (avg, 100 * float(result["metrics"][primary]))
+        intervals[name] = (x_interval, y_interval)
+    vlines, vline_intervals = {}, {}
+    for name, path in (suppress_general or {}).items():
+        scores = load_scores(path, tasks=tasks)
+        vlines[name] = forgetting_avg(base, scores)
+        vline_intervals[name] = forgetting_avg_interval(
+            items["base"], load_item_scores(path, tasks=tasks), tasks
+        )
     return plot_tradeoff(
-        points, out_path, score_label=f"{task}: {primary} (%)", title=title, vlines=vlines
+        points,
+        out_path,
+        score_label=f"{task}: {primary} (%)",
+        title=title,
+        vlines=vlines,
+        intervals=intervals,
+        no_learning=[name for name, c in checks.items() if c.learned is False],
+        vline_intervals=vline_intervals,
     )

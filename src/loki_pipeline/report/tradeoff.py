@@ -3,14 +3,30 @@
 One labelled point per run, coloured by family (base, LoKI, LoKI ablations such as the global
 selections, PEFT/full baselines), so the low-forgetting, high-score corner is read at a glance.
 Runs without a task score (the suppression ablations S-H/S-L, which are not trained on the task)
-are drawn as dashed vertical lines at their ``Avg``.
+are drawn as dashed vertical lines at their ``Avg``, with a shaded band over its interval.
+
+Each point has 95% error bars both ways (``Avg``: bootstrap over items; score: Wilson or
+bootstrap, see ``report.intervals``). A run that shows no learning on its task
+(``report.learning``) is drawn hollow and labelled "(no learning)". Labels are placed by
+``place_labels`` so that none overlaps another label or a marker.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+#: (x interval, y interval) of a point; either may be None (no bar in that direction).
+Interval = tuple[float, float] | None
+
+#: Label offsets tried around a point, in points (dx, dy, horizontal alignment), nearest first;
+#: each ring is tried again further out.
+_OFFSETS = [
+    (5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"),
+    (0, 8, "center"), (0, -16, "center"),
+]  # fmt: skip
 
 FAMILY_COLOURS = {
     "base": "#555555",
@@ -35,6 +51,102 @@ def run_family(run: str) -> str:
     return "baseline"
 
 
+def _bar(centre: float, interval: Interval) -> list[list[float]] | None:
+    if interval is None:
+        return None
+    lo, hi = interval
+    return [[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]]
+
+
+def place_labels(
+    ax: Any, anchors: Sequence[tuple[float, float]], texts: Sequence[str], *, fontsize: float = 7
+) -> list[Any]:
+    """Annotate each anchor (data coordinates) with its text where the label overlaps no label
+    placed before it and no anchor's marker, trying ``_OFFSETS`` at growing distance; a label
+    that fits nowhere goes to the free spot nearest its point with a leader line. Call it
+    after the axes' limits and layout are final (it measures the labels as drawn)."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = ax.transData.transform
+    pad = 4 * fig.dpi / 72  # half a marker, in pixels
+    from matplotlib.transforms import Bbox
+
+    taken = [Bbox.from_extents(x - pad, y - pad, x + pad, y + pad) for x, y in map(to_px, anchors)]
+    placed = []
+    for (x, y), text in zip(anchors, texts, strict=True):
+        chosen = None
+        for ring in (1, 2, 3, 4, 6):
+            for dx, dy, ha in _OFFSETS:
+                label = ax.annotate(text, (x, y), xytext=(dx * ring, dy * ring), ha=ha,
+                                    textcoords="offset points", fontsize=fontsize)  # fmt: skip
+                box = label.get_window_extent(renderer).expanded(1.04, 1.15)
+                inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                if inside and not any(box.overlaps(other) for other in taken):
+                    chosen = (label, box)
+                    break
+                label.remove()
+            if chosen:
+                break
+        if chosen is None:  # crowded: the first offset, further out, with a leader line
+            label = ax.annotate(text, (x, y), xytext=(12, 14 + 10 * len(placed)), ha="left",
+                                textcoords="offset points", fontsize=fontsize,
+                                arrowprops={"arrowstyle": "-", "linewidth": 0.5})  # fmt: skip
+            chosen = (label, label.get_window_extent(renderer))
+        placed.append(chosen[0])
+        taken.append(chosen[1])
+    return placed
+
+
+def draw_tradeoff(
+    ax: Any,
+    points: Mapping[str, tuple[float, float]],
+    *,
+    score_label: str,
+    title: str = "",
+    vlines: Mapping[str, float] | None = None,
+    intervals: Mapping[str, tuple[Interval, Interval]] | None = None,
+    no_learning: Collection[str] = (),
+    vline_intervals: Mapping[str, Interval] | None = None,
+) -> None:
+    """Draw the figure on ``ax`` (see ``plot_tradeoff``); labels are placed by the caller."""
+    intervals = intervals or {}
+    seen: set[str] = set()
+    for run, (avg, score) in points.items():
+        family = run_family(run)
+        colour = FAMILY_COLOURS[family]
+        x_int, y_int = intervals.get(run, (None, None))
+        hollow = run in no_learning
+        ax.errorbar(avg, score, xerr=_bar(avg, x_int), yerr=_bar(score, y_int), fmt="o",
+                    markersize=6, color=colour, markerfacecolor="white" if hollow else colour,
+                    markeredgewidth=1.4, ecolor=colour, elinewidth=0.9, capsize=2, alpha=0.9,
+                    zorder=3, label=None if family in seen else family)  # fmt: skip
+        seen.add(family)
+    if no_learning:
+        ax.scatter([], [], s=36, facecolors="white", edgecolors="#333333",
+                   label="no learning (hollow)")  # fmt: skip
+    for run, avg in (vlines or {}).items():
+        ax.axvline(avg, color=FAMILY_COLOURS["suppress"], linestyle="--", linewidth=1,
+                   label=None if "suppress" in seen else "suppress (no task score)")  # fmt: skip
+        band = (vline_intervals or {}).get(run)
+        if band is not None:
+            ax.axvspan(*band, color=FAMILY_COLOURS["suppress"], alpha=0.08, linewidth=0)
+        seen.add("suppress")
+        ax.annotate(run, (avg, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7)
+    ax.axvline(0, color="#bbbbbb", linewidth=0.8, zorder=1)
+    ax.set_xlabel("forgetting Avg (%)  ← less forgetting   (bars: 95% intervals)")
+    ax.set_ylabel(score_label)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.12)
+    ax.legend(fontsize=7, loc="best")
+
+
+def point_label(run: str, no_learning: Collection[str]) -> str:
+    return f"{run} (no learning)" if run in no_learning else run
+
+
 def plot_tradeoff(
     points: Mapping[str, tuple[float, float]],
     out_path: str | os.PathLike,
@@ -42,8 +154,13 @@ def plot_tradeoff(
     score_label: str,
     title: str = "",
     vlines: Mapping[str, float] | None = None,
+    intervals: Mapping[str, tuple[Interval, Interval]] | None = None,
+    no_learning: Collection[str] = (),
+    vline_intervals: Mapping[str, Interval] | None = None,
 ) -> Path:
-    """Save the figure (PNG or PDF by suffix) atomically; ``points``: run -> (Avg, score in %)."""
+    """Save the figure (PNG or PDF by suffix) atomically; ``points``: run -> (Avg, score in %);
+    ``intervals``: run -> ((Avg lo, hi), (score lo, hi)), each None for no bar; ``no_learning``:
+    runs drawn hollow and labelled "(no learning)"."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,26 +169,13 @@ def plot_tradeoff(
     from loki_pipeline.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    seen: set[str] = set()
-    for run, (avg, score) in points.items():
-        family = run_family(run)
-        ax.scatter(avg, score, s=50, color=FAMILY_COLOURS[family], zorder=3,
-                   label=None if family in seen else family)  # fmt: skip
-        seen.add(family)
-        ax.annotate(run, (avg, score), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    for run, avg in (vlines or {}).items():
-        ax.axvline(avg, color=FAMILY_COLOURS["suppress"], linestyle="--", linewidth=1,
-                   label=None if "suppress" in seen else "suppress (no task score)")  # fmt: skip
-        seen.add("suppress")
-        ax.annotate(run, (avg, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7)
-    ax.axvline(0, color="#bbbbbb", linewidth=0.8, zorder=1)
-    ax.set_xlabel("forgetting Avg (%)  ← less forgetting")
-    ax.set_ylabel(score_label)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    draw_tradeoff(ax, points, score_label=score_label, title=title, vlines=vlines,
+                  intervals=intervals, no_learning=no_learning,
+                  vline_intervals=vline_intervals)  # fmt: skip
     fig.tight_layout()
+    ax.set_xlim(ax.get_xlim())  # freeze the limits: labels are placed in the final frame
+    ax.set_ylim(ax.get_ylim())
+    place_labels(ax, list(points.values()), [point_label(r, no_learning) for r in points])
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format=out_path.suffix.lstrip(".") or "png")

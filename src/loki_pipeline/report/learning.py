@@ -1,0 +1,334 @@
+"""Task scores with intervals, and the check that a run learned anything (from ``task.json`` items).
+
+``task.json`` keeps every item: BFCL ``{"id", "category", "output", "correct"}``, the reranker
+``{"query_id", "doc_id", "score"}``. From them:
+
+- ``task_estimates``: each task metric with its item count and 95% interval. BFCL accuracies of a
+  category and ``live`` (shares of items) get Wilson; ``non_live`` and ``overall`` (means over
+  categories) a bootstrap that resamples items within each category. Ranking metrics are
+  recomputed per query with the evaluation's own ``rank_metrics`` and bootstrapped over queries;
+  they need the relevance judgements (``qrels`` in the summary, or the local BEIR source its
+  settings name).
+- ``learning_check``: a run did not learn when its outputs equal base's on every item (BFCL: the
+  generated text; reranker: the candidate order of every query) or when the paired 95% bootstrap
+  interval of run − base on the primary metric does not lie above 0 (the same item indices are
+  drawn for both; ``intervals.RESAMPLES`` resamples, seed ``intervals.SEED``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.report.intervals import RESAMPLES, SEED, Estimate, percentile, wilson
+
+log = logging.getLogger(__name__)
+
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class LearningCheck:
+    """Whether a run beat base on its task. ``learned`` None: no per-item records to tell."""
+
+    learned: bool | None
+    identical: bool | None
+    delta: Estimate | None  # run − base on the primary metric (fractions), paired interval
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Units:
+    """Per-item values of one run, in groups (BFCL categories; one group of queries)."""
+
+    groups: dict[str, tuple[list[str], np.ndarray]]  # group -> (item keys, values)
+
+    def aligned(self, other: _Units) -> _Units | None:
+        """``other``'s values in this run's item order when both hold the same items."""
+        if set(self.groups) != set(other.groups):
+            return None
+        out = {}
+        for g, (keys, _) in self.groups.items():
+            okeys, ovalues = other.groups[g]
+            if sorted(keys) != sorted(okeys) or len(set(keys)) != len(keys):
+                return None
+            by_key = dict(zip(okeys, ovalues, strict=True))
+            out[g] = (keys, np.array([by_key[k] for k in keys]))
+        return _Units(out)
+
+
+def _bfcl_compose(sums: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, Any]:
+    """BFCL's summary (``evaluate.task.bfcl_summary``) from per-category sums of correct items;
+    works on numbers and on arrays of bootstrap replicates alike."""
+    from loki_pipeline.evaluate.bfcl_data import LIVE
+
+    metrics: dict[str, Any] = {c: sums[c] / counts[c] for c in sums}
+    non_live = [metrics[c] for c in sums if c not in LIVE]
+    live = [c for c in sums if c in LIVE]
+    groups = []
+    if non_live:
+        metrics["non_live"] = sum(non_live) / len(non_live)
+        groups.append(metrics["non_live"])
+    if live:
+        metrics["live"] = sum(sums[c] for c in live) / sum(counts[c] for c in live)
+        groups.append(metrics["live"])
+    metrics["overall"] = sum(groups) / len(groups)
+    return metrics
+
+
+def _bfcl_units(summary: Mapping[str, Any], where: str) -> _Units:
+    groups: dict[str, tuple[list[str], list[float]]] = {}
+    for i, item in enumerate(summary["items"]):
+        try:
+            keys, values = groups.setdefault(str(item["category"]), ([], []))
+            keys.append(str(item["id"]))
+            values.append(float(bool(item["correct"])))
+        except (KeyError, TypeError):
+            raise LokiInputError(
+                f"{where}: BFCL item {i} lacks 'id', 'category' or 'correct'"
+            ) from None
+    return _Units({g: (k, np.array(v)) for g, (k, v) in groups.items()})
+
+
+def _bfcl_replicates(
+    rng: np.random.Generator, runs: Sequence[_Units], resamples: int
+) -> list[dict[str, np.ndarray]]:
+    """BFCL metrics of each of ``runs`` (same groups, aligned items) over shared resamples."""
+    sums: list[dict[str, np.ndarray]] = [{} for _ in runs]
+    for g, (_, values) in runs[0].groups.items():
+        idx = rng.integers(0, len(values), size=(resamples, len(values)))
+        for out, units in zip(sums, runs, strict=True):
+            out[g] = units.groups[g][1][idx].sum(axis=1)
+    counts = {g: len(v) for g, (_, v) in runs[0].groups.items()}
+    return [_bfcl_compose(s, counts) for s in sums]
+
+
+def read_qrels(source: str | Path, split: str) -> dict[str, dict[str, int]]:
+    """Relevance judgements of a local BEIR folder (``qrels/<split>.tsv``, header line first)."""
+    path = Path(source) / "qrels" / f"{split}.tsv"
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines()[1:], 2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+        except (IndexError, ValueError):
+            raise LokiInputError(
+                f"{path} line {lineno}: expected query-id, corpus-id, score"
+            ) from None
+    return qrels
+
+
+def reranker_qrels(summary: Mapping[str, Any]) -> dict[str, dict[str, int]] | None:
+    """The judgements a reranker summary was scored against: its ``qrels`` if it has them, else
+    those of the local BEIR source its settings name (None when neither is available)."""
+    if isinstance(summary.get("qrels"), Mapping):
+        return {
+            str(q): {str(d): int(r) for d, r in docs.items()}
+            for q, docs in summary["qrels"].items()
+        }
+    settings = summary.get("settings") or {}
+    source, split = settings.get("source"), settings.get("split", "test")
+    if not source or str(source).startswith("hf:"):
+        return None
+    if not (Path(source) / "qrels" / f"{split}.tsv").is_file():
+        return None
+    return read_qrels(source, split)
+
+
+def _rankings(summary: Mapping[str, Any], where: str) -> dict[str, dict[str, float]]:
+    """query -> {doc: score} in the evaluation's candidate order."""
+    run: dict[str, dict[str, float]] = {}
+    for i, item in enumerate(summary["items"]):
+        try:
+            run.setdefault(str(item["query_id"]), {})[str(item["doc_id"])] = float(item["score"])
+        except (KeyError, TypeError, ValueError):
+            raise LokiInputError(
+                f"{where}: reranker item {i} lacks 'query_id', 'doc_id' or a numeric 'score'"
+            ) from None
+    return run
+
+
+def _order(docs: Mapping[str, float]) -> list[str]:
+    """Best first; ties keep the candidate order (a stable sort, as ranx ranks them)."""
+    return [d for _, d in sorted(enumerate(docs), key=lambda x: (-docs[x[1]], x[0]))]
+
+
+def _rank_units(summary: Mapping[str, Any], qrels: Qrels, where: str) -> dict[str, _Units] | None:
+    """Per-query ranking metrics (one ``_Units`` per metric) recomputed with ``rank_metrics``;
+    queries without candidates (absent from the items) count 0, as the evaluation counts them."""
+    from loki_pipeline.evaluate.task import RANK_METRICS, rank_metrics
+
+    run = _rankings(summary, where)
+    if any(q not in qrels for q in run):
+        return None
+    per_query = {q: rank_metrics({q: qrels[q]}, {q: docs}) for q, docs in run.items()}
+    empty = int((summary.get("counts") or {}).get("queries", len(run))) - len(run)
+    keys = list(per_query) + [f"<no candidates {i}>" for i in range(max(empty, 0))]
+    return {
+        m: _Units(
+            {
+                "queries": (
+                    keys,
+                    np.array([per_query[q][m] for q in per_query] + [0.0] * max(empty, 0)),
+                )
+            }
+        )
+        for m in RANK_METRICS
+    }
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, abs_tol=1e-6)
+
+
+def _has_items(summary: Mapping[str, Any] | None) -> bool:
+    return bool(summary) and bool(summary.get("items"))
+
+
+def task_estimates(
+    task: str,
+    summary: Mapping[str, Any],
+    *,
+    qrels: Qrels | None = None,
+    where: str = "task.json",
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, Estimate]:
+    """Each metric of one run's task summary (fractions) with ``n`` and its 95% interval.
+
+    Without per-item records (or, for the reranker, relevance judgements) the metrics keep
+    only what is known (the point, and ``n`` where the counts give it).
+    """
+    metrics = {m: float(v) for m, v in (summary.get("metrics") or {}).items()}
+    counts = summary.get("counts") or {}
+    if not _has_items(summary):
+        if task == "reranker" and "queries" in counts:
+            return {m: Estimate(v, int(counts["queries"])) for m, v in metrics.items()}
+        return {m: Estimate(v, counts.get(m)) for m, v in metrics.items()}
+    rng = np.random.default_rng(seed)
+    if task == "toolace":
+        units = _bfcl_units(summary, where)
+        sums = {g: float(v.sum()) for g, (_, v) in units.groups.items()}
+        n = {g: len(v) for g, (_, v) in units.groups.items()}
+        point = _bfcl_compose(sums, n)
+        if any(not _close(point.get(m, math.nan), v) for m, v in metrics.items()):
+            log.warning("%s: the items do not reproduce the BFCL metrics; no intervals", where)
+            return {m: Estimate(v) for m, v in metrics.items()}
+        (reps,) = _bfcl_replicates(rng, [units], resamples)
+        from loki_pipeline.evaluate.bfcl_data import LIVE
+
+        live = [g for g in n if g in LIVE]
+        sizes = {
+            **n,
+            "live": sum(n[g] for g in live),
+            "non_live": sum(n[g] for g in n if g not in LIVE),
+            "overall": sum(n.values()),
+        }
+        out = {}
+        for m, v in metrics.items():
+            if m in n or m == "live":  # a share of items: Wilson
+                hits = sums[m] if m in n else sum(sums[g] for g in live)
+                out[m] = Estimate(v, sizes[m], *wilson(hits, sizes[m]))
+            else:
+                out[m] = Estimate(v, sizes[m], *percentile(reps[m]))
+        return out
+    if qrels is None:
+        log.warning("%s: no relevance judgements; ranking metrics get no interval", where)
+        return {m: Estimate(v, int(counts.get("queries", 0)) or None) for m, v in metrics.items()}
+    per_metric = _rank_units(summary, qrels, where)
+    if per_metric is None or any(
+        not _close(float(per_metric[m].groups["queries"][1].mean()), v)
+        for m, v in metrics.items()
+        if m in per_metric
+    ):
+        log.warning("%s: the judgements do not reproduce the ranking metrics; no intervals", where)
+        return {m: Estimate(v, int(counts.get("queries", 0)) or None) for m, v in metrics.items()}
+    out = {}
+    for m, v in metrics.items():
+        values = per_metric[m].groups["queries"][1]
+        idx = rng.integers(0, len(values), size=(resamples, len(values)))
+        out[m] = Estimate(v, len(values), *percentile(values[idx].mean(axis=1)))
+    return out
+
+
+def _identical(task: str, base: Mapping[str, Any], run: Mapping[str, Any], where: str) -> bool:
+    if task == "toolace":
+        b = {str(i["id"]): i.get("output") for i in base["items"]}
+        r = {str(i["id"]): i.get("output") for i in run["items"]}
+        return b == r
+    b, r = _rankings(base, where), _rankings(run, where)
+    return b.keys() == r.keys() and all(_order(b[q]) == _order(r[q]) for q in b)
+
+
+def learning_check(
+    task: str,
+    base: Mapping[str, Any],
+    run: Mapping[str, Any],
+    *,
+    qrels: Qrels | None = None,
+    where: str = "task.json",
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> LearningCheck:
+    """Did ``run`` beat ``base`` on the task's primary metric beyond noise? (see the module)."""
+    primary = run.get("primary_metric") or base.get("primary_metric")
+    point = float(run["metrics"][primary]) - float(base["metrics"][primary])
+    if not (_has_items(base) and _has_items(run)):
+        return LearningCheck(None, None, Estimate(point), "no per-item task records to test")
+    if _identical(task, base, run, where):
+        return LearningCheck(
+            False, True, Estimate(point, None, 0.0, 0.0), "outputs equal base's on every item"
+        )
+    rng = np.random.default_rng(seed)
+    if task == "toolace":
+        b_units, r_units = _bfcl_units(base, where), _bfcl_units(run, where)
+        aligned = b_units.aligned(r_units)
+        if aligned is not None:
+            b_reps, r_reps = _bfcl_replicates(rng, [b_units, aligned], resamples)
+        else:
+            (b_reps,) = _bfcl_replicates(rng, [b_units], resamples)
+            (r_reps,) = _bfcl_replicates(rng, [r_units], resamples)
+        diff = r_reps[primary] - b_reps[primary]
+        n = sum(len(v) for _, v in r_units.groups.values())
+    else:
+        if qrels is None:
+            return LearningCheck(None, False, Estimate(point), "no relevance judgements to test")
+        b_all, r_all = _rank_units(base, qrels, where), _rank_units(run, qrels, where)
+        if b_all is None or r_all is None:
+            return LearningCheck(
+                None, False, Estimate(point), "queries missing from the judgements"
+            )
+        b_units, r_units = b_all[primary], r_all[primary]
+        aligned = b_units.aligned(r_units)
+        b_vals = b_units.groups["queries"][1]
+        if aligned is not None:
+            r_vals = aligned.groups["queries"][1]
+            idx = rng.integers(0, len(b_vals), size=(resamples, len(b_vals)))
+            diff = r_vals[idx].mean(axis=1) - b_vals[idx].mean(axis=1)
+        else:
+            r_vals = r_units.groups["queries"][1]
+            b_idx = rng.integers(0, len(b_vals), size=(resamples, len(b_vals)))
+            r_idx = rng.integers(0, len(r_vals), size=(resamples, len(r_vals)))
+            diff = r_vals[r_idx].mean(axis=1) - b_vals[b_idx].mean(axis=1)
+        n = len(r_vals)
+    lo, hi = percentile(diff)
+    delta = Estimate(point, n, lo, hi)
+    paired = "paired" if aligned is not None else "unpaired"
+    if lo > 0:
+        return LearningCheck(True, False, delta, f"{primary} above base ({paired} 95% interval)")
+    return LearningCheck(
+        False,
+        False,
+        delta,
+        f"{primary} − base = {100 * point:+.1f} points, {paired} 95% interval "
+        f"[{100 * lo:+.1f}, {100 * hi:+.1f}] not above 0 at n={n}",
+    )
