@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -95,6 +96,24 @@ def test_prepare_rejects_bad_sources_before_writing_anything(tmp_path):
     with pytest.raises(LokiInputError, match="not a directory"):
         prepare_model(f"local:{tmp_path / 'nowhere'}", out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_prepare_refuses_an_output_that_is_not_a_folder_name(
+    tiny_checkpoint, tmp_path, name, capsys
+):
+    # A model named '..' in the config would be resources/models/..: replacing it is deleting
+    # resources/. The name is refused before the source is read, and nothing is touched.
+    resources = tmp_path / "resources"
+    (resources / "models" / "kept").mkdir(parents=True)
+    (resources / "cache.txt").write_text("kept")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = f"{resources}/models/{name}"
+    with pytest.raises(LokiInputError, match=rf"model folder name '{re.escape(name)}'"):
+        prepare_model(f"local:{tiny_checkpoint}", out)
+    rc = loki_main(["prepare-model", "--source", f"local:{tiny_checkpoint}", "--out", out])
+    assert rc == 2 and "model folder name" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_prepare_keeps_an_existing_output_when_it_fails(tiny_checkpoint, tmp_path):

@@ -69,3 +69,21 @@ def test_slurm_profile_plans_the_paper_without_a_cluster():
 
 def test_local_profile_plans_the_default():
     assert plan("--profile", "profiles/local")["kva_gather"] == 1
+
+
+def test_unknown_top_level_key_stops_snakemake_naming_it(tmp_path):
+    # 'experiment:' for 'experiments:' used to plan silently without the training runs.
+    config = (ROOT / "config" / "config.yaml").read_text()
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(config.replace("\nexperiments:", "\nexperiment:"))
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "all", "--configfile", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "unknown top-level key: 'experiment' (did you mean 'experiments'?)" in (
+        proc.stdout + proc.stderr
+    )

@@ -2,17 +2,21 @@
 # No science here; that lives in src/loki_pipeline.
 
 import pathlib
+import re
 
-from snakemake.utils import validate
+from loki_pipeline.schemas import validate_config
 
-validate(config, schema="../schemas/config.schema.yaml")
+# The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train
+# --config` checks too: an unknown key, a wrong type or a name that is not a plain folder name
+# fails here, naming its key, before any job is planned; then every default is filled in.
+validate_config(config)
 
 
 MODELS = list(config["models"])
 
 
 wildcard_constraints:
-    model="|".join(MODELS) if MODELS else "[^/]+",
+    model="|".join(map(re.escape, MODELS)) if MODELS else "[^/]+",
     shard=r"\d+",
     run=r"[^/]+",
 
@@ -104,7 +108,7 @@ from loki_pipeline.train.methods import parse_method
 
 wildcard_constraints:
     task="toolace|reranker",
-    method=r"[a-z0-9_.]+",
+    method=r"[a-z0-9][a-z0-9_.]*",
 
 
 def train_inputs(wildcards):

