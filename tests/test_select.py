@@ -244,8 +244,10 @@ def test_selection_file_made_for_another_model_is_rejected(tmp_path):
     path = tmp_path / "s.json"
     save_selection(path, [[0], [1]], model="m", strategy="global_low", q=5, num_layers=2,
                    nodes_per_layer=4)  # fmt: skip
-    with pytest.raises(LokiInputError, match="num_layers=2, model has 3"):
+    with pytest.raises(LokiInputError, match="has 2 layer lists .* but the model has 3 layers"):
         load_selection(path, num_layers=3, nodes_per_layer=4)
+    with pytest.raises(LokiInputError, match="nodes_per_layer=4 .* has d_model=8: .*another"):
+        load_selection(path, num_layers=2, nodes_per_layer=8)
     path.write_text("{not json")
     with pytest.raises(LokiInputError, match="not valid JSON"):
         load_selection(path)

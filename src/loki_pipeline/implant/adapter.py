@@ -7,14 +7,20 @@ Layout of an adapter directory::
     loki_config.json            {"type": "loki", "base_model", "selection", "selection_sha256",
                                  "strategy", "q", "rank", "model_type", "num_layers", "d_model",
                                  "d_ff", "trainable_params", "package_version"}
+    loki_base.json              {"base_model": path, "base_fingerprint": fingerprint of its
+                                 weights} (LoKI and PEFT adapters alike; ``merge`` checks it)
 
 A few MB instead of a full checkpoint; ``merge`` folds it into a plain checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +31,85 @@ from loki_pipeline import __version__
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant.apply import apply_loki, loki_layers
 from loki_pipeline.implant.selection import Selection
-from loki_pipeline.io import file_sha256
+from loki_pipeline.io import config_hash, content_fingerprint, file_sha256, write_json
 from loki_pipeline.models.architecture import get_adapter
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "loki_config.json"
+BASE_NAME = "loki_base.json"
+
+
+@contextlib.contextmanager
+def safetensors_os_errors() -> Iterator[None]:
+    """Re-raise safetensors' write failures as the ``OSError`` they are.
+
+    ``safetensors`` reports a full disk as ``SafetensorError("... I/O error: No space left on
+    device (os error 28)")``, which is no ``OSError``: inside ``atomic_path`` it would escape as
+    a traceback instead of a ``LokiWriteError`` naming the output.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as err:
+        found = re.search(r"\(os error (\d+)\)", str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from err
+
+
+def base_fingerprint(model_dir: str | os.PathLike) -> str:
+    """Fingerprint of a checkpoint's weights (``*.safetensors``), what an adapter is tied to.
+
+    Only the weights: re-saving the tokenizer or ``config.json`` (another transformers version)
+    keeps an adapter valid, while other weights under the same config do not.
+    """
+    model_dir = Path(model_dir)
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if not model_dir.is_dir() or not weights:
+        raise LokiInputError(f"{model_dir}: not a checkpoint with *.safetensors weights")
+    return config_hash({f.name: content_fingerprint(f) for f in weights})
+
+
+def record_base_fingerprint(adapter_dir: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
+    """Write ``adapter_dir/loki_base.json``: the base's path and :func:`base_fingerprint`.
+
+    ``merge`` refuses to fold the adapter into any other base (see :func:`check_base`).
+    """
+    path = Path(adapter_dir) / BASE_NAME
+    record = {"base_model": str(model_dir), "base_fingerprint": base_fingerprint(model_dir)}
+    write_json(path, record)
+    return path
+
+
+def check_base(adapter_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:
+    """``LokiInputError`` unless ``model_dir`` is the base the adapter recorded.
+
+    An adapter without a record (made outside this pipeline) only gets a warning.
+    """
+    path = Path(adapter_dir) / BASE_NAME
+    if not path.is_file():
+        log.warning(
+            "adapter %s records no base model (%s is missing): cannot verify that %s is the "
+            "model it was trained on; merging anyway",
+            adapter_dir, BASE_NAME, model_dir,
+        )  # fmt: skip
+        return
+    try:
+        record = json.loads(path.read_text())
+        recorded = record["base_fingerprint"]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise LokiInputError(f"{path}: unreadable base record ({err!r})") from None
+    found = base_fingerprint(model_dir)
+    if found != recorded:
+        raise LokiInputError(
+            f"adapter {adapter_dir} was trained on {record.get('base_model')!r} (weights "
+            f"fingerprint {recorded}), but {model_dir} holds other weights (fingerprint {found}): "
+            "merge it onto the base it was trained on"
+        )
 
 
 def is_loki_adapter(path: str | os.PathLike) -> bool:
@@ -46,7 +126,11 @@ def save_loki_adapter(
     q: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the trained rows of a LoKI-wrapped model (not atomic: callers write into a temp dir)."""
+    """Write the trained rows of a LoKI-wrapped model (not atomic: callers write into a temp dir).
+
+    When ``base_model`` is a checkpoint directory its weights' fingerprint is recorded too
+    (:func:`record_base_fingerprint`), so ``merge`` can refuse another base.
+    """
     from safetensors.torch import save_file
 
     layers = loki_layers(model)
@@ -65,7 +149,8 @@ def save_loki_adapter(
             tensors[f"layers.{i}.lora_B"] = m.lora_B.detach().cpu().contiguous()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_NAME))
+    with safetensors_os_errors():
+        save_file(tensors, str(out / WEIGHTS_NAME))
     config = {
         "type": "loki",
         "base_model": None if base_model is None else str(base_model),
@@ -85,6 +170,8 @@ def save_loki_adapter(
         **(extra or {}),
     }
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    if base_model is not None and any(Path(base_model).glob("*.safetensors")):
+        record_base_fingerprint(out, base_model)
     return out
 
 

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
+from loki_pipeline.implant.loading import load_checkpoint
+from loki_pipeline.implant.merge import write_checkpoint
 from loki_pipeline.implant.selection import (
     Selection,
     check_fits,
     check_fits_checkpoint,
     read_selection,
 )
-from loki_pipeline.io import atomic_path
 from loki_pipeline.models.architecture import get_adapter
 
 
@@ -54,11 +54,11 @@ def suppress_checkpoint(
     *,
     dtype: str = "float32",
 ) -> int:
-    """File level: read the selection first (cheap checks), then load, zero and save atomically."""
+    """File level: read the selection first (the one strict reader, checked against config.json),
+    then load, zero and save atomically (a failed write is a ``LokiWriteError``)."""
     selection = read_selection(selection_path)
     check_fits_checkpoint(selection, model_dir)
     model, tokenizer = load_checkpoint(model_dir, dtype=dtype)
     n = suppress_nodes(model, selection)
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        save_checkpoint(model, tokenizer, tmp)
+    write_checkpoint(model, tokenizer, out_dir)
     return n

@@ -1,13 +1,19 @@
 """Selecting: turn KVA attributions into the trainable nodes (the LoKI paper's Selecting stage).
 
-``select_nodes(attributions, q, strategy)`` is the entry point; ``load_selection`` reads the
-JSON it leaves (or the upstream repository's plain list of lists).
+``select_nodes(attributions, q, strategy)`` is the entry point; ``read_selection_file`` is the
+one strict reader of the JSON it leaves (or the upstream repository's plain list of lists) that
+every later stage uses.
 """
 
 from loki_pipeline.select.io import (
+    Selection,
+    check_fits,
+    check_fits_checkpoint,
+    checkpoint_shape,
     inspect_kva,
     load_selection,
     read_selection,
+    read_selection_file,
     save_selection,
     validate_selection,
 )
@@ -22,6 +28,10 @@ from loki_pipeline.select.strategies import (
 
 __all__ = [
     "STRATEGIES",
+    "Selection",
+    "check_fits",
+    "check_fits_checkpoint",
+    "checkpoint_shape",
     "count_nodes",
     "extreme_mask",
     "format_q",
@@ -29,6 +39,7 @@ __all__ = [
     "keep_most_frequent",
     "load_selection",
     "read_selection",
+    "read_selection_file",
     "save_selection",
     "select_from_counts",
     "select_nodes",

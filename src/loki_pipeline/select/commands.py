@@ -30,52 +30,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _model_shape(model_dir: str) -> tuple[int, int]:
-    """(layers, d_model) from a checkpoint's config.json; no transformers import needed."""
-    import json
-    from pathlib import Path
-
-    from loki_pipeline.errors import LokiInputError
-
-    path = Path(model_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise LokiInputError(f"{path}: cannot read the model config ({err})") from None
-    config = config.get("text_config") or config  # multimodal wrappers nest the LM's config
-    try:
-        return int(config["num_hidden_layers"]), int(config["hidden_size"])
-    except KeyError as err:
-        raise LokiInputError(f"{path}: no {err} (not a decoder-only LM config?)") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.select.io import load_selection, read_selection, save_selection
+    from loki_pipeline.select.io import (
+        check_fits_checkpoint,
+        checkpoint_shape,
+        read_selection_file,
+        save_selection,
+    )
     from loki_pipeline.select.naming import check_q, check_strategy
     from loki_pipeline.select.strategies import select_to_file
 
     if args.check:
-        doc = read_selection(args.check)
-        layers = width = None
+        # The same reader and fit check as train and suppress: what passes here passes there.
+        selection = read_selection_file(args.check)
+        width = selection.nodes_per_layer
         if args.model:
-            layers, width = _model_shape(args.model)
-        positions = load_selection(args.check, num_layers=layers, nodes_per_layer=width)
-        sizes = [len(p) for p in positions]
+            check_fits_checkpoint(selection, args.model)
+            width = checkpoint_shape(args.model)[1]
+        positions = selection.positions
+        sizes = [len(p) for p in positions] or [0]
         print(
             f"{args.check}: valid; {len(positions)} layers, {sum(sizes)} nodes "
             f"({min(sizes)}-{max(sizes)} per layer)"
             + (f", fits {args.model}" if args.model else "")
         )
         if args.output:
-            if width is None and "nodes_per_layer" not in doc:
+            if width is None:
                 raise LokiInputError("--output from an upstream file needs --model (the width)")
             save_selection(
-                args.output, positions, model=str(doc.get("model", args.model or "")),
-                strategy=str(doc.get("strategy", args.strategy)),
-                q=float(doc["q"]) if "q" in doc else float(check_q(args.q or 0)),
-                num_layers=len(positions),
-                nodes_per_layer=int(width or doc["nodes_per_layer"]),
+                args.output, positions, model=selection.model or args.model or "",
+                strategy=selection.strategy or args.strategy,
+                q=float(selection.q) if selection.q is not None else check_q(args.q or 0),
+                num_layers=len(positions), nodes_per_layer=width,
             )  # fmt: skip
             print(f"wrote {args.output}")
         return 0
