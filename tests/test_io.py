@@ -184,3 +184,14 @@ def test_content_fingerprint_follows_content_not_mtime(tmp_path, monkeypatch):
     assert io.content_fingerprint(ckpt) != first
     (copy / "config.json").write_text('{"a": 2}')
     assert io.content_fingerprint(copy) != first
+
+
+def test_atomic_path_names_the_output_when_its_folder_cannot_be_made(tmp_path):
+    from loki_pipeline.errors import LokiWriteError
+
+    (tmp_path / "file").write_text("")
+    with (
+        pytest.raises(LokiWriteError, match="out.json"),
+        atomic_path(tmp_path / "file" / "out.json"),
+    ):
+        pass

@@ -100,15 +100,18 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     # Path() folds 'models/.' into 'models': look at the name as given, before that happens.
     if path.name in ("", ".", "..") or os.path.basename(raw.rstrip(os.sep)) in (".", ".."):
         raise LokiInputError(f"{raw}: not a file or folder name an output can have")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-    # mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes.
-    tmp.chmod((0o777 if is_dir else 0o666) & ~_umask())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+        # mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes.
+        tmp.chmod((0o777 if is_dir else 0o666) & ~_umask())
+    except OSError as err:
+        raise _write_error(path, err) from err
     try:
         try:
             yield tmp
