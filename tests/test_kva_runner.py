@@ -8,13 +8,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_model
 
 from loki_pipeline import cli
 from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
-from loki_pipeline.errors import LokiInputError
+from loki_pipeline.errors import LokiBusyError, LokiInputError
+from loki_pipeline.io import exclusive_lock
 from loki_pipeline.kva import attribution
-from loki_pipeline.kva.runner import run_kva_shard
-from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path
+from loki_pipeline.kva.runner import context_length, run_kva_shard
+from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path, stale_path
 from loki_pipeline.models.loading import load_model
 
 SUBJECTS = ["astronomy", "virology", "world_religions"]
@@ -37,9 +39,8 @@ def mmlu_file(tmp_path):
 
 
 def run(model_dir, data, out, **kw):
-    args = dict(
-        model_dir=model_dir, dataset={"source": str(data)}, out_path=out, steps=2, device="cpu"
-    )
+    dataset = data if isinstance(data, dict) else {"source": str(data)}
+    args = dict(model_dir=model_dir, dataset=dataset, out_path=out, steps=2, device="cpu")
     return run_kva_shard(**{**args, **kw})
 
 
@@ -140,24 +141,124 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(
         run(tiny_checkpoint, mmlu_file, tmp_path / "never.h5", batch_prompts=3)
 
 
-def test_partial_shard_with_other_step_count_fails_before_loading_the_model(
-    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch
+def kill_after_first_batch(monkeypatch, run_it):
+    """Run ``run_it()`` with the attribution dying in its second batch (a killed job)."""
+    real = attribution.attribute_prompts
+    calls = []
+
+    def dies_in_the_second_batch(model, prompts, **kw):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(attribution, "attribute_prompts", dies_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_it()
+    monkeypatch.setattr(attribution, "attribute_prompts", real)
+
+
+def test_partial_shard_with_other_step_count_restarts(
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, caplog
 ):
     out = tmp_path / "s.h5"
+    kill_after_first_batch(monkeypatch, lambda: run(tiny_checkpoint, mmlu_file, out, steps=3))
+    assert partial_path(out).exists()
+    run(tiny_checkpoint, mmlu_file, out, steps=2)
+    assert "steps (3 -> 2)" in caplog.text and "starting this shard over" in caplog.text
+    with h5py.File(stale_path(out), "r") as f:  # the old rows are kept aside, not destroyed
+        assert f.attrs["steps"] == 3 and f.attrs["num_samples"] == 1
+    fresh = run(tiny_checkpoint, mmlu_file, tmp_path / "fresh.h5", steps=2)
+    np.testing.assert_array_equal(load_kva(out).attributions, load_kva(fresh).attributions)
 
-    def die(*a, **kw):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(attribution, "attribute_prompts", die)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_checkpoint, mmlu_file, out, steps=3)
+def replace_weights(checkpoint, seed: int) -> None:
+    """New random weights in ``checkpoint``; its config.json stays byte for byte the same."""
+    config = (checkpoint / "config.json").read_bytes()
+    build_tiny_model("llama", seed=seed).save_pretrained(checkpoint, safe_serialization=True)
+    (checkpoint / "config.json").write_bytes(config)
 
+
+def test_changed_weights_restart_the_partial_and_redo_the_finished_shard(
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, caplog
+):
+    few = {"source": str(mmlu_file), "max_per_subject": 1}
+    done = run(tiny_checkpoint, few, tmp_path / "done.h5")
+    partial = tmp_path / "partial.h5"
+    kill_after_first_batch(monkeypatch, lambda: run(tiny_checkpoint, few, partial))
+    old = load_kva(done).attributions
+
+    replace_weights(tiny_checkpoint, seed=1)
+    caplog.clear()
+    run(tiny_checkpoint, few, partial)
+    assert "inputs changed: model content" in caplog.text and stale_path(partial).exists()
+    caplog.clear()
+    run(tiny_checkpoint, few, done)
+    assert "already finished" not in caplog.text and "computing it again" in caplog.text
+    fresh = load_kva(run(tiny_checkpoint, few, tmp_path / "fresh.h5")).attributions
+    assert not np.allclose(fresh, old)
+    np.testing.assert_array_equal(load_kva(partial).attributions, fresh)
+    np.testing.assert_array_equal(load_kva(done).attributions, fresh)
+
+
+def test_changed_dataset_restarts_the_partial_shard(
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, caplog
+):
+    out = tmp_path / "s.h5"
+    kill_after_first_batch(monkeypatch, lambda: run(tiny_checkpoint, mmlu_file, out))
+    # Edit a question not yet attributed: the same ids, other content.
+    rows = [json.loads(line) for line in mmlu_file.read_text().splitlines()]
+    rows[-1]["question"] = "A different question?"
+    mmlu_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run(tiny_checkpoint, mmlu_file, out)
+    assert "inputs changed: dataset content" in caplog.text and stale_path(out).exists()
+    fresh = run(tiny_checkpoint, mmlu_file, tmp_path / "fresh.h5")
+    np.testing.assert_array_equal(load_kva(out).attributions, load_kva(fresh).attributions)
+
+
+def test_second_run_on_the_same_shard_is_told_it_is_in_use(
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "s.h5"
+    kill_after_first_batch(monkeypatch, lambda: run(tiny_checkpoint, mmlu_file, out))
+    before = partial_path(out).read_bytes()
+    with exclusive_lock(out):  # another run holds the shard
+        with pytest.raises(LokiBusyError, match="in use by another run") as err:
+            run(tiny_checkpoint, mmlu_file, out)
+        assert "delete" not in str(err.value)
+        argv = ["kva", "--model-dir", str(tiny_checkpoint), "--dataset", str(mmlu_file)]
+        assert cli.main([*argv, "--out", str(out), "--steps", "2", "--device", "cpu"]) == 2
+        assert "in use by another run" in capsys.readouterr().err
+    assert partial_path(out).read_bytes() == before  # untouched
+    run(tiny_checkpoint, mmlu_file, out)
+    assert load_kva(out).attributions.shape[0] == len(SUBJECTS * 2)
+
+
+def test_prompts_longer_than_the_context_are_refused_before_the_model_loads(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    rows = [
+        {"question": q, "subject": "astronomy", "choices": ["a", "b", "c", "d"], "answer": 0}
+        for q in ["Short?", "Long " * 600 + "?", "Short too?", "Longer " * 700 + "?"]
+    ]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     import loki_pipeline.models.loading as loading
 
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    with pytest.raises(LokiInputError, match="steps"):
-        run(tiny_checkpoint, mmlu_file, out, steps=2)
-    assert partial_path(out).exists()
+    out = tmp_path / "s.h5"
+    with pytest.raises(LokiInputError, match=r"2 of 4 prompts .* context of 512 tokens") as err:
+        run(tiny_checkpoint, data, out)
+    assert "'astronomy/1'" in str(err.value) and str(data) in str(err.value)
+    assert not partial_path(out).exists() and not out.exists()
+
+
+def test_context_length_reads_nested_text_config():
+    assert context_length({"max_position_embeddings": 4096}) == 4096
+    assert context_length({"text_config": {"max_position_embeddings": 8192}}) == 8192
+    nested = {"max_position_embeddings": 4096, "text_config": {"max_position_embeddings": 2048}}
+    assert context_length(nested) == 2048
+    assert context_length({"model_type": "llama"}) is None
 
 
 @pytest.mark.parametrize(

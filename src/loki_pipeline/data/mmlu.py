@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,32 @@ def encode_prompt(tokenizer: Any, item: MMLUItem):
     if ids.dim() != 1 or ids.numel() == 0:
         raise RuntimeError(f"apply_chat_template gave ids of shape {tuple(ids.shape)}")
     return ids
+
+
+def encode_prompts(
+    tokenizer: Any, items: Sequence[MMLUItem], *, max_length: int | None = None, source: str = ""
+) -> list:
+    """:func:`encode_prompt` of every item; refuse prompts longer than ``max_length`` tokens.
+
+    A prompt past the model's context (``max_position_embeddings``) would be attributed with
+    positions the model never learned, or crash mid-run; all prompts are encoded first (only
+    the tokenizer is needed) so the error counts them and comes before any weight is loaded.
+    """
+    encoded = [encode_prompt(tokenizer, item) for item in items]
+    if max_length is not None:
+        long = [
+            (item, len(ids))
+            for item, ids in zip(items, encoded, strict=True)
+            if len(ids) > max_length
+        ]
+        if long:
+            item, n = long[0]
+            raise LokiInputError(
+                f"{source + ': ' if source else ''}{len(long)} of {len(items)} prompts are longer "
+                f"than the model's context of {max_length} tokens (the first: question_id "
+                f"{item.question_id!r}, {n} tokens); shorten those questions or leave them out"
+            )
+    return encoded
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ model is loaded.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.io import _write_error
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,18 @@ def _dataset_spec(dataset: str | os.PathLike | Mapping[str, Any]) -> dict[str, A
         spec = {"source": str(dataset), "split": "test", "max_per_subject": None}
     spec["source"] = str(spec["source"])
     return spec
+
+
+def context_length(model_config: Mapping[str, Any]) -> int | None:
+    """The most tokens a prompt may have: ``max_position_embeddings`` of ``config.json``, or of
+    its nested ``text_config`` (multimodal checkpoints); the smaller if both; None if neither."""
+    found = [
+        sub.get("max_position_embeddings")
+        for sub in (model_config, model_config.get("text_config"))
+        if isinstance(sub, Mapping)
+    ]
+    found = [v for v in found if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min(found) if found else None
 
 
 def run_kva_shard(
@@ -52,11 +67,15 @@ def run_kva_shard(
 
     ``batch_prompts`` prompts share each forward/backward of the ``exact`` backend (weights
     read once for all of them: the GPU speed-up; the file is flushed after every batch).
-    Resumes from ``<out>.partial.h5`` when one from the same settings exists; returns at once
-    if ``out_path`` is already this run's finished file.
+    The whole run holds the output's lock (a second run on it stops with "in use by another
+    run"). It resumes from ``<out>.partial.h5`` when that was made from the same inputs: the
+    checkpoint's content (weights, config, tokenizer), the data set's questions and the
+    settings; otherwise the partial file is moved to ``<out>.stale.h5`` and the shard starts
+    over, saying which input changed. It returns at once if ``out_path`` is an intact finished
+    file of the same inputs, and redoes it otherwise.
     """
     from loki_pipeline import __version__
-    from loki_pipeline.io import config_hash, file_sha256
+    from loki_pipeline.io import config_hash, content_fingerprint, exclusive_lock
     from loki_pipeline.kva.attribution import check_method
     from loki_pipeline.kva.quadrature import check_quadrature, check_steps
     from loki_pipeline.models.loading import read_checkpoint_config
@@ -84,7 +103,24 @@ def run_kva_shard(
     if not items:
         raise LokiInputError(f"{spec['source']}: the dataset is empty")
     mine = items[shard::num_shards]
+    from loki_pipeline.kva.storage import check_string
 
+    for item in mine:  # the file's fixed-length fields: refuse what won't fit, now
+        check_string(item.question_id, "question_id")
+        check_string(item.subject, "subject")
+
+    # What the attributions depend on; a change to any of them means starting over.
+    inputs = {
+        "model": content_fingerprint(model_dir),
+        "dataset": config_hash(
+            [[it.question_id, it.subject, it.question, list(it.choices), it.answer] for it in items]
+        ),
+        "steps": steps,
+        "method": method,
+        "quadrature": quadrature,
+        "dtype": dtype,
+        "num_shards": num_shards,
+    }
     meta = {
         "model": model_dir.name,
         "steps": steps,
@@ -92,18 +128,8 @@ def run_kva_shard(
         "quadrature": quadrature,
         "dtype": dtype,
         "package_version": __version__,
-        "config_hash": config_hash(
-            {
-                "model_config": file_sha256(model_dir / "config.json"),
-                "dataset": spec,
-                "num_items": len(items),
-                "steps": steps,
-                "method": method,
-                "quadrature": quadrature,
-                "dtype": dtype,
-                "num_shards": num_shards,
-            }
-        ),
+        "config_hash": config_hash(inputs),
+        "inputs": json.dumps(inputs, sort_keys=True),
         "num_layers": int(model_config["num_hidden_layers"]),
         "d_model": int(model_config["hidden_size"]),
         "shard": shard,
@@ -113,31 +139,50 @@ def run_kva_shard(
 
     from loki_pipeline.kva.storage import ShardWriter, check_finished
 
-    if check_finished(out_path, meta):
-        log.info("%s is already finished; nothing to do", out_path)
-        return Path(out_path)
-
-    ids = [item.question_id for item in mine]
-    with ShardWriter(out_path, meta, expected_ids=ids) as writer:
-        todo = mine[writer.num_done :]
-        if todo:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(out_path))
+        except LokiInputError:
+            raise
+        except OSError as err:  # the lock file itself could not be written (full disk)
+            raise _write_error(Path(out_path), err) from err
+        if check_finished(out_path, meta):
+            log.info("%s is already finished; nothing to do", out_path)
+            return Path(out_path)
+        prompts = _encode_prompts(model_dir, mine, context_length(model_config), spec["source"])
+        writer = stack.enter_context(
+            ShardWriter(out_path, meta, expected_ids=[item.question_id for item in mine])
+        )
+        done = writer.num_done
+        if done < len(mine):
             _attribute_items(
-                writer, todo, len(mine), model_dir, meta, device, threads, batch_prompts
-            )
+                writer, mine[done:], prompts[done:], len(mine), model_dir, meta, device, threads,
+                batch_prompts,
+            )  # fmt: skip
         return writer.finish()
 
 
-def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batch_prompts):
+def _encode_prompts(model_dir: Path, items, max_length: int | None, source: str) -> list:
+    """Every prompt's token ids, from the tokenizer alone (before any weight is read)."""
+    from transformers import AutoTokenizer
+
+    from loki_pipeline.data.mmlu import encode_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return encode_prompts(tokenizer, items, max_length=max_length, source=source)
+
+
+def _attribute_items(writer, todo, prompts, total, model_dir, meta, device, threads, batch_prompts):
     import torch
     from tqdm.auto import tqdm
 
-    from loki_pipeline.data.mmlu import encode_prompt
     from loki_pipeline.kva.attribution import attribute_prompts
+    from loki_pipeline.kva.storage import result_row
     from loki_pipeline.models import get_adapter
     from loki_pipeline.models.loading import load_model
 
     torch.set_num_threads(threads)
-    model, tokenizer = load_model(model_dir, dtype=meta["dtype"], device=device)
+    model, _ = load_model(model_dir, dtype=meta["dtype"], device=device)
     adapter = get_adapter(model)
     if (adapter.num_layers, adapter.d_model) != (meta["num_layers"], meta["d_model"]):
         raise LokiInputError(f"{model_dir}: loaded model does not match its config.json")
@@ -148,7 +193,7 @@ def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batc
             try:
                 results = attribute_prompts(
                     model,
-                    [encode_prompt(tokenizer, item) for item in batch],
+                    prompts[done : done + len(batch)],
                     steps=meta["steps"],
                     method=meta["method"],
                     quadrature=meta["quadrature"],
@@ -162,7 +207,11 @@ def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batc
                 log.warning("out of memory: %d prompts per pass from now on", batch_prompts)
                 torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
                 continue
-            for item, result in zip(batch, results, strict=True):
-                writer.append_result(result, subject=item.subject, question_id=item.question_id)
+            writer.append_rows(
+                [
+                    result_row(result, subject=item.subject, question_id=item.question_id)
+                    for item, result in zip(batch, results, strict=True)
+                ]
+            )
             done += len(batch)
             bar.update(len(batch))
