@@ -117,7 +117,7 @@ def test_one_definition_of_the_training_settings():
     # One schema file, shipped in the package (installed non-editable too), used by the workflow.
     assert SCHEMA_FILE.parent == Path(loki_pipeline.__file__).parent / "schemas"
     assert not (ROOT / "workflow" / "schemas" / "config.schema.yaml").exists()
-    assert "validate_config(config)" in (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert "    validate_config(config)" in (ROOT / "workflow" / "rules" / "common.smk").read_text()
 
 
 @pytest.mark.parametrize(
