@@ -251,3 +251,25 @@ def test_cli_reports_a_bad_model_directory(tmp_path, capsys):
     rc = main(["eval-general", "--model", str(tmp_path), "--out", str(tmp_path / "g.json")])
     assert rc == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_lm_eval_output_with_a_missing_file_is_a_failed_write(tmp_path):
+    """lm-eval's tracker swallows its write errors (full disk): a missing file must not pass."""
+    from loki_pipeline.errors import LokiWriteError
+    from loki_pipeline.evaluate.general import _keep_lm_eval_output
+
+    written = tmp_path / "out"
+    written.mkdir()
+    (written / "results_2026-01-01T00-00-00.json").write_text("{}")
+    (written / "samples_gsm8k_2026-01-01T00-00-00.jsonl").write_text("{}\n")
+    dest = tmp_path / "lm_eval"
+    with pytest.raises(LokiWriteError, match="missing samples.*ifeval"):
+        _keep_lm_eval_output(written, dest, ["gsm8k", "ifeval"])
+    assert not dest.exists()
+    (written / "samples_ifeval_2026-01-01T00-00-00.jsonl").write_text("{}\n")
+    assert _keep_lm_eval_output(written, dest, ["gsm8k", "ifeval"]) == dest / "results.json"
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "results.json",
+        "samples_gsm8k.jsonl",
+        "samples_ifeval.jsonl",
+    ]

@@ -25,18 +25,19 @@ The LoKI paper does not name the metric variants; these are the harness's headli
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from loki_pipeline.devices import resolve_device
-from loki_pipeline.errors import LokiInputError
+from loki_pipeline.errors import LokiInputError, LokiWriteError
 from loki_pipeline.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,9 @@ def evaluate_general(
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-        lm_eval_files = _keep_lm_eval_output(Path(scratch) / "out", lm_eval_dir)
+        lm_eval_files = _keep_lm_eval_output(
+            Path(scratch) / "out", lm_eval_dir, list(results["configs"])
+        )
 
     with open(lm_eval_files, encoding="utf-8") as fh:
         scores = scores_from_results(json.load(fh), chosen)
@@ -371,16 +374,24 @@ def evaluate_general(
     return summary
 
 
-def _keep_lm_eval_output(written: Path, dest: Path) -> Path:
-    """Move lm-eval's ``results_<date>.json`` / ``samples_<task>_<date>.jsonl`` to stable names."""
+def _keep_lm_eval_output(written: Path, dest: Path, tasks: Sequence[str]) -> Path:
+    """Move lm-eval's ``results_<date>.json`` / ``samples_<task>_<date>.jsonl`` to stable names.
+
+    lm-eval's ``EvaluationTracker`` logs and swallows its own write errors (a full disk), so
+    every file it should have written is checked here: a missing one is a failed write.
+    """
     results = sorted(written.glob("results_*.json"))
-    if len(results) != 1:
-        # EvaluationTracker logs and swallows write errors; a missing file must not pass silently.
-        raise RuntimeError(f"lm-eval did not write one results file in {written}: {results}")
-    date_id = results[0].stem[len("results_") :]
+    date_id = results[0].stem[len("results_") :] if len(results) == 1 else ""
+    samples = {task: written / f"samples_{task}_{date_id}.jsonl" for task in tasks}
+    missing = [p.name for p in samples.values() if not p.is_file()]
+    if len(results) != 1 or missing:
+        raise LokiWriteError(
+            errno.EIO,
+            f"{written}: lm-eval did not write its output (results files {results}, missing "
+            f"samples {missing}); see the log above for the write error (a full disk?)",
+        )
     with atomic_path(dest, is_dir=True) as tmp:
         shutil.copy2(results[0], tmp / "results.json")
-        for sample in written.glob(f"samples_*_{date_id}.jsonl"):
-            task = sample.name[len("samples_") : -len(f"_{date_id}.jsonl")]
+        for task, sample in samples.items():
             shutil.copy2(sample, tmp / f"samples_{task}.jsonl")
     return dest / "results.json"
