@@ -6,9 +6,9 @@
 - ``task_estimates``: each task metric with its item count and 95% interval. BFCL accuracies of a
   category and ``live`` (shares of items) get Wilson; ``non_live`` and ``overall`` (means over
   categories) a bootstrap that resamples items within each category. Ranking metrics are
-  recomputed per query with the evaluation's own ``rank_metrics`` and bootstrapped over queries;
-  they need the relevance judgements (``qrels`` in the summary, or the local BEIR source its
-  settings name).
+  recomputed per query (``at_one``) and bootstrapped over queries, used only when their mean
+  reproduces the recorded metrics; they need the relevance judgements (``qrels`` in the
+  summary, or the local BEIR source its settings name).
 - ``learning_check``: a run did not learn when its outputs equal base's on every item (BFCL: the
   generated text; reranker: the candidate order of every query) or when the paired 95% bootstrap
   interval of run − base on the primary metric does not lie above 0 (the same item indices are
@@ -162,27 +162,36 @@ def _order(docs: Mapping[str, float]) -> list[str]:
     return [d for _, d in sorted(enumerate(docs), key=lambda x: (-docs[x[1]], x[0]))]
 
 
-def _rank_units(summary: Mapping[str, Any], qrels: Qrels, where: str) -> dict[str, _Units] | None:
-    """Per-query ranking metrics (one ``_Units`` per metric) recomputed with ``rank_metrics``;
-    queries without candidates (absent from the items) count 0, as the evaluation counts them."""
-    from loki_pipeline.evaluate.task import RANK_METRICS, rank_metrics
+def at_one(judged: Mapping[str, int], docs: Mapping[str, float]) -> dict[str, float]:
+    """MAP@1, Recall@1, NDCG@1 and P@1 of one query, as ``ranx`` defines them (the
+    evaluation's ``rank_metrics``): with ``d`` the top candidate and ``R`` the relevant
+    passages, P@1 = [d ∈ R], Recall@1 = MAP@1 = [d ∈ R] / |R|, NDCG@1 = rel(d) / max rel.
+    The table builder checks their mean against the recorded metrics before using them."""
+    relevant = [r for r in judged.values() if r > 0]
+    if not docs or not relevant:
+        return {"map@1": 0.0, "recall@1": 0.0, "ndcg@1": 0.0, "precision@1": 0.0}
+    rel = judged.get(_order(docs)[0], 0)
+    hit = 1.0 if rel > 0 else 0.0
+    return {
+        "map@1": hit / len(relevant),
+        "recall@1": hit / len(relevant),
+        "ndcg@1": max(rel, 0) / max(relevant),
+        "precision@1": hit,
+    }
 
+
+def _rank_units(summary: Mapping[str, Any], qrels: Qrels, where: str) -> dict[str, _Units] | None:
+    """Per-query ranking metrics (one ``_Units`` per metric); queries without candidates
+    (absent from the items) count 0, as the evaluation counts them."""
     run = _rankings(summary, where)
     if any(q not in qrels for q in run):
         return None
-    per_query = {q: rank_metrics({q: qrels[q]}, {q: docs}) for q, docs in run.items()}
-    empty = int((summary.get("counts") or {}).get("queries", len(run))) - len(run)
-    keys = list(per_query) + [f"<no candidates {i}>" for i in range(max(empty, 0))]
+    per_query = {q: at_one(qrels[q], docs) for q, docs in run.items()}
+    empty = max(int((summary.get("counts") or {}).get("queries", len(run))) - len(run), 0)
+    keys = list(per_query) + [f"<no candidates {i}>" for i in range(empty)]
     return {
-        m: _Units(
-            {
-                "queries": (
-                    keys,
-                    np.array([per_query[q][m] for q in per_query] + [0.0] * max(empty, 0)),
-                )
-            }
-        )
-        for m in RANK_METRICS
+        m: _Units({"queries": (keys, np.array([v[m] for v in per_query.values()] + [0.0] * empty))})
+        for m in ("map@1", "recall@1", "ndcg@1", "precision@1")
     }
 
 
@@ -285,9 +294,11 @@ def learning_check(
     if not (_has_items(base) and _has_items(run)):
         return LearningCheck(None, None, Estimate(point), "no per-item task records to test")
     if _identical(task, base, run, where):
-        return LearningCheck(
-            False, True, Estimate(point, None, 0.0, 0.0), "outputs equal base's on every item"
-        )
+        n = len(run["items"])  # BFCL items; the reranker counts queries
+        if task == "reranker":
+            n = int((run.get("counts") or {}).get("queries", len(_rankings(run, where))))
+        same = Estimate(point, n, 0.0, 0.0)
+        return LearningCheck(False, True, same, "outputs equal base's on every item")
     rng = np.random.default_rng(seed)
     if task == "toolace":
         b_units, r_units = _bfcl_units(base, where), _bfcl_units(run, where)

@@ -189,8 +189,8 @@ def noise_note(
     if not parts:
         return None
     return (
-        "Within noise: at these n, differences between rows smaller than about these many "
-        "points are not distinguishable (1.41 × the median 95% half-width of the column): "
+        "Within noise at these n: a difference between two rows of a column smaller than about "
+        "these many points (1.41 × the column's median 95% half-width) means nothing: "
         + ", ".join(parts)
         + "."
     )

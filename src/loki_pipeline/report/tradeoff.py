@@ -58,37 +58,62 @@ def _bar(centre: float, interval: Interval) -> list[list[float]] | None:
     return [[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]]
 
 
+def _drawn_boxes(ax: Any, renderer: Any) -> list[Any]:
+    """Display boxes of what a label should rather not cover: error bars (segment by segment),
+    drawn lines (the suppressions' Avg) and texts already on the axes."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.transforms import Bbox
+
+    boxes = []
+    for coll in ax.collections:
+        if isinstance(coll, LineCollection):
+            for seg in coll.get_segments():
+                (x0, y0), (x1, y1) = coll.get_transform().transform(seg[[0, -1]])
+                boxes.append(Bbox.from_extents(min(x0, x1) - 1, min(y0, y1) - 1,
+                                               max(x0, x1) + 1, max(y0, y1) + 1))  # fmt: skip
+    boxes += [ln.get_window_extent(renderer) for ln in ax.lines if ln.get_linestyle() != "None"]
+    boxes += [t.get_window_extent(renderer) for t in ax.texts]
+    return boxes
+
+
 def place_labels(
     ax: Any, anchors: Sequence[tuple[float, float]], texts: Sequence[str], *, fontsize: float = 7
 ) -> list[Any]:
     """Annotate each anchor (data coordinates) with its text where the label overlaps no label
-    placed before it and no anchor's marker, trying ``_OFFSETS`` at growing distance; a label
-    that fits nowhere goes to the free spot nearest its point with a leader line. Call it
-    after the axes' limits and layout are final (it measures the labels as drawn)."""
+    placed before it and no anchor's marker, trying ``_OFFSETS`` at growing distance: first
+    where it also covers no error bar, line or text, then anywhere else free; a label that fits
+    nowhere goes further out with a leader line. Call it after the axes' limits and layout are
+    final (it measures the labels as drawn)."""
+    from matplotlib.transforms import Bbox
+
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    to_px = ax.transData.transform
     pad = 4 * fig.dpi / 72  # half a marker, in pixels
-    from matplotlib.transforms import Bbox
-
-    taken = [Bbox.from_extents(x - pad, y - pad, x + pad, y + pad) for x, y in map(to_px, anchors)]
+    taken = [
+        Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
+        for x, y in ax.transData.transform(anchors)
+    ]
+    soft = _drawn_boxes(ax, renderer)
     placed = []
     for (x, y), text in zip(anchors, texts, strict=True):
         chosen = None
-        for ring in (1, 2, 3, 4, 6):
-            for dx, dy, ha in _OFFSETS:
-                label = ax.annotate(text, (x, y), xytext=(dx * ring, dy * ring), ha=ha,
-                                    textcoords="offset points", fontsize=fontsize)  # fmt: skip
-                box = label.get_window_extent(renderer).expanded(1.04, 1.15)
-                inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-                if inside and not any(box.overlaps(other) for other in taken):
-                    chosen = (label, box)
+        for avoid in (taken + soft, taken):
+            for ring in (1, 2, 3, 4, 6):
+                for dx, dy, ha in _OFFSETS:
+                    label = ax.annotate(text, (x, y), xytext=(dx * ring, dy * ring), ha=ha,
+                                        textcoords="offset points", fontsize=fontsize)  # fmt: skip
+                    box = label.get_window_extent(renderer).expanded(1.04, 1.15)
+                    inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                    if inside and not any(box.overlaps(other) for other in avoid):
+                        chosen = (label, box)
+                        break
+                    label.remove()
+                if chosen:
                     break
-                label.remove()
             if chosen:
                 break
-        if chosen is None:  # crowded: the first offset, further out, with a leader line
+        if chosen is None:  # crowded: further out, with a leader line
             label = ax.annotate(text, (x, y), xytext=(12, 14 + 10 * len(placed)), ha="left",
                                 textcoords="offset points", fontsize=fontsize,
                                 arrowprops={"arrowstyle": "-", "linewidth": 0.5})  # fmt: skip
@@ -144,7 +169,9 @@ def draw_tradeoff(
 
 
 def point_label(run: str, no_learning: Collection[str]) -> str:
-    return f"{run} (no learning)" if run in no_learning else run
+    """A point's label: the method (the figure is one task's), "(no learning)" if flagged."""
+    short = run.split("-", 1)[1] if "-" in run else run
+    return f"{short} (no learning)" if run in no_learning else short
 
 
 def plot_tradeoff(

@@ -1,0 +1,159 @@
+"""Tables and the trade-off figure built from evaluation files laid out as the pipeline writes
+them (general.json + lm_eval/results.json + lm_eval/samples_<task>.jsonl; task.json with items):
+n and 95% bounds in every format, the learned flag with its marker, footnote and warning, and
+error bars, hollow markers and non-overlapping labels on the figure."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import pytest
+
+from loki_pipeline.evaluate.general import DEFAULT_METRICS
+from loki_pipeline.evaluate.task import bfcl_summary
+from loki_pipeline.report.build import build_task_tables, build_tradeoff
+
+TASKS = ("gsm8k", "winogrande")
+CATEGORIES = ("simple_python", "live_simple")
+
+
+def write_general(folder, per_task: dict[str, list[int]]):
+    """general.json with lm-eval's results.json and samples files beside it (20 items each)."""
+    lm = folder / "lm_eval"
+    lm.mkdir(parents=True)
+    scores = {t: sum(v) / len(v) for t, v in per_task.items()}
+    results = {
+        "results": {t: {DEFAULT_METRICS[t]: s} for t, s in scores.items()},
+        "n-samples": {t: {"original": 500, "effective": len(v)} for t, v in per_task.items()},
+    }
+    (lm / "results.json").write_text(json.dumps(results))
+    for task, values in per_task.items():
+        metric, _, flt = DEFAULT_METRICS[task].partition(",")
+        lines = [json.dumps({"doc_id": i, "filter": flt, metric: v}) for i, v in enumerate(values)]
+        (lm / f"samples_{task}.jsonl").write_text("\n".join(lines) + "\n")
+    path = folder / "general.json"
+    metrics = {t: DEFAULT_METRICS[t] for t in per_task}
+    path.write_text(json.dumps({"scores": scores, "metrics": metrics}))
+    return path
+
+
+def write_task(folder, correct_of, output_of=None):
+    """task.json of a BFCL evaluation, 20 items per category, wrapped as run_task_eval writes."""
+    output_of = output_of or (lambda c, i: f"[f(x={int(correct_of(c, i))})]")
+    records = [
+        {"id": f"{c}_{i}", "category": c, "output": output_of(c, i),
+         "correct": bool(correct_of(c, i))}
+        for c in CATEGORIES
+        for i in range(20)
+    ]  # fmt: skip
+    metrics, counts = bfcl_summary(records)
+    summary = {"task": "toolace", "primary_metric": "overall", "metrics": metrics,
+               "counts": counts, "items": records}  # fmt: skip
+    path = folder / "task.json"
+    path.write_text(json.dumps({"tasks": {"toolace": summary}}))
+    return path
+
+
+@pytest.fixture
+def evals(tmp_path):
+    base_items = {t: [1, 0] * 10 for t in TASKS}  # 10/20
+    general, task = {}, {}
+    for run, per_task, correct in (
+        ("base", base_items, lambda c, i: i % 4 == 0),
+        ("toolace-lora_r16", {t: [1, 0, 0, 0] * 5 for t in TASKS}, lambda c, i: i % 4 == 0),
+        ("toolace-loki_q10", base_items, lambda c, i: i % 5 != 0),
+    ):
+        folder = tmp_path / "eval" / run
+        general[run] = write_general(folder, per_task)
+        task[run] = write_task(folder, correct)
+    return general, task
+
+
+def test_tables_carry_n_bounds_and_the_learned_flag(evals, tmp_path, caplog):
+    general, task = evals
+    out = tmp_path / "tables"
+    with caplog.at_level(logging.WARNING):
+        build_task_tables("toolace", general, task, {}, out, caption_model="tiny")
+    # forgetting: CSV columns for n and bounds, Markdown/LaTeX cells with bounds, n in header
+    rows = {r["run"]: r for r in csv.DictReader((out / "forgetting.csv").open())}
+    lora = rows["toolace-lora_r16"]
+    assert lora["GSM8K_n"] == "20" and float(lora["GSM8K"]) == pytest.approx(25.0)
+    assert float(lora["GSM8K_lo"]) == pytest.approx(11.19, abs=0.01)  # Wilson 5/20
+    assert float(lora["GSM8K_hi"]) == pytest.approx(46.87, abs=0.01)
+    assert float(lora["Avg"]) == pytest.approx(50.0) and lora["Avg_n"] == "40"
+    assert 0 < float(lora["Avg_lo"]) < 50 < float(lora["Avg_hi"])
+    same = rows["toolace-loki_q10"]
+    assert float(same["Avg"]) == 0 and float(same["Avg_lo"]) == float(same["Avg_hi"]) == 0
+    md = (out / "forgetting.md").read_text()
+    assert "| GSM8K (n=20) |" in md and "| 25.0 [11.2, 46.9] |" in md
+    assert "Wilson" in md and "Within noise" in md and "toolace-loki_q10" in md.split("\n\n")[-1]
+    tex = (out / "forgetting.tex").read_text()
+    assert "GSM8K (n=20)" in tex and "25.0 [11.2, 46.9]" in tex and r"\footnotesize" in tex
+    # task: learned column, marker and footnote; the warning names the run
+    t_rows = {r["run"]: r for r in csv.DictReader((out / "task.csv").open())}
+    assert t_rows["toolace-lora_r16"]["learned"] == "no"
+    assert t_rows["toolace-loki_q10"]["learned"] == "yes" and t_rows["base"]["learned"] == ""
+    assert t_rows["toolace-lora_r16"]["overall_n"] == "40"
+    assert float(t_rows["toolace-loki_q10"]["Δoverall vs base_lo"]) > 0
+    assert t_rows["toolace-lora_r16"]["Δoverall vs base_hi"] == "0.0"
+    task_md = (out / "task.md").read_text()
+    assert "| toolace-lora_r16 † |" in task_md and "| toolace-loki_q10 |" in task_md
+    assert "† learned = no" in task_md and "overall (n=40)" in task_md
+    assert r"toolace-lora\_r16 $^\dagger$" in (out / "task.tex").read_text()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("toolace-lora_r16" in m and "no learning" in m for m in warned)
+    assert not any("toolace-loki_q10" in m for m in warned)
+
+
+def test_tradeoff_figure_renders_with_error_bars_and_hollow_non_learners(evals, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.container import ErrorbarContainer
+
+    general, task = evals
+    path = build_tradeoff("toolace", general, task, tmp_path / "tradeoff.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    import matplotlib.pyplot as plt
+
+    from loki_pipeline.report.tradeoff import draw_tradeoff
+
+    fig, ax = plt.subplots()
+    draw_tradeoff(
+        ax,
+        {"base": (0.0, 25.0), "toolace-lora_r16": (50.0, 25.0)},
+        score_label="s",
+        intervals={"base": (None, (12.0, 40.0)), "toolace-lora_r16": ((30.0, 70.0), (12.0, 40.0))},
+        no_learning=["toolace-lora_r16"],
+    )
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 and bars[1].has_xerr and bars[1].has_yerr
+    assert bars[1].lines[0].get_markerfacecolor() == "white"  # hollow: no learning
+    plt.close(fig)
+
+
+def test_tradeoff_labels_do_not_overlap_when_points_crowd(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from loki_pipeline.report.tradeoff import draw_tradeoff, place_labels
+
+    points = {f"toolace-method_{i}": (1.0 + 0.05 * i, 30.0 + 0.1 * (i % 3)) for i in range(6)}
+    points["base"] = (0.0, 10.0)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    draw_tradeoff(ax, points, score_label="s")
+    fig.tight_layout()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    labels = place_labels(ax, list(points.values()), list(points))
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+    plt.close(fig)

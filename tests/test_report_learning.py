@@ -1,0 +1,137 @@
+"""The non-learning flag and the task intervals, on task.json summaries as ``evaluate.task``
+builds them (BFCL records through its own ``bfcl_summary``); the per-query ranking metrics
+against ``rank_metrics`` (ranx) once, on graded judgements."""
+
+from __future__ import annotations
+
+import pytest
+
+from loki_pipeline.evaluate.task import bfcl_summary
+from loki_pipeline.report.intervals import wilson
+from loki_pipeline.report.learning import (
+    at_one,
+    learning_check,
+    reranker_qrels,
+    task_estimates,
+)
+
+CATEGORIES = ("simple_python", "multiple", "live_simple")
+
+
+def bfcl(correct_of) -> dict:
+    """A BFCL summary with 20 items per category; ``correct_of(category, i)`` judges item i."""
+    records = [
+        {"id": f"{c}_{i}", "category": c, "output": f"[f(x={int(correct_of(c, i))})]",
+         "correct": bool(correct_of(c, i))}
+        for c in CATEGORIES
+        for i in range(20)
+    ]  # fmt: skip
+    metrics, counts = bfcl_summary(records)
+    return {"primary_metric": "overall", "metrics": metrics, "counts": counts, "items": records}
+
+
+BASE = bfcl(lambda c, i: i % 4 == 0)  # 5/20 in every category
+
+
+def test_run_identical_to_base_is_flagged():
+    check = learning_check("toolace", BASE, bfcl(lambda c, i: i % 4 == 0))
+    assert check.learned is False and check.identical is True
+    assert "equal base's on every item" in check.reason
+
+
+def test_run_that_learned_is_not_flagged():
+    check = learning_check("toolace", BASE, bfcl(lambda c, i: i % 4 != 3))  # 15/20
+    assert check.learned is True and check.identical is False
+    assert check.delta.value == pytest.approx(0.5) and check.delta.lo > 0.3
+
+
+def test_small_gain_within_noise_is_flagged_with_its_interval():
+    run = bfcl(lambda c, i: i % 4 == 0 or (c == "multiple" and i == 1))  # one more item right
+    check = learning_check("toolace", BASE, run)
+    assert check.learned is False and check.identical is False
+    assert check.delta.lo <= 0 < check.delta.value
+    assert "not above 0" in check.reason and "paired" in check.reason
+
+
+def test_without_items_learning_is_unknown_not_silently_yes():
+    bare = {k: v for k, v in BASE.items() if k != "items"}
+    check = learning_check("toolace", bare, {**bare, "metrics": {"overall": 0.9}})
+    assert check.learned is None
+
+
+def test_bfcl_estimates_wilson_per_category_and_bootstrap_for_means():
+    est = task_estimates("toolace", BASE)
+    assert est["multiple"].n == 20
+    assert (est["multiple"].lo, est["multiple"].hi) == pytest.approx(wilson(5, 20))
+    assert est["live"].n == 20 and est["non_live"].n == 40 and est["overall"].n == 60
+    assert est["overall"].lo < BASE["metrics"]["overall"] < est["overall"].hi
+    assert task_estimates("toolace", BASE) == est  # fixed seed
+
+
+def _beir(tmp_path, queries: int = 30):
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\tpos{i}\t1" for i in range(queries)]
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def reranker(root, score) -> dict:
+    """A reranker summary over 30 queries of 3 candidates, scored by ``score(q, doc)``."""
+    items = [
+        {"query_id": f"q{i}", "doc_id": d, "score": float(score(i, d))}
+        for i in range(30)
+        for d in (f"neg{i}a", f"pos{i}", f"neg{i}b")
+    ]
+    hits = sum(
+        score(i, f"pos{i}") > max(score(i, f"neg{i}a"), score(i, f"neg{i}b")) for i in range(30)
+    )
+    return {
+        "primary_metric": "map@1",
+        "metrics": {m: hits / 30 for m in ("map@1", "recall@1", "ndcg@1", "precision@1")},
+        "counts": {"queries": 30, "pairs": 90},
+        "settings": {"source": str(root), "split": "test"},
+        "items": items,
+    }
+
+
+def _weak(i, d):  # right on every third query only
+    return {"a": 3, "b": 2}.get(d[-1], 4 if i % 3 == 0 else 1)
+
+
+def test_reranker_same_ranking_is_flagged_and_better_ranking_is_not(tmp_path):
+    root = _beir(tmp_path)
+    base = reranker(root, _weak)
+    qrels = reranker_qrels(base)
+    same_order = reranker(root, lambda i, d: 10 * _weak(i, d) + 1)  # other scores, same ranking
+    check = learning_check("reranker", base, same_order, qrels=qrels)
+    assert check.learned is False and check.identical is True
+    good = reranker(root, lambda i, d: 5 if d.startswith("pos") else 1)
+    check = learning_check("reranker", base, good, qrels=qrels)
+    assert check.learned is True and check.delta.value == pytest.approx(1 - 10 / 30)
+
+
+def test_reranker_estimates_bootstrap_over_queries(tmp_path):
+    base = reranker(_beir(tmp_path), _weak)
+    est = task_estimates("reranker", base, qrels=reranker_qrels(base))
+    assert est["map@1"].n == 30 and est["map@1"].value == pytest.approx(1 / 3)
+    assert est["map@1"].lo < 1 / 3 < est["map@1"].hi
+    no_qrels = task_estimates("reranker", base, qrels=None)
+    assert no_qrels["map@1"].n == 30 and no_qrels["map@1"].lo is None
+
+
+def test_per_query_metrics_agree_with_ranx_on_graded_judgements():
+    from loki_pipeline.evaluate.task import rank_metrics
+
+    qrels = {"a": {"d1": 2, "d2": 1, "d3": 0}, "b": {"d1": 1}, "c": {"d2": 3, "d5": 1}}
+    cases = [
+        {"d2": 0.9, "d1": 0.5, "d3": 0.1},  # a relevant but not the best at the top
+        {"d3": 0.9, "d1": 0.9},  # tie: candidate order decides, a non-relevant one first
+        {"d1": 0.2, "d3": 0.9},
+        {"d5": 0.7, "d2": 0.3},
+        {},
+    ]
+    for query, judged in qrels.items():
+        for docs in cases:
+            expected = rank_metrics({query: judged}, {query: docs})
+            assert at_one(judged, docs) == pytest.approx(expected), (query, docs)
