@@ -15,7 +15,13 @@ from conftest import CHATML_TEMPLATE, build_tiny_model, build_tiny_tokenizer
 
 from loki_pipeline.data import chat
 from loki_pipeline.data.chat import IGNORE_INDEX, tokenize_conversation
-from loki_pipeline.data.sft import SFTCollator, build_sft_dataset, pack_examples, sft_options
+from loki_pipeline.data.sft import (
+    SFTCollator,
+    build_sft_dataset,
+    context_length,
+    pack_examples,
+    sft_options,
+)
 from loki_pipeline.errors import LokiInputError
 
 # SmolLM2-135M-Instruct's template (public tokenizer_config.json): ChatML with a default system
@@ -158,6 +164,29 @@ def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
     assert all(len(e["input_ids"]) <= 300 for e in examples)
     warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "of 40 examples truncated to 300 tokens" in warnings[0]
+
+
+def test_cutoff_beyond_the_models_context_is_capped_with_a_warning(caplog, tiny_tokenizer):
+    with caplog.at_level(logging.WARNING):
+        examples = build_sft_dataset(
+            "reranker", None, tiny_tokenizer, cutoff_len=4096, max_samples=40, max_context=300
+        )
+    assert examples and max(len(e["input_ids"]) for e in examples) <= 300
+    assert "longer than the model's context of 300 tokens" in caplog.text
+    assert "examples truncated to 300 tokens" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ({"max_position_embeddings": 8192}, 8192),
+        ({"text_config": {"max_position_embeddings": 4096}, "max_position_embeddings": 9}, 4096),
+        ({"n_positions": 1024}, 1024),
+        ({"hidden_size": 32}, None),
+    ],
+)
+def test_context_length_reads_the_language_models_config(config, expected):
+    assert context_length(config) == expected
 
 
 def test_cutoff_that_leaves_no_assistant_token_is_an_error_not_a_silent_drop(tiny_tokenizer):

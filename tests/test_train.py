@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -235,3 +236,22 @@ def test_bad_inputs_fail_before_training(tmp_path, tiny_checkpoint):
             selection_path=other,
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_cutoff_longer_than_the_models_context_is_capped_with_warnings(
+    tmp_path, tiny_tokenizer, caplog
+):
+    from loki_pipeline.train.run import run_training
+
+    model_dir = tmp_path / "short-context"
+    build_tiny_model("llama", max_position_embeddings=110).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    data = tmp_path / "toolace.json"
+    data.write_text(json.dumps(TOOLACE_ROWS))  # 117 tokens each, the answer in the last 15
+    settings = TrainSettings(max_steps=1, batch_size=2, cutoff_len=128)
+    with caplog.at_level(logging.WARNING):
+        run_training(model_dir, "toolace", data, "lora_r2", tmp_path / "run", settings)
+    assert "longer than the model's context of 110 tokens" in caplog.text
+    assert "6 of 6 examples truncated to 110 tokens" in caplog.text
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert config["cutoff_len_effective"] == 110 and config["settings"]["cutoff_len"] == 128
