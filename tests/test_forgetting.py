@@ -163,3 +163,28 @@ def test_cli_bad_input_exits_with_message(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2  # fmt: skip
     assert "no such results file" in capsys.readouterr().err
     assert main(["forgetting", "--base", "x", "--run", "broken", "--out", "y"]) == 2
+
+
+def test_cli_reads_lm_eval_samples_beside_dated_results_for_n_and_intervals(tmp_path):
+    # lm-eval's own output names: results_<date>.json with samples_<task>_<date>.jsonl beside it
+    paths = {}
+    for name, hits in (("base", 10), ("run", 5)):
+        folder = tmp_path / name
+        folder.mkdir()
+        values = [1.0] * hits + [0.0] * (20 - hits)
+        obj = {"results": {"winogrande": {"acc,none": hits / 20}}}
+        paths[name] = folder / "results_2026-01-01T00-00-00.json"
+        paths[name].write_text(json.dumps(obj))
+        lines = [
+            json.dumps({"doc_id": i, "filter": "none", "acc": v}) for i, v in enumerate(values)
+        ]
+        sample = folder / "samples_winogrande_2026-01-01T00-00-00.jsonl"
+        sample.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "t"
+    argv = ["forgetting", "--base", str(paths["base"]), "--run", f"run={paths['run']}"]
+    assert main([*argv, "--out", str(out)]) == 0
+    rows = list(csv.DictReader((tmp_path / "t.csv").read_text().splitlines()))
+    assert rows[1]["WinoGrande_n"] == "20" and float(rows[1]["Avg"]) == pytest.approx(50.0)
+    assert float(rows[1]["Avg_lo"]) > 0  # five items lost out of ten, paired: beyond noise
+    assert float(rows[0]["WinoGrande_lo"]) == pytest.approx(29.93, abs=0.01)
+    assert "WinoGrande (n=20)" in (tmp_path / "t.md").read_text()

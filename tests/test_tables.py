@@ -91,6 +91,10 @@ def test_build_writes_every_table_and_the_figure(tmp_path):
     s = {
         "suppress-layer_balanced_high_q1": _general(tmp_path / "s.json", gsm8k=0.1, winogrande=0.1)
     }
+    task_csv = {r["run"]: r for r in csv.DictReader((out / "task.csv").read_text().splitlines())}
+    # task.json without per-item records: whether a run learned cannot be told, and says so
+    assert task_csv["toolace-loki_q10"]["learned"] == "unknown"
+    assert "No per-item scores" in (out / "forgetting.md").read_text()
     fig = build_tradeoff("toolace", g, t, tmp_path / "fig" / "tradeoff.png", suppress_general=s)
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     build_suppress_table({"base": g["base"], **s}, tmp_path / "sup")

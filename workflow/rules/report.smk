@@ -2,6 +2,13 @@
 # suppression ablations' forgetting table. Suppression runs are not trained on a task, so they
 # get their own table (results/tables/{model}/suppress/) and appear in every task's trade-off
 # figure as vertical lines at their Avg.
+#
+# Every score carries its item count and a 95% interval (Wilson per benchmark and per share of
+# items, fixed-seed bootstrap for Avg, BFCL means and ranking metrics; loki_pipeline.report).
+# The per-item scores are read beside the declared inputs: lm-eval's samples_<task>.jsonl in
+# each run's lm_eval/ (written with general.json by eval_general) and the items of task.json.
+# A run that shows no learning on its task is flagged in the task table and the figure, and
+# named by a warning in the rule's log.
 
 
 rule tables:

@@ -6,7 +6,9 @@ import argparse
 
 HELP = (
     "Forgetting table from lm-eval result JSON files: one row per run, the general scores in "
-    "percent and Avg = 100/N Σ (S_o − S_t)/S_o against --base; writes PREFIX.csv/.md/.tex."
+    "percent and Avg = 100/N Σ (S_o − S_t)/S_o against --base, each with its item count and "
+    "95% interval when lm-eval's samples_<task>.jsonl (or n-samples) are beside the results; "
+    "writes PREFIX.csv/.md/.tex."
 )
 
 
@@ -47,7 +49,8 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.report.forgetting import forgetting_rows, load_scores
+    from loki_pipeline.report.build import forgetting_notes
+    from loki_pipeline.report.forgetting import forgetting_rows, load_item_scores, load_scores
     from loki_pipeline.report.tables import forgetting_columns, render_markdown, write_table
 
     runs = _pairs(args.run, "--run")
@@ -62,9 +65,16 @@ def run(args: argparse.Namespace) -> int:
     tuned = {
         name: load_scores(path, metrics=metrics, tasks=list(base)) for name, path in runs.items()
     }
-    rows = forgetting_rows(base, tuned, params=params)
+    files = {"base": args.base, **runs}
+    items = {
+        name: load_item_scores(path, metrics=metrics, tasks=list(base))
+        for name, path in files.items()
+    }
+    rows = forgetting_rows(base, tuned, params=params, items=items)
     columns = forgetting_columns(list(base))
-    for path in write_table(rows, columns, args.out, caption="Forgetting (Avg against base)"):
+    notes = forgetting_notes(rows, columns)
+    caption = "Forgetting (Avg against base), with n and 95% intervals"
+    for path in write_table(rows, columns, args.out, caption=caption, notes=notes):
         print(path)
-    print(render_markdown(rows, columns), end="")
+    print(render_markdown(rows, columns, notes), end="")
     return 0
