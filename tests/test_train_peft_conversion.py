@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -81,3 +82,19 @@ def test_resumed_pissa_run_still_converts(tmp_path, tiny_checkpoint, monkeypatch
         run = _train(tmp_path, tiny_checkpoint, "pissa_r4", tmp_path / "run", save_every=1)
     assert "at step 1" in caplog.text  # it resumed
     _assert_adapter_fits_original_base(tmp_path, tiny_checkpoint, run)
+
+
+def test_peft_adapter_records_its_base_so_merge_refuses_other_weights(tmp_path, tiny_checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    from loki_pipeline.errors import LokiInputError
+
+    run = _train(tmp_path, tiny_checkpoint, "lora_r4", tmp_path / "run")
+    assert (run / "adapter" / "loki_base.json").is_file()
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_checkpoint, other)
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, other / "model.safetensors")
+    with pytest.raises(LokiInputError):
+        merge_adapter(other, run / "adapter", tmp_path / "wrong-merge")
+    assert not (tmp_path / "wrong-merge").exists()

@@ -140,6 +140,7 @@ def _run_locked(
     data_options: dict[str, Any],
 ) -> Path:
     from loki_pipeline.data.sft import build_sft_dataset, context_length, default_source
+    from loki_pipeline.implant.adapter import safetensors_os_errors
     from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.models.loading import read_checkpoint_config
@@ -227,7 +228,7 @@ def _run_locked(
         "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
     )
 
-    with atomic_path(out_dir, is_dir=True) as tmp, trainer.safetensors_os_errors():
+    with atomic_path(out_dir, is_dir=True) as tmp, safetensors_os_errors():
         trainer.write_train_log(rows, tmp / "train_log.csv")
         trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
         (tmp / "trainable_params.json").write_text(json.dumps(counts, indent=2) + "\n")
@@ -282,7 +283,7 @@ def _save_outputs(
     """
     import torch
 
-    from loki_pipeline.implant.adapter import save_loki_adapter
+    from loki_pipeline.implant.adapter import record_base_fingerprint, save_loki_adapter
     from loki_pipeline.implant.apply import merge_loki
     from loki_pipeline.implant.loading import save_checkpoint
 
@@ -308,6 +309,7 @@ def _save_outputs(
                     None if initial_adapter is None else str(initial_adapter)
                 ),
             )
+        record_base_fingerprint(tmp / "adapter", model_dir)  # merge checks the base
         merged = model.merge_and_unload()
     else:
         (tmp / "adapter").mkdir()

@@ -26,9 +26,8 @@ import json
 import logging
 import math
 import os
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.implant.adapter import safetensors_os_errors
 from loki_pipeline.implant.apply import apply_loki
 from loki_pipeline.implant.selection import Selection
 from loki_pipeline.io import atomic_path, content_fingerprint, describe_changes, remove_tree
@@ -180,24 +180,6 @@ def save_initial_adapter(model, method: Method, checkpoint_dir) -> Path | None:
     with atomic_path(path, is_dir=True) as tmp, safetensors_os_errors():
         model.save_pretrained(str(tmp))
     return path
-
-
-@contextlib.contextmanager
-def safetensors_os_errors() -> Iterator[None]:
-    """Re-raise safetensors' I/O failures (a full disk) as the ``OSError`` they are.
-
-    ``safetensors`` reports a failed write as ``SafetensorError("... (os error 28)")``, which
-    :func:`loki_pipeline.io.atomic_path` would not recognise as a failed write.
-    """
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except SafetensorError as err:
-        found = re.search(r"os error (\d+)", str(err))
-        if found is None:
-            raise
-        raise OSError(int(found.group(1)), str(err)) from err
 
 
 def remove_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
