@@ -139,6 +139,7 @@ def _run_locked(
     progress: bool,
     data_options: dict[str, Any],
 ) -> Path:
+    """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
     from loki_pipeline.data.sft import build_sft_dataset, context_length, default_source
     from loki_pipeline.implant.adapter import safetensors_os_errors
     from loki_pipeline.implant.loading import load_checkpoint
