@@ -144,4 +144,4 @@ def test_samples_that_disagree_with_the_score_keep_only_n(tmp_path, caplog):
     items = load_item_scores(general)
     assert items["gsm8k"].n == 2 and items["gsm8k"].values is None
     assert items["winogrande"].values is not None
-    assert "is not the reported" in caplog.text
+    assert "is not the reported" in caplog.text and "not used" in caplog.text

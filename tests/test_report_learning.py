@@ -135,3 +135,13 @@ def test_per_query_metrics_agree_with_ranx_on_graded_judgements():
         for docs in cases:
             expected = rank_metrics({query: judged}, {query: docs})
             assert at_one(judged, docs) == pytest.approx(expected), (query, docs)
+
+
+def test_reranker_judgements_that_do_not_reproduce_the_metrics_are_not_used(tmp_path, caplog):
+    root = _beir(tmp_path)
+    base = reranker(root, _weak)
+    good = reranker(root, lambda i, d: 5 if d.startswith("pos") else 1)
+    wrong = {f"q{i}": {f"neg{i}a": 1} for i in range(30)}  # not what the metrics were scored on
+    assert learning_check("reranker", base, good, qrels=wrong).learned is None
+    assert task_estimates("reranker", base, qrels=wrong)["map@1"].lo is None
+    assert "do not reproduce" in caplog.text

@@ -251,8 +251,8 @@ def load_item_scores(
                 out[task] = items
                 continue
             log.warning(
-                "%s: the mean item score (%.6f) is not the reported %s %.6f; its interval "
-                "uses the item count only", samples, items.values.mean(), key, score
+                "%s: the mean item score (%.6f) is not the reported %s %.6f; the samples "
+                "are not used", samples, items.values.mean(), key, score
             )  # fmt: skip
         count = (counts.get(task) or {}).get("effective") if isinstance(counts, Mapping) else None
         if count is None and samples is not None:

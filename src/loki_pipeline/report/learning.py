@@ -263,6 +263,9 @@ def task_estimates(
         return {m: Estimate(v, int(counts.get("queries", 0)) or None) for m, v in metrics.items()}
     out = {}
     for m, v in metrics.items():
+        if m not in per_metric:  # a metric this module does not recompute
+            out[m] = Estimate(v, int(counts.get("queries", 0)) or None)
+            continue
         values = per_metric[m].groups["queries"][1]
         idx = rng.integers(0, len(values), size=(resamples, len(values)))
         out[m] = Estimate(v, len(values), *percentile(values[idx].mean(axis=1)))
@@ -290,7 +293,8 @@ def learning_check(
 ) -> LearningCheck:
     """Did ``run`` beat ``base`` on the task's primary metric beyond noise? (see the module)."""
     primary = run.get("primary_metric") or base.get("primary_metric")
-    point = float(run["metrics"][primary]) - float(base["metrics"][primary])
+    base_point, run_point = float(base["metrics"][primary]), float(run["metrics"][primary])
+    point = run_point - base_point
     if not (_has_items(base) and _has_items(run)):
         return LearningCheck(None, None, Estimate(point), "no per-item task records to test")
     if _identical(task, base, run, where):
@@ -314,10 +318,14 @@ def learning_check(
         if qrels is None:
             return LearningCheck(None, False, Estimate(point), "no relevance judgements to test")
         b_all, r_all = _rank_units(base, qrels, where), _rank_units(run, qrels, where)
-        if b_all is None or r_all is None:
-            return LearningCheck(
-                None, False, Estimate(point), "queries missing from the judgements"
-            )
+        if (
+            b_all is None
+            or r_all is None
+            or not _close(float(b_all[primary].groups["queries"][1].mean()), base_point)
+            or not _close(float(r_all[primary].groups["queries"][1].mean()), run_point)
+        ):
+            reason = "the judgements do not reproduce the recorded metrics"
+            return LearningCheck(None, False, Estimate(point), reason)
         b_units, r_units = b_all[primary], r_all[primary]
         aligned = b_units.aligned(r_units)
         b_vals = b_units.groups["queries"][1]
