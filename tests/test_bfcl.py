@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate.bfcl import ast_check, decode_calls, has_call, standardize_string
+from loki_pipeline.evaluate.bfcl import (
+    MAX_OUTPUT_CHARS,
+    DecodeError,
+    ast_check,
+    decode_calls,
+    has_call,
+    standardize_string,
+)
 
 AREA = {
     "name": "calc.area",
@@ -255,3 +264,63 @@ def test_ground_truth_naming_an_absent_function_is_a_clear_error():
     gt = [{"nowhere": {"x": [1]}}]
     with pytest.raises(LokiInputError, match="nowhere"):
         ast_check("[get_weather(city='a')]", [WEATHER], gt, "multiple")
+
+
+# --- answers built to make the decoder slow: refused as wrong, each well under a second -----
+
+POWER_TOWER = "[f(x=((((9)**64)**64)**64)**64)]"  # 31 characters; 20 s to decode before the bound
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        POWER_TOWER,
+        "[f(x=(((((9)**64)**64)**64)**64)**64)]",
+        "[f(x=" + "9**60*" * 30 + "1)]",
+        "[f(x=" + "9" * 4000 + " * " + "9" * 4000 + ")]",
+        '[f(x="a" * 10**9)]',
+        "[f(x=[1] * 10**9)]",
+        "[" * 10_000 + "]" * 10_000,
+        "[f(x=" + "[" * 10_000 + "]" * 10_000 + ")]",
+        "[f(x=" + "1+" * 100_000 + "1)]",
+        "[f(x=" + "-" * 100_000 + "1)]",
+        "[f(x=" + "g(y=" * 40 + "1" + ")" * 40 + ")]",
+        "[f(x={[1]: 2})]",
+        "[f(x='" + "a" * MAX_OUTPUT_CHARS + "')]",
+    ],
+)
+def test_costly_or_deep_answers_are_refused_quickly(output):
+    start = time.monotonic()
+    with pytest.raises(DecodeError):
+        decode_calls(output)
+    assert not simple(output)
+    assert not has_call(output)
+    assert time.monotonic() - start < 1.0
+
+
+def test_power_tower_names_the_bound():
+    with pytest.raises(DecodeError, match="over 512 bits"):
+        decode_calls(POWER_TOWER)
+
+
+def test_ordinary_arithmetic_still_decodes():
+    out = "[f(a=3*4, b=2**10, c=-1.5, d=10**64, e=2.5**3, g=7//2, h=2**-1, i=[1+2, 3.0/2])]"
+    assert decode_calls(out) == [
+        {
+            "f": {
+                "a": 12,
+                "b": 1024,
+                "c": -1.5,
+                "d": 10**64,
+                "e": 15.625,
+                "g": 3,
+                "h": 0.5,
+                "i": [3, 1.5],
+            }
+        }
+    ]
+    nested = "[f(x=" + "[" * 20 + "1" + "]" * 20 + ")]"
+    value = decode_calls(nested)[0]["f"]["x"]
+    for _ in range(20):
+        value = value[0]
+    assert value == 1

@@ -21,7 +21,10 @@ wheel) rule for rule, Python categories only:
 - ``irrelevance``: right iff the answer holds no call (unparsable or empty counts as none);
   ``relevance``: right iff it holds at least one call.
 
-An answer that is not valid Python is a counted failure (``False``), never an exception.
+An answer that is not valid Python is a counted failure (``False``), never an exception. So is
+one the decoder will not spend time on: longer than ``MAX_OUTPUT_CHARS``, nested deeper than
+``MAX_DEPTH``, or with arithmetic whose integer result would exceed ``MAX_INT_BITS`` (checked
+before computing, so ``((((9)**64)**64)**64)**64`` is refused at once instead of taking minutes).
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ PYTHON_TYPES: dict[str, type] = {
 _NESTED_TYPES = ("array", "tuple")
 _STRIP = re.compile(r"[ ,./\-_*^]")
 
+#: Longest model answer the decoder reads (characters); a longer one counts as wrong. BFCL
+#: answers are a few hundred characters; the bound keeps ``ast.parse`` and the checks cheap.
+MAX_OUTPUT_CHARS = 100_000
+#: Deepest syntax tree the decoder resolves (AST levels, a call and its keyword included); real
+#: answers nest a handful of lists and dicts, and the resolver recurses once per level.
+MAX_DEPTH = 50
+#: Largest integer (bits) one arithmetic step may produce, checked before a multiplication or a
+#: power is computed: a 31-character answer could otherwise ask for a 10^8-bit number.
+MAX_INT_BITS = 512
+
 
 class DecodeError(ValueError):
     """The answer is not a bracket list of function calls."""
@@ -64,6 +77,8 @@ def decode_calls(output: str) -> list[dict[str, dict[str, Any]]]:
     outer brackets, drop wrapping single quotes, then read the calls with ``ast``. Dotted names
     (``math.factorial``) keep their dots. Raises ``DecodeError`` for anything else.
     """
+    if len(output) > MAX_OUTPUT_CHARS:
+        raise DecodeError(f"answer of {len(output)} characters, over {MAX_OUTPUT_CHARS}")
     text = output.strip("`\n ")
     if not text.startswith("["):
         text = "[" + text
@@ -73,6 +88,7 @@ def decode_calls(output: str) -> list[dict[str, dict[str, Any]]]:
         body = ast.parse(text.strip().strip("'"), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise DecodeError(f"not valid Python: {err}") from None
+    _check_depth(body)
     if isinstance(body, ast.Call):
         return [_resolve_call(body)]
     if not isinstance(body, (ast.List, ast.Tuple, ast.Set)):
@@ -83,6 +99,16 @@ def decode_calls(output: str) -> list[dict[str, dict[str, Any]]]:
             raise DecodeError(f"list element is a {type(elem).__name__}, not a call")
         calls.append(_resolve_call(elem))
     return calls
+
+
+def _check_depth(root: ast.AST) -> None:
+    """Refuse a tree deeper than ``MAX_DEPTH`` before anything recurses into it."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"answer nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def _resolve_call(node: ast.Call) -> dict[str, dict[str, Any]]:
@@ -129,10 +155,13 @@ def _resolve_value(node: ast.AST) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise DecodeError("dict unpacking is not a literal")
-        return {
-            _resolve_value(k): _resolve_value(v)
-            for k, v in zip(node.keys, node.values, strict=True)
-        }
+        try:
+            return {
+                _resolve_value(k): _resolve_value(v)
+                for k, v in zip(node.keys, node.values, strict=True)
+            }
+        except TypeError as err:  # an unhashable key such as {[1]: 2}
+            raise DecodeError(f"{ast.unparse(node)}: {err}") from None
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
         # The official decoder eval()s arithmetic like 3*4; numbers only here, small powers.
         left, right = _resolve_value(node.left), _resolve_value(node.right)
@@ -140,6 +169,8 @@ def _resolve_value(node: ast.AST) -> Any:
             raise DecodeError(f"arithmetic on non-numbers: {ast.unparse(node)}")
         if isinstance(node.op, ast.Pow) and abs(right) > 64:
             raise DecodeError(f"power too large: {ast.unparse(node)}")
+        if _int_bits(node.op, left, right) > MAX_INT_BITS:
+            raise DecodeError(f"number over {MAX_INT_BITS} bits: {ast.unparse(node)}")
         try:
             return _ARITH[type(node.op)](left, right)
         except (ZeroDivisionError, OverflowError) as err:
@@ -151,6 +182,21 @@ def _resolve_value(node: ast.AST) -> Any:
     if isinstance(node, (ast.Subscript, ast.Lambda, ast.Attribute)):
         return ast.unparse(node)
     raise DecodeError(f"unsupported value {type(node).__name__}: {ast.unparse(node)}")
+
+
+def _int_bits(op: ast.operator, left: float, right: float) -> int:
+    """Upper bound on the bits of an integer product or power, before computing it.
+
+    Only these two grow an integer faster than by a bit; a float is fixed-size (its overflow
+    raises ``OverflowError`` or gives ``inf``) and costs nothing to compute.
+    """
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return 0
+    if isinstance(op, ast.Mult):
+        return left.bit_length() + right.bit_length()
+    if isinstance(op, ast.Pow) and right > 0:
+        return abs(left).bit_length() * right
+    return 0
 
 
 def is_call_list(decoded: Any) -> bool:
