@@ -195,3 +195,24 @@ def test_atomic_path_names_the_output_when_its_folder_cannot_be_made(tmp_path):
         atomic_path(tmp_path / "file" / "out.json"),
     ):
         pass
+
+
+def test_safetensors_full_disk_error_is_a_write_error(small_disk):
+    import torch
+    from safetensors.torch import save_file
+
+    from loki_pipeline.errors import LokiWriteError
+
+    disk = small_disk(64 * 1024)
+    with pytest.raises(LokiWriteError, match="No space left"), atomic_path(disk / "w") as tmp:
+        save_file({"w": torch.zeros(1 << 16)}, str(tmp))
+    assert list(disk.iterdir()) == []
+
+
+def test_exclusive_lock_works_on_a_full_disk(small_disk):
+    from loki_pipeline.io import exclusive_lock
+
+    disk = small_disk(16 * 1024)
+    (disk / "filler").write_bytes(b"\0" * (16 * 1024))  # every block taken
+    with exclusive_lock(disk / "out.h5"):
+        pass

@@ -60,6 +60,22 @@ def remove_tree(path: str | os.PathLike, root: str | os.PathLike) -> None:
         target.unlink()
 
 
+def _as_os_error(err: BaseException) -> OSError | None:
+    """``err`` as the ``OSError`` it stands for, or None.
+
+    ``safetensors`` reports a full disk as ``SafetensorError("... No space left on device (os
+    error 28)")``, which is no ``OSError``; it is one all the same.
+    """
+    if isinstance(err, OSError):
+        return err
+    if type(err).__name__ == "SafetensorError":
+        found = re.search(r"\(os error (\d+)\)", str(err))
+        if found:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code))
+    return None
+
+
 def _write_error(path: Path, err: OSError) -> LokiWriteError:
     reason = os.strerror(err.errno) if err.errno else str(err)
     hint = " (free some space and rerun: the work resumes)" if err.errno == errno.ENOSPC else ""
@@ -129,8 +145,11 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             fsync_path(path.parent)
         except LokiWriteError:
             raise
-        except OSError as err:
-            raise _write_error(path, err) from err
+        except Exception as err:
+            os_error = _as_os_error(err)
+            if os_error is None:
+                raise
+            raise _write_error(path, os_error) from err
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -174,7 +193,10 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as err:
+            raise _write_error(lock, err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -192,8 +214,9 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
             break
         os.close(fd)  # the holder removed the file between our open and our lock: retry
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # the pid only serves the message; a full disk is ok
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield lock
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -15,12 +15,9 @@ A few MB instead of a full checkpoint; ``merge`` folds it into a plain checkpoin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +36,6 @@ log = logging.getLogger(__name__)
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "loki_config.json"
 BASE_NAME = "loki_base.json"
-
-
-@contextlib.contextmanager
-def safetensors_os_errors() -> Iterator[None]:
-    """Re-raise safetensors' write failures as the ``OSError`` they are.
-
-    ``safetensors`` reports a full disk as ``SafetensorError("... I/O error: No space left on
-    device (os error 28)")``, which is no ``OSError``: inside ``atomic_path`` it would escape as
-    a traceback instead of a ``LokiWriteError`` naming the output.
-    """
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except SafetensorError as err:
-        found = re.search(r"\(os error (\d+)\)", str(err))
-        if found is None:
-            raise
-        code = int(found.group(1))
-        raise OSError(code, os.strerror(code)) from err
 
 
 def base_fingerprint(model_dir: str | os.PathLike) -> str:
@@ -149,8 +126,7 @@ def save_loki_adapter(
             tensors[f"layers.{i}.lora_B"] = m.lora_B.detach().cpu().contiguous()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with safetensors_os_errors():
-        save_file(tensors, str(out / WEIGHTS_NAME))
+    save_file(tensors, str(out / WEIGHTS_NAME))
     config = {
         "type": "loki",
         "base_model": None if base_model is None else str(base_model),

@@ -13,7 +13,6 @@ from loki_pipeline.implant.adapter import (
     check_base,
     is_loki_adapter,
     load_loki_adapter,
-    safetensors_os_errors,
 )
 from loki_pipeline.implant.apply import merge_loki
 from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
@@ -27,7 +26,7 @@ def write_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> 
 
     Nothing appears at ``out_dir`` unless every file was written and flushed.
     """
-    with atomic_path(out_dir, is_dir=True) as tmp, safetensors_os_errors():
+    with atomic_path(out_dir, is_dir=True) as tmp:
         save_checkpoint(model, tokenizer, tmp)
     return Path(out_dir)
 

@@ -141,7 +141,6 @@ def _run_locked(
 ) -> Path:
     """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
     from loki_pipeline.data.sft import build_sft_dataset, context_length, default_source
-    from loki_pipeline.implant.adapter import safetensors_os_errors
     from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.models.loading import read_checkpoint_config
@@ -229,7 +228,7 @@ def _run_locked(
         "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
     )
 
-    with atomic_path(out_dir, is_dir=True) as tmp, safetensors_os_errors():
+    with atomic_path(out_dir, is_dir=True) as tmp:
         trainer.write_train_log(rows, tmp / "train_log.csv")
         trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
         (tmp / "trainable_params.json").write_text(json.dumps(counts, indent=2) + "\n")

@@ -36,7 +36,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.adapter import safetensors_os_errors
 from loki_pipeline.implant.apply import apply_loki
 from loki_pipeline.implant.selection import Selection
 from loki_pipeline.io import atomic_path, content_fingerprint, describe_changes, remove_tree
@@ -177,7 +176,7 @@ def save_initial_adapter(model, method: Method, checkpoint_dir) -> Path | None:
     if method.peft_type not in MUTATES_BASE:
         return None
     path = Path(checkpoint_dir) / INITIAL_ADAPTER
-    with atomic_path(path, is_dir=True) as tmp, safetensors_os_errors():
+    with atomic_path(path, is_dir=True) as tmp:
         model.save_pretrained(str(tmp))
     return path
 
@@ -269,8 +268,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows, f
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
     with atomic_path(path, is_dir=True) as tmp:
-        with safetensors_os_errors():
-            save_file(tensors, tmp / TENSORS_FILE)
+        save_file(tensors, tmp / TENSORS_FILE)
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": step,
