@@ -59,13 +59,21 @@ def test_without_items_learning_is_unknown_not_silently_yes():
     assert check.learned is None
 
 
-def test_bfcl_estimates_wilson_per_category_and_bootstrap_for_means():
+def test_bfcl_estimates_wilson_per_category_and_at_effective_n_for_means():
     est = task_estimates("toolace", BASE)
     assert est["multiple"].n == 20
     assert (est["multiple"].lo, est["multiple"].hi) == pytest.approx(wilson(5, 20))
     assert est["live"].n == 20 and est["non_live"].n == 40 and est["overall"].n == 60
-    assert est["overall"].lo < BASE["metrics"]["overall"] < est["overall"].hi
-    assert task_estimates("toolace", BASE) == est  # fixed seed
+    # overall = (mean of two non-live shares + live share) / 2: weights 1/4, 1/4, 1/2, so
+    # Var = (2/16 + 1/4)·(0.25·0.75/20) = 0.0035156 and n_eff = 0.1875 / Var = 160/3
+    n_eff = 160 / 3
+    assert (est["overall"].lo, est["overall"].hi) == pytest.approx(wilson(0.25 * n_eff, n_eff))
+    assert task_estimates("toolace", BASE) == est
+
+
+def test_bfcl_mean_at_zero_keeps_a_width():
+    est = task_estimates("toolace", bfcl(lambda c, i: False))["overall"]
+    assert est.value == 0 and est.lo == 0 and est.hi == pytest.approx(wilson(0, 60)[1])
 
 
 def _beir(tmp_path, queries: int = 30):
@@ -111,13 +119,20 @@ def test_reranker_same_ranking_is_flagged_and_better_ranking_is_not(tmp_path):
     assert check.learned is True and check.delta.value == pytest.approx(1 - 10 / 30)
 
 
-def test_reranker_estimates_bootstrap_over_queries(tmp_path):
+def test_reranker_estimates_over_queries(tmp_path):
     base = reranker(_beir(tmp_path), _weak)
     est = task_estimates("reranker", base, qrels=reranker_qrels(base))
     assert est["map@1"].n == 30 and est["map@1"].value == pytest.approx(1 / 3)
-    assert est["map@1"].lo < 1 / 3 < est["map@1"].hi
+    assert (est["map@1"].lo, est["map@1"].hi) == pytest.approx(wilson(10, 30))  # 0/1 per query
     no_qrels = task_estimates("reranker", base, qrels=None)
     assert no_qrels["map@1"].n == 30 and no_qrels["map@1"].lo is None
+    # two relevant passages per query: MAP@1 is 0.5 on a hit, so the queries are bootstrapped
+    two = {q: {**docs, q.replace("q", "neg") + "b": 1} for q, docs in reranker_qrels(base).items()}
+    graded = {**base, "metrics": {**base["metrics"], "map@1": 1 / 6, "recall@1": 1 / 6}}
+    est = task_estimates("reranker", graded, qrels=two)
+    assert est["map@1"].value == pytest.approx(1 / 6)
+    assert 0 < est["map@1"].lo < 1 / 6 < est["map@1"].hi < 0.4
+    assert (est["precision@1"].lo, est["precision@1"].hi) == pytest.approx(wilson(10, 30))
 
 
 def test_per_query_metrics_agree_with_ranx_on_graded_judgements():

@@ -152,12 +152,14 @@ def task_notes(
     """Notes under a task table: intervals, the learned flag (†) and what is within noise."""
     how = (
         "BFCL accuracies of a category and live: 95% Wilson interval over the n items; "
-        "non_live and overall: 95% bootstrap interval resampling items within each category"
+        "non_live and overall (means of category accuracies): Wilson at their effective n, "
+        "p(1 - p)/Var"
         if task == "toolace"
-        else "ranking metrics: 95% bootstrap interval resampling the n queries"
+        else "ranking metrics over the n queries: 95% Wilson interval where every query scores "
+        f"0 or 1, else a bootstrap over queries ({BOOTSTRAP})"
     )
     notes = [
-        f"Scores in percent; {how} ({BOOTSTRAP}).",
+        f"Scores in percent; {how}. Δ vs base: paired bootstrap ({BOOTSTRAP}).",
         f"† learned = no: the run's task outputs equal base's on every item (BFCL: the "
         f"generated text; reranker: the candidate order of every query), or the paired 95% "
         f"bootstrap interval of Δ{primary} vs base (the same items resampled for both runs) does "

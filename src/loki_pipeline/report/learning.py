@@ -4,11 +4,14 @@
 ``{"query_id", "doc_id", "score"}``. From them:
 
 - ``task_estimates``: each task metric with its item count and 95% interval. BFCL accuracies of a
-  category and ``live`` (shares of items) get Wilson; ``non_live`` and ``overall`` (means over
-  categories) a bootstrap that resamples items within each category. Ranking metrics are
-  recomputed per query (``at_one``) and bootstrapped over queries, used only when their mean
-  reproduces the recorded metrics; they need the relevance judgements (``qrels`` in the
-  summary, or the local BEIR source its settings name).
+  category and ``live`` (shares of items) get Wilson; ``non_live`` and ``overall`` (weighted
+  means of category shares) get Wilson at their effective n, ``p(1 − p) / Var`` with
+  ``Var = Σ w_c² p_c (1 − p_c) / n_c`` (all items when Var is 0: unlike a bootstrap, a score of
+  0 or 100% keeps a width). Ranking metrics are recomputed per query (``at_one``), used only when
+  their mean reproduces the recorded metrics, and get Wilson over queries when every query
+  scores 0 or 1 (one relevant passage: MAP@1 = P@1), a bootstrap over queries otherwise; they
+  need the relevance judgements (``qrels`` in the summary, or the local BEIR source its
+  settings name).
 - ``learning_check``: a run did not learn when its outputs equal base's on every item (BFCL: the
   generated text; reranker: the candidate order of every query) or when the paired 95% bootstrap
   interval of run − base on the primary metric does not lie above 0 (the same item indices are
@@ -27,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.report.intervals import RESAMPLES, SEED, Estimate, percentile, wilson
+from loki_pipeline.report.intervals import (
+    RESAMPLES,
+    SEED,
+    Estimate,
+    mean_estimate,
+    percentile,
+    wilson,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +233,6 @@ def task_estimates(
         if task == "reranker" and "queries" in counts:
             return {m: Estimate(v, int(counts["queries"])) for m, v in metrics.items()}
         return {m: Estimate(v, counts.get(m)) for m, v in metrics.items()}
-    rng = np.random.default_rng(seed)
     if task == "toolace":
         units = _bfcl_units(summary, where)
         sums = {g: float(v.sum()) for g, (_, v) in units.groups.items()}
@@ -232,7 +241,6 @@ def task_estimates(
         if any(not _close(point.get(m, math.nan), v) for m, v in metrics.items()):
             log.warning("%s: the items do not reproduce the BFCL metrics; no intervals", where)
             return {m: Estimate(v) for m, v in metrics.items()}
-        (reps,) = _bfcl_replicates(rng, [units], resamples)
         from loki_pipeline.evaluate.bfcl_data import LIVE
 
         live = [g for g in n if g in LIVE]
@@ -247,8 +255,12 @@ def task_estimates(
             if m in n or m == "live":  # a share of items: Wilson
                 hits = sums[m] if m in n else sum(sums[g] for g in live)
                 out[m] = Estimate(v, sizes[m], *wilson(hits, sizes[m]))
-            else:
-                out[m] = Estimate(v, sizes[m], *percentile(reps[m]))
+            else:  # a weighted mean of category shares: Wilson at its effective n
+                weights = {g: _bfcl_compose({**dict.fromkeys(n, 0.0), g: n[g]}, n)[m] for g in n}
+                var = sum(w * w * (sums[g] / n[g]) * (1 - sums[g] / n[g]) / n[g]
+                          for g, w in weights.items())  # fmt: skip
+                n_eff = v * (1 - v) / var if var > 0 else sizes[m]
+                out[m] = Estimate(v, sizes[m], *wilson(v * n_eff, n_eff))
         return out
     if qrels is None:
         log.warning("%s: no relevance judgements; ranking metrics get no interval", where)
@@ -266,9 +278,8 @@ def task_estimates(
         if m not in per_metric:  # a metric this module does not recompute
             out[m] = Estimate(v, int(counts.get("queries", 0)) or None)
             continue
-        values = per_metric[m].groups["queries"][1]
-        idx = rng.integers(0, len(values), size=(resamples, len(values)))
-        out[m] = Estimate(v, len(values), *percentile(values[idx].mean(axis=1)))
+        interval = mean_estimate(per_metric[m].groups["queries"][1], seed=seed, resamples=resamples)
+        out[m] = Estimate(v, interval.n, interval.lo, interval.hi)
     return out
 
 
