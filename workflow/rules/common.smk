@@ -4,6 +4,7 @@
 import pathlib
 import re
 
+from loki_pipeline.models.sources import source_fingerprint
 from loki_pipeline.schemas import validate_config
 
 # The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train

