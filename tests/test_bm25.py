@@ -189,6 +189,9 @@ def test_reranker_summary_on_bm25_candidates(tiny_tokenizer, tmp_path):
     assert summary["protocol"]["candidates"] == "bm25" and summary["protocol"]["top_k"] == 2
     assert summary["settings"]["candidates"] == "bm25" and summary["settings"]["top_k"] == 2
     assert len(summary["items"]) == pairs
+    # the judgements travel with the summary, so the report can rescore each query (q05 too)
+    assert summary["qrels"] == {q: data["qrels"].get(q, {}) for q in data["candidates"]}
+    assert set(summary["qrels"]) == {f"q{i:02d}" for i in range(6)}
     # @1 hits are possible on at most 5 of the 6 queries
     assert all(0 <= v <= 5 / 6 + 1e-12 for v in summary["metrics"].values())
 

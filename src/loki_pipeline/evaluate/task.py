@@ -524,7 +524,11 @@ def evaluate_task(model: Any, tokenizer: Any, prepared: Mapping[str, Any], *, ba
         "items": result["items"],
     }
     if task == "reranker":
-        summary["protocol"] = prepared["data"].get("protocol")
+        data = prepared["data"]
+        summary["protocol"] = data.get("protocol")
+        # the judgements of the evaluated queries, so the report can score each query again
+        # (intervals, paired differences) without the data source at hand
+        summary["qrels"] = {q: data["qrels"].get(q, {}) for q in data["candidates"]}
     return summary
 
 
