@@ -8,15 +8,35 @@ unchanged.
 
 Model-written code is untrusted. It runs only when the caller allows it, each program in its
 own ``python -I`` subprocess (isolated mode: no user site-packages, no ``PYTHON*`` variables,
-no current directory on ``sys.path``), in a fresh temporary directory, with stdin closed, a
-wall-clock time limit and (on POSIX) CPU-time and memory limits. That is damage control, not a
-sandbox: run it on a machine you do not mind a program misbehaving on.
+no script directory on ``sys.path``) with stdin closed and stdout discarded, contained by
+(:func:`isolation_mode` says which applied; :class:`CodeEval` logs it once per evaluation):
+
+- always: a fresh temporary working directory (also ``HOME`` and ``TMPDIR``; the environment
+  holds nothing else but ``PATH``), deleted afterwards; a new session whose whole process group
+  is killed with SIGKILL at the time limit and after the program exits, so no child it started
+  outlives it; resource limits on CPU seconds, address space, file size (a bigger write gets
+  SIGXFSZ), open files and core dumps, and on POSIX processes (``RLIMIT_NPROC``: the user's
+  current count plus ``EXTRA_PROCESSES``; the kernel does not enforce it for root);
+- when bubblewrap (``bwrap``) is installed and works here (a probe runs once; it fails where
+  user namespaces are not allowed, e.g. in some containers): its sandbox on top, with every
+  namespace unshared (no network, own PIDs: a child that leaves the process group still dies
+  with the sandbox), no capabilities, a read-only root, a private ``/tmp`` and ``/dev``, and
+  the working directory as the only writable host path.
+
+Without bubblewrap a program can still write wherever the user running the pipeline can (by
+absolute path), read files and use the network, and a child that calls ``setsid`` escapes the
+group kill: run it where that is acceptable. ``-I`` ignores ``PYTHONHASHSEED``, so string
+hashing is randomised per program, as in lm-eval's own ``code_eval``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,8 +48,26 @@ import numpy as np
 
 from loki_pipeline.errors import LokiInputError
 
+if os.name == "posix":
+    import resource  # imported here, not in the forked child, which must not take locks
+else:  # pragma: no cover - no rlimits off POSIX
+    resource = None
+
+log = logging.getLogger(__name__)
+
 #: Address-space limit of one test program (bytes); generous for Python, stops runaway memory.
 MEMORY_LIMIT_BYTES = 2 << 30
+#: Largest file a program may write (bytes), its stderr included; tests write none.
+FILE_SIZE_LIMIT_BYTES = 4 << 20
+#: Open file descriptors per process.
+OPEN_FILES_LIMIT = 256
+#: Processes a program may add to those its user already runs (a fork bomb stops there).
+EXTRA_PROCESSES = 64
+#: Bytes read from the end of a failed program's stderr for its reason.
+STDERR_TAIL_BYTES = 4096
+
+BWRAP_ISOLATION = "bubblewrap (no network, read-only root) + rlimits + process group"
+FALLBACK_ISOLATION = "rlimits + process group (bubblewrap not available)"
 
 
 def estimate_pass_at_k(
@@ -42,38 +80,165 @@ def estimate_pass_at_k(
     return np.asarray(out, dtype=np.float64)
 
 
-def _limit_resources(cpu_seconds: int) -> None:  # pragma: no cover - runs in the child
-    import resource
+def _bwrap_argv(bwrap: str, workdir: str) -> list[str]:
+    """bubblewrap's command prefix: nothing writable but ``workdir``, no network, own PIDs."""
+    return [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        workdir,
+        workdir,
+        "--chdir",
+        workdir,
+        "--",
+    ]
 
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+
+def _env(workdir: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": workdir, "TMPDIR": workdir}
 
 
-def run_program(program: str, *, timeout: float) -> tuple[bool, str]:
-    """Run one program in a ``python -I`` subprocess; (passed, reason). Exit status 0 = passed."""
-    with tempfile.TemporaryDirectory(prefix="loki-code-") as workdir:
+@functools.cache
+def _bwrap() -> str | None:
+    """Path of a bubblewrap that runs this Python here, probed once; None when there is none."""
+    found = shutil.which("bwrap")
+    if found is None or os.name != "posix":
+        return None
+    with tempfile.TemporaryDirectory(prefix="loki-code-probe-") as workdir:
+        argv = [*_bwrap_argv(found, workdir), sys.executable, "-I", "-c", "pass"]
+        try:
+            probe = subprocess.run(
+                argv, env=_env(workdir), stdin=subprocess.DEVNULL, capture_output=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            log.debug("bubblewrap probe failed: %s", err)
+            return None
+    if probe.returncode != 0:
+        log.debug("bubblewrap probe failed: %s", probe.stderr.decode("utf-8", "replace").strip())
+        return None
+    return found
+
+
+def isolation_mode() -> str:
+    """How :func:`run_program` contains programs on this machine (for logs and result files)."""
+    return BWRAP_ISOLATION if _bwrap() else FALLBACK_ISOLATION
+
+
+def _user_processes() -> int | None:
+    """Processes of this user now (from ``/proc``), or None where they cannot be counted."""
+    uid = os.getuid()
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return None
+    count = 0
+    with entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    count += entry.stat(follow_symlinks=False).st_uid == uid
+    return count
+
+
+def _rlimits(cpu_seconds: int) -> list[tuple[int, int]]:
+    """(resource, limit) pairs for the child, computed here, each within the current hard limit."""
+    wanted = [
+        (resource.RLIMIT_CPU, cpu_seconds),
+        (resource.RLIMIT_AS, MEMORY_LIMIT_BYTES),
+        (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_BYTES),
+        (resource.RLIMIT_NOFILE, OPEN_FILES_LIMIT),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    processes = _user_processes() if hasattr(resource, "RLIMIT_NPROC") else None
+    if processes is not None:
+        wanted.append((resource.RLIMIT_NPROC, processes + EXTRA_PROCESSES))
+    limits = []
+    for res, value in wanted:
+        hard = resource.getrlimit(res)[1]
+        limits.append((res, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+    return limits
+
+
+def _set_rlimits(limits: list[tuple[int, int]]) -> None:  # pragma: no cover - runs in the child
+    for res, value in limits:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(res, (value, value))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the program's whole process group (its session), then reap the program."""
+    if os.name == "posix":
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    else:  # pragma: no cover
+        proc.kill()
+    proc.wait()
+
+
+def _last_line(path: str) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - STDERR_TAIL_BYTES))
+        lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def run_program(program: str, *, timeout: float, sandbox: bool | None = None) -> tuple[bool, str]:
+    """Run one program contained (module docstring); (passed, reason). Exit status 0 = passed.
+
+    ``sandbox``: run it under bubblewrap (``True``, an error where that does not work), without
+    (``False``), or whenever it works here (``None``).
+    """
+    bwrap = _bwrap() if sandbox is not False else None
+    if sandbox and bwrap is None:
+        raise LokiInputError("sandbox=True, but bubblewrap (bwrap) is not installed or not usable")
+    with tempfile.TemporaryDirectory(prefix="loki-code-") as root:
+        workdir = os.path.join(root, "work")
+        os.mkdir(workdir)
         path = os.path.join(workdir, "program.py")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(program)
-        cpu = max(1, int(timeout) + 1)
-        preexec = (lambda: _limit_resources(cpu)) if os.name == "posix" else None
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-I", path],
+        argv = [sys.executable, "-I", path]
+        if bwrap:
+            argv = _bwrap_argv(bwrap, workdir) + argv
+        limits = _rlimits(max(1, int(timeout) + 1)) if resource is not None else None
+        preexec = (lambda: _set_rlimits(limits)) if limits else None
+        stderr_path = os.path.join(root, "stderr.txt")  # a file: children cannot hold a pipe open
+        with open(stderr_path, "wb") as stderr:
+            proc = subprocess.Popen(
+                argv,
                 cwd=workdir,
+                env=_env(workdir),
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout,
-                env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
-                preexec_fn=preexec,  # noqa: PLW1509 - only sets rlimits, no threads touched
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=preexec,  # noqa: PLW1509 - only setrlimit calls, nothing that locks
             )
-        except subprocess.TimeoutExpired:
-            return False, "timed out"
-    if proc.returncode == 0:
+            try:
+                returncode: int | None = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                returncode = None
+            finally:
+                _kill_group(proc)
+        reason = _last_line(stderr_path)
+    if returncode is None:
+        return False, "timed out"
+    if returncode == 0:
         return True, "passed"
-    tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-    return False, f"failed: {tail[-1] if tail else f'exit status {proc.returncode}'}"
+    return False, f"failed: {reason or f'exit status {returncode}'}"
 
 
 class CodeEval:
@@ -92,6 +257,7 @@ class CodeEval:
         self.timeout = float(timeout)
         self.num_workers = max(1, int(num_workers))
         self.programs_run = 0
+        self._isolation_logged = False
 
     def compute(
         self,
@@ -111,6 +277,9 @@ class CodeEval:
             raise ValueError(
                 f"{len(predictions)} prediction lists for {len(references)} references"
             )
+        if not self._isolation_logged:
+            log.info("HumanEval isolation: %s", isolation_mode())
+            self._isolation_logged = True
         ks = [k] if isinstance(k, int) else list(k)
         jobs = [
             (i, j, f"{candidate}\n{reference}")
