@@ -14,8 +14,8 @@ no script directory on ``sys.path``) with stdin closed and stdout discarded, con
 - always: a fresh temporary working directory (also ``HOME`` and ``TMPDIR``; the environment
   holds nothing else but ``PATH``), deleted afterwards; a new session whose whole process group
   is killed with SIGKILL at the time limit and after the program exits, so no child it started
-  outlives it; resource limits on CPU seconds, address space, file size (a bigger write gets
-  SIGXFSZ), open files and core dumps, and on POSIX processes (``RLIMIT_NPROC``: the user's
+  outlives it; resource limits on CPU seconds, address space, file size (a bigger write fails
+  with ``EFBIG``), open files, core dumps (none) and processes (``RLIMIT_NPROC``: the user's
   current count plus ``EXTRA_PROCESSES``; the kernel does not enforce it for root);
 - when bubblewrap (``bwrap``) is installed and works here (a probe runs once; it fails where
   user namespaces are not allowed, e.g. in some containers): its sandbox on top, with every
@@ -26,7 +26,8 @@ no script directory on ``sys.path``) with stdin closed and stdout discarded, con
 Without bubblewrap a program can still write wherever the user running the pipeline can (by
 absolute path), read files and use the network, and a child that calls ``setsid`` escapes the
 group kill: run it where that is acceptable. ``-I`` ignores ``PYTHONHASHSEED``, so string
-hashing is randomised per program, as in lm-eval's own ``code_eval``.
+hashing stays randomised: a candidate whose output depends on the order of a set of strings
+may pass in one run and fail in another.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def run_program(program: str, *, timeout: float, sandbox: bool | None = None) ->
     bwrap = _bwrap() if sandbox is not False else None
     if sandbox and bwrap is None:
         raise LokiInputError("sandbox=True, but bubblewrap (bwrap) is not installed or not usable")
-    with tempfile.TemporaryDirectory(prefix="loki-code-") as root:
+    # A program cannot make the evaluation fail by leaving an undeletable file behind.
+    with tempfile.TemporaryDirectory(prefix="loki-code-", ignore_cleanup_errors=True) as root:
         workdir = os.path.join(root, "work")
         os.mkdir(workdir)
         path = os.path.join(workdir, "program.py")
