@@ -30,6 +30,11 @@ def test_six_tasks_on_tiny_checkpoint_write_summary_and_lm_eval_output(tiny_chec
     assert set(on_disk["scores"]) == set(TASKS)
     assert on_disk["metrics"] == DEFAULT_METRICS
     assert any("punkt" in note or "local" in note for note in on_disk["notes"])
+    # the result records how HumanEval's model-written code was contained on this machine
+    from loki_pipeline.evaluate.code_exec import isolation_mode
+
+    assert on_disk["code_isolation"] == isolation_mode()
+    assert any(f"isolation: {isolation_mode()}" in note for note in on_disk["notes"])
 
     lm_eval_dir = out.parent / "lm_eval"
     assert on_disk["lm_eval_results"] == str(lm_eval_dir / "results.json")

@@ -286,7 +286,7 @@ def evaluate_general(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered
+    from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, isolation_mode
     from loki_pipeline.evaluate.ifeval_offline import FALLBACK_NOTE, punkt_fallback
 
     if threads:
@@ -324,10 +324,12 @@ def evaluate_general(
             )
         if apply_chat_template:
             notes.append("prompts wrapped in the model's chat template")
+        isolation = isolation_mode() if runs_code else None
         if runs_code:
             notes.append(
                 f"humaneval: model-written code ran in 'python -I' subprocesses with a "
-                f"{code_timeout:g} s limit (loki_pipeline.evaluate.code_exec)"
+                f"{code_timeout:g} s limit; isolation: {isolation} "
+                "(loki_pipeline.evaluate.code_exec)"
             )
 
         log.info("lm-eval on %s: tasks %s, device %s", model_path, tasks, device)
@@ -367,6 +369,7 @@ def evaluate_general(
         "scores": scores,
         "metrics": chosen,
         "lm_eval_results": str(lm_eval_files),
+        "code_isolation": isolation,
         "notes": notes,
     }
     write_json(out_path, summary)
