@@ -11,6 +11,7 @@ import torch
 from conftest import build_tiny_tokenizer
 
 from loki_pipeline.data import MMLU_SUBJECTS, MMLUItem, encode_prompt, format_prompt, load_mmlu
+from loki_pipeline.data.mmlu import encode_prompts
 from loki_pipeline.errors import LokiInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,3 +192,19 @@ def test_hub_source_loads_config_all_and_caps_each_subject(monkeypatch):
     ]
     with pytest.raises(LokiInputError, match="split 'train'"):
         load_mmlu("hf:cais/mmlu", split="train")
+
+
+def test_encode_prompts_refuses_prompts_past_the_context_counting_them(tmp_path, tiny_tokenizer):
+    questions = ["Short?", "Long " * 300 + "?", "Also short?", "Longer " * 400 + "?"]
+    path = write_jsonl(tmp_path / "d.jsonl", [dict(ROW, question=q) for q in questions])
+    items = load_mmlu(path)
+    lengths = [len(ids) for ids in encode_prompts(tiny_tokenizer, items)]
+    limit = max(lengths[0], lengths[2])  # the two short prompts fit exactly
+    with pytest.raises(
+        LokiInputError,
+        match=rf"d.jsonl: 2 of 4 prompts are longer than the model's context of {limit} tokens "
+        rf"\(the first: question_id 'astronomy/1', {lengths[1]} tokens\)",
+    ):
+        encode_prompts(tiny_tokenizer, items, max_length=limit, source=str(path))
+    kept = encode_prompts(tiny_tokenizer, items[::2], max_length=limit)
+    assert [len(ids) for ids in kept] == lengths[::2]

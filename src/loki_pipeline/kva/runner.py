@@ -103,7 +103,7 @@ def run_kva_shard(
     if not items:
         raise LokiInputError(f"{spec['source']}: the dataset is empty")
     mine = items[shard::num_shards]
-    from loki_pipeline.kva.storage import check_string
+    from loki_pipeline.kva.storage import ShardWriter, check_finished, check_string
 
     for item in mine:  # the file's fixed-length fields: refuse what won't fit, now
         check_string(item.question_id, "question_id")
@@ -137,13 +137,9 @@ def run_kva_shard(
         "dataset": spec["source"],
     }
 
-    from loki_pipeline.kva.storage import ShardWriter, check_finished
-
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(exclusive_lock(out_path))
-        except LokiInputError:
-            raise
         except OSError as err:  # the lock file itself could not be written (full disk)
             raise _write_error(Path(out_path), err) from err
         if check_finished(out_path, meta):
@@ -155,10 +151,10 @@ def run_kva_shard(
         )
         done = writer.num_done
         if done < len(mine):
+            todo = list(zip(mine[done:], prompts[done:], strict=True))
             _attribute_items(
-                writer, mine[done:], prompts[done:], len(mine), model_dir, meta, device, threads,
-                batch_prompts,
-            )  # fmt: skip
+                writer, todo, len(mine), model_dir, meta, device, threads, batch_prompts
+            )
         return writer.finish()
 
 
@@ -172,7 +168,8 @@ def _encode_prompts(model_dir: Path, items, max_length: int | None, source: str)
     return encode_prompts(tokenizer, items, max_length=max_length, source=source)
 
 
-def _attribute_items(writer, todo, prompts, total, model_dir, meta, device, threads, batch_prompts):
+def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batch_prompts):
+    """Attribute ``todo`` (``(item, token ids)`` pairs) in batches, appending each batch."""
     import torch
     from tqdm.auto import tqdm
 
@@ -193,7 +190,7 @@ def _attribute_items(writer, todo, prompts, total, model_dir, meta, device, thre
             try:
                 results = attribute_prompts(
                     model,
-                    prompts[done : done + len(batch)],
+                    [ids for _, ids in batch],
                     steps=meta["steps"],
                     method=meta["method"],
                     quadrature=meta["quadrature"],
@@ -210,7 +207,7 @@ def _attribute_items(writer, todo, prompts, total, model_dir, meta, device, thre
             writer.append_rows(
                 [
                     result_row(result, subject=item.subject, question_id=item.question_id)
-                    for item, result in zip(batch, results, strict=True)
+                    for (item, _), result in zip(batch, results, strict=True)
                 ]
             )
             done += len(batch)

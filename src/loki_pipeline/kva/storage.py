@@ -251,32 +251,37 @@ def _create_file(
 
 
 def _layout_problem(f: h5py.File, num_rows: int | None = None) -> str | None:
-    """Why ``f`` is not a KVA file of this layout (``num_rows`` rows if given), or None."""
-    missing = [n for n in ("attributions", CHECKSUM, *SAMPLE_FIELDS) if n not in f]
+    """Why ``f`` is not a KVA file of this layout, or None.
+
+    A finished file needs ``attributions`` and ``row_crc32``, and per-sample datasets (those it
+    has) of one row per sample. A partial shard to write into (``num_rows`` given) needs every
+    dataset, ``num_rows`` rows and fixed-length strings.
+    """
+    needed = ("attributions", CHECKSUM, *(SAMPLE_FIELDS if num_rows is not None else ()))
+    missing = [n for n in needed if n not in f]
     if missing:
         return f"missing dataset(s) {', '.join(missing)}"
-    attrs_missing = [
-        a for a in ("num_samples", "complete", "num_layers", "d_model") if a not in f.attrs
-    ]
-    if attrs_missing:
-        return f"missing attribute(s) {', '.join(attrs_missing)}"
+    attrs = ("num_samples", "complete", "num_layers", "d_model")
+    if any(a not in f.attrs for a in attrs):
+        return f"missing attribute(s) {', '.join(a for a in attrs if a not in f.attrs)}"
     ds = f["attributions"]
-    rows = ds.shape[0] if ds.ndim == 3 else -1
     if ds.ndim != 3 or ds.dtype != np.float32:
         return f"'attributions' is {ds.dtype} {ds.shape}, expected float32 [samples, layers, nodes]"
     if ds.shape[1:] != (int(f.attrs["num_layers"]), int(f.attrs["d_model"])):
         return f"'attributions' {ds.shape} disagrees with num_layers/d_model"
+    rows = ds.shape[0]
     for name in (CHECKSUM, *SAMPLE_FIELDS):
-        if f[name].shape != (rows,):
+        if name in f and f[name].shape != (rows,):
             return f"dataset {name} has shape {f[name].shape}, expected ({rows},)"
-    for name, limit in STRING_BYTES.items():
-        info = h5py.check_string_dtype(f[name].dtype)
-        if info is None or info.length is None or info.length > limit:
-            return f"dataset {name} is not a fixed-length string of at most {limit} bytes"
-    if num_rows is not None and rows != num_rows:
-        return f"it has room for {rows} prompts, this shard has {num_rows}"
     if not 0 <= int(f.attrs["num_samples"]) <= rows:
         return f"num_samples={int(f.attrs['num_samples'])} outside 0..{rows}"
+    if num_rows is not None:
+        if rows != num_rows:
+            return f"it has room for {rows} prompts, this shard has {num_rows}"
+        for name, limit in STRING_BYTES.items():
+            info = h5py.check_string_dtype(f[name].dtype)
+            if info is None or info.length is None or info.length > limit:
+                return f"dataset {name} is not a fixed-length string of at most {limit} bytes"
     return None
 
 
@@ -314,7 +319,9 @@ def verify_kva_file(path: str | os.PathLike) -> None:
         with h5py.File(path, "r") as f:
             problem = _layout_problem(f)
             if problem:
-                raise LokiInputError(f"{path}: not a KVA file of this version ({problem})")
+                raise LokiInputError(
+                    f"{path}: not a KVA file of this version ({problem}); run the KVA stage again"
+                )
             if not bool(f.attrs["complete"]):
                 raise LokiInputError(f"{path}: KVA file is not complete (an unfinished run)")
             n = int(f.attrs["num_samples"])
@@ -654,7 +661,7 @@ def load_kva(path: str | os.PathLike) -> KVAData:
                 completeness_gap=f["completeness_gap"][()],
                 attrs=attrs,
             )
-    except _H5_ERRORS as err:
+    except (*_H5_ERRORS, KeyError) as err:
         raise LokiInputError(f"{path}: unreadable KVA file ({err})") from None
 
 
