@@ -361,12 +361,13 @@ def test_gather_while_another_run_writes_the_output_is_told_it_is_in_use(tmp_pat
     gather_shards(paths, tmp_path / "kva.h5")
 
 
+@pytest.mark.parametrize("free", [0, 4096])  # no room for the lock file / for kva.h5
 def test_gather_onto_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed(
-    tmp_path, small_disk, capsys
+    tmp_path, small_disk, capsys, free
 ):
     paths = finished_shards(tmp_path, total=40, shards=2)
     disk = small_disk(1 << 20)
-    fill_leaving(disk, 4096)  # room for the lock file, not for kva.h5
+    fill_leaving(disk, free)
     out = disk / "kva.h5"
     with pytest.raises(LokiWriteError, match=rf"{out}: .*No space left on device"):
         gather_shards(paths, out)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.io import _write_error
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def run_kva_shard(
     file of the same inputs, and redoes it otherwise.
     """
     from loki_pipeline import __version__
-    from loki_pipeline.io import config_hash, content_fingerprint, exclusive_lock
+    from loki_pipeline.io import config_hash, content_fingerprint
     from loki_pipeline.kva.attribution import check_method
     from loki_pipeline.kva.quadrature import check_quadrature, check_steps
     from loki_pipeline.models.loading import read_checkpoint_config
@@ -103,7 +102,7 @@ def run_kva_shard(
     if not items:
         raise LokiInputError(f"{spec['source']}: the dataset is empty")
     mine = items[shard::num_shards]
-    from loki_pipeline.kva.storage import ShardWriter, check_finished, check_string
+    from loki_pipeline.kva.storage import ShardWriter, check_finished, check_string, output_lock
 
     for item in mine:  # the file's fixed-length fields: refuse what won't fit, now
         check_string(item.question_id, "question_id")
@@ -138,10 +137,7 @@ def run_kva_shard(
     }
 
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(exclusive_lock(out_path))
-        except OSError as err:  # the lock file itself could not be written (full disk)
-            raise _write_error(Path(out_path), err) from err
+        stack.enter_context(output_lock(out_path))
         if check_finished(out_path, meta):
             log.info("%s is already finished; nothing to do", out_path)
             return Path(out_path)
