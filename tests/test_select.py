@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.kva.storage import row_crc32
 from loki_pipeline.select import (
     STRATEGIES,
     count_nodes,
@@ -29,6 +30,7 @@ def write_kva(path: Path, attributions: np.ndarray, *, subjects=None, **attr_ove
     subjects = subjects if subjects is not None else ["astronomy"] * n
     with h5py.File(path, "w") as fh:
         fh.create_dataset("attributions", data=attributions.astype(np.float32))
+        fh.create_dataset("row_crc32", data=row_crc32(attributions.astype(np.float32)))
         fh.create_dataset("subject", data=np.array(subjects, dtype=h5py.string_dtype()))
         fh.create_dataset(
             "question_id", data=np.array([str(i) for i in range(n)], dtype=h5py.string_dtype())
@@ -174,12 +176,28 @@ def test_unknown_strategy_is_rejected():
 
 
 # ---------------------------------------------------------------------------- bad kva.h5 files
-def test_kva_with_nan_is_rejected_naming_file_and_sample(tmp_path):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_kva_with_nan_or_inf_is_rejected_naming_file_and_sample(tmp_path, bad):
     a = np.ones((5, 2, 10), dtype=np.float32)
-    a[3, 1, 4] = np.nan
+    a[3, 1, 4] = bad
     path = write_kva(tmp_path / "kva.h5", a)
-    with pytest.raises(LokiInputError, match=r"kva.h5.*NaN \(sample 3\)"):
+    with pytest.raises(LokiInputError, match=r"kva.h5: sample 3: attributions hold NaN or inf"):
         select_nodes(path, 50, chunk_size=2)
+    with pytest.raises(LokiInputError, match=r"NaN or inf \(sample 3\)"):
+        select_nodes(a, 50, chunk_size=2)  # an in-memory array is checked chunk by chunk
+
+
+def test_kva_whose_rows_were_not_all_written_is_refused_by_selection(tmp_path):
+    """A row that differs from its checksum (a write that never reached the disk) is refused."""
+    a = np.ones((4, 2, 10), dtype=np.float32)
+    path = write_kva(tmp_path / "kva.h5", a)
+    with h5py.File(path, "r+") as fh:
+        fh["attributions"][2] = 0.0  # as if the last write of row 2 had been lost
+    with pytest.raises(LokiInputError, match=r"kva.h5: sample 2: row checksum does not match"):
+        select_nodes(path, 50)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    with pytest.raises(LokiInputError, match="kva.h5"):
+        select_nodes(path, 50)
 
 
 def test_kva_missing_attribute_or_dataset_is_rejected(tmp_path):

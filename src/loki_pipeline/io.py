@@ -76,7 +76,9 @@ def _as_os_error(err: BaseException) -> OSError | None:
     return None
 
 
-def _write_error(path: Path, err: OSError) -> LokiWriteError:
+def write_error(path: Path, err: OSError) -> LokiWriteError:
+    """The ``LokiWriteError`` for a failed write of output ``path``: names it, says nothing was
+    marked finished, and on a full disk that freeing space and rerunning resumes the work."""
     reason = os.strerror(err.errno) if err.errno else str(err)
     hint = " (free some space and rerun: the work resumes)" if err.errno == errno.ENOSPC else ""
     return LokiWriteError(
@@ -127,7 +129,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         # mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes.
         tmp.chmod((0o777 if is_dir else 0o666) & ~_umask())
     except OSError as err:
-        raise _write_error(path, err) from err
+        raise write_error(path, err) from err
     try:
         try:
             yield tmp
@@ -149,7 +151,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             os_error = _as_os_error(err)
             if os_error is None:
                 raise
-            raise _write_error(path, os_error) from err
+            raise write_error(path, os_error) from err
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -196,7 +198,7 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         except OSError as err:
-            raise _write_error(lock, err) from err
+            raise write_error(lock, err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

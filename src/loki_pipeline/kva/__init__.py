@@ -25,6 +25,7 @@ _EXPORTS = {
     "run_kva_shard": "loki_pipeline.kva.runner",
     "gather_shards": "loki_pipeline.kva.storage",
     "load_kva": "loki_pipeline.kva.storage",
+    "verify_kva_file": "loki_pipeline.kva.storage",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -59,7 +59,7 @@ import h5py
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError, LokiWriteError
-from loki_pipeline.io import _write_error, atomic_path, describe_changes, exclusive_lock, fsync_path
+from loki_pipeline.io import atomic_path, describe_changes, exclusive_lock, fsync_path, write_error
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _write_failed(path: Path, err: BaseException) -> LokiWriteError:
         return err
     match = re.search(r"errno = (\d+)", str(err))
     code = int(match.group(1)) if match else getattr(err, "errno", None) or errno.EIO
-    return _write_error(path, OSError(code, str(err)))
+    return write_error(path, OSError(code, str(err)))
 
 
 def _abandon(f: h5py.File) -> None:
@@ -214,7 +214,7 @@ def output_lock(out_path: str | os.PathLike) -> Iterator[None]:
         try:
             stack.enter_context(exclusive_lock(out_path))
         except OSError as err:
-            raise _write_error(Path(out_path), err) from err
+            raise write_error(Path(out_path), err) from err
         yield
 
 

@@ -46,10 +46,14 @@ def _attr_str(value: Any) -> str:
 def inspect_kva(path: str | os.PathLike, *, require: Sequence[str] = ()) -> KvaInfo:
     """Check a ``kva.h5`` against the contract (cheap: metadata only) and describe it.
 
-    ``require`` names extra per-sample datasets the caller needs (e.g. ``subject``).
-    NaN is checked chunk by chunk while reading, see :func:`iter_kva_chunks`.
+    ``require`` names extra per-sample datasets the caller needs (e.g. ``subject``). Then the
+    whole file is verified as the KVA stage wrote it (every row's checksum, every value finite:
+    :func:`~loki_pipeline.kva.storage.verify_kva_file`), so no reader selects from a file whose
+    rows were not all written.
     """
     import h5py
+
+    from loki_pipeline.kva.storage import verify_kva_file
 
     path = Path(path)
     if not path.is_file():
@@ -89,7 +93,9 @@ def inspect_kva(path: str | os.PathLike, *, require: Sequence[str] = ()) -> KvaI
                 raise LokiInputError(
                     f"{path}: dataset {name!r} has {fh[name].shape[0]} rows, expected {n}"
                 )
-        return KvaInfo(path, _attr_str(fh.attrs["model"]), n, layers, nodes)
+        info = KvaInfo(path, _attr_str(fh.attrs["model"]), n, layers, nodes)
+    verify_kva_file(path)
+    return info
 
 
 def read_kva_strings(path: str | os.PathLike, name: str) -> list[str]:
@@ -101,7 +107,7 @@ def read_kva_strings(path: str | os.PathLike, name: str) -> list[str]:
 
 
 def iter_kva_chunks(path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, attributions[start:start+chunk_size])`` as float32, rejecting NaN.
+    """Yield ``(start, attributions[start:start+chunk_size])`` as float32, rejecting NaN/inf.
 
     Only one chunk is in memory at a time, so a 70B-size file never has to fit.
     """
@@ -114,9 +120,9 @@ def iter_kva_chunks(path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[
         n = ds.shape[0]
         for start in range(0, n, chunk_size):
             block = np.asarray(ds[start : start + chunk_size], dtype=np.float32)
-            if np.isnan(block).any():
-                row = start + int(np.argwhere(np.isnan(block))[0][0])
-                raise LokiInputError(f"{path}: 'attributions' holds NaN (sample {row})")
+            if not np.isfinite(block).all():
+                row = start + int(np.argwhere(~np.isfinite(block))[0][0])
+                raise LokiInputError(f"{path}: 'attributions' holds NaN or inf (sample {row})")
             yield start, block
 
 

@@ -95,9 +95,9 @@ def _chunks(
             if hasattr(block, "detach"):  # a torch.Tensor
                 block = block.detach().cpu().float().numpy()
             block = np.asarray(block, dtype=np.float32)
-            if np.isnan(block).any():
-                row = start + int(np.argwhere(np.isnan(block))[0][0])
-                raise LokiInputError(f"attributions hold NaN (sample {row})")
+            if not np.isfinite(block).all():
+                row = start + int(np.argwhere(~np.isfinite(block))[0][0])
+                raise LokiInputError(f"attributions hold NaN or inf (sample {row})")
             yield start, block
 
     return tuple(array.shape), gen()
