@@ -142,12 +142,7 @@ def load_scores(
     path = Path(path)
     if not path.is_file():
         raise LokiInputError(f"{path}: no such results file")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise LokiInputError(f"{path}: not JSON ({err})") from None
-    if not isinstance(obj, Mapping):
-        raise LokiInputError(f"{path}: expected a JSON object")
+    obj = _read_object(path, "lm-eval results or general.json")
     return scores_from_json(obj, metrics=metrics, tasks=tasks, where=str(path))
 
 
