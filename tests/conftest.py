@@ -159,3 +159,33 @@ def small_disk(tmp_path):
     yield make
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def lock_held_elsewhere():
+    """``lock_held_elsewhere(path)``: a context in which another process holds ``path``'s lock.
+
+    Locks are re-entrant within a process, so "another run" must really be another process.
+    """
+    import contextlib
+    import subprocess
+    import sys
+
+    @contextlib.contextmanager
+    def hold(path):
+        code = (
+            "import sys\nfrom loki_pipeline.io import exclusive_lock\n"
+            f"with exclusive_lock({str(path)!r}):\n"
+            "    print('locked', flush=True)\n    sys.stdin.read()\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "locked"
+            yield proc.pid
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+    return hold

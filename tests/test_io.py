@@ -216,3 +216,34 @@ def test_exclusive_lock_works_on_a_full_disk(small_disk):
     (disk / "filler").write_bytes(b"\0" * (16 * 1024))  # every block taken
     with exclusive_lock(disk / "out.h5"):
         pass
+
+
+def test_a_second_writer_of_any_output_is_told_it_is_in_use(tmp_path):
+    import subprocess
+    import sys
+
+    from loki_pipeline.errors import LokiBusyError
+    from loki_pipeline.io import exclusive_lock
+
+    out = tmp_path / "general.json"
+    code = (
+        "import sys\nfrom loki_pipeline.io import atomic_path\n"
+        f"with atomic_path({str(out)!r}) as tmp:\n"
+        "    tmp.write_text('first')\n    print('writing', flush=True)\n    sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        with pytest.raises(LokiBusyError, match="general.json: in use by another run"):
+            write_json(out, {"second": True})
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    assert out.read_text() == "first"
+    # a stage that locks its output and then writes it does not lock itself out
+    with exclusive_lock(out), exclusive_lock(out):
+        write_json(out, {"again": True})
+    assert json.loads(out.read_text()) == {"again": True}
+    assert list(tmp_path.iterdir()) == [out]  # no lock or temp left

@@ -13,7 +13,6 @@ from conftest import build_tiny_model
 from loki_pipeline import cli
 from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
 from loki_pipeline.errors import LokiBusyError, LokiInputError
-from loki_pipeline.io import exclusive_lock
 from loki_pipeline.kva import attribution
 from loki_pipeline.kva.runner import context_length, run_kva_shard
 from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path, stale_path
@@ -217,12 +216,12 @@ def test_changed_dataset_restarts_the_partial_shard(
 
 
 def test_second_run_on_the_same_shard_is_told_it_is_in_use(
-    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, capsys
+    tiny_checkpoint, mmlu_file, tmp_path, monkeypatch, capsys, lock_held_elsewhere
 ):
     out = tmp_path / "s.h5"
     kill_after_first_batch(monkeypatch, lambda: run(tiny_checkpoint, mmlu_file, out))
     before = partial_path(out).read_bytes()
-    with exclusive_lock(out):  # another run holds the shard
+    with lock_held_elsewhere(out):  # another run holds the shard
         with pytest.raises(LokiBusyError, match="in use by another run") as err:
             run(tiny_checkpoint, mmlu_file, out)
         assert "delete" not in str(err.value)

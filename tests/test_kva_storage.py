@@ -12,7 +12,6 @@ import pytest
 
 from loki_pipeline import cli
 from loki_pipeline.errors import LokiBusyError, LokiInputError, LokiWriteError
-from loki_pipeline.io import exclusive_lock
 from loki_pipeline.kva.storage import (
     CHECKSUM,
     SAMPLE_FIELDS,
@@ -352,10 +351,12 @@ def test_finished_file_of_other_settings_is_redone_not_an_error(tmp_path, caplog
     assert "made from other inputs" in caplog.text and "computing it again" in caplog.text
 
 
-def test_gather_while_another_run_writes_the_output_is_told_it_is_in_use(tmp_path):
+def test_gather_while_another_run_writes_the_output_is_told_it_is_in_use(
+    tmp_path, lock_held_elsewhere
+):
     paths = finished_shards(tmp_path)
     busy = pytest.raises(LokiBusyError, match="in use by another run")
-    with exclusive_lock(tmp_path / "kva.h5"), busy:
+    with lock_held_elsewhere(tmp_path / "kva.h5"), busy:
         gather_shards(paths, tmp_path / "kva.h5")
     assert not (tmp_path / "kva.h5").exists()
     gather_shards(paths, tmp_path / "kva.h5")

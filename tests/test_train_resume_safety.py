@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -185,19 +187,29 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
     called: list[bool] = []
     original = trainer.train_model
 
+    errors: list[str] = []
+
     def first_run(*a, **kw):
         def on_step(step, row):
             if step == 1 and not called:
                 called.append(True)
                 ckpt = sorted(p.name for p in (tmp_path / ".checkpoints/run").rglob("*"))
-                second.append(main(args))
+                # the second run is another process (locks are re-entrant within one)
+                proc = subprocess.run(
+                    [sys.executable, "-m", "loki_pipeline.cli", *args],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                second.append(proc.returncode)
+                errors.append(proc.stderr)
                 assert sorted(p.name for p in (tmp_path / ".checkpoints/run").rglob("*")) == ckpt
 
         return original(*a, **{**kw, "on_step": on_step})
 
     monkeypatch.setattr(trainer, "train_model", first_run)
     run_training(tiny_checkpoint, "toolace", data, "lora_r2", tmp_path / "run", _settings())
-    err = capsys.readouterr().err
+    err = errors[0]
     assert second == [2] and "in use by another run" in err and "Traceback" not in err
     assert (tmp_path / "run" / "merged" / "model.safetensors").is_file()
 

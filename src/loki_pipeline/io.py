@@ -111,13 +111,20 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     Works for files and (with ``is_dir=True``) whole directories. Before the rename the content
     is flushed to disk, so a disk that fills up fails here and not after the output looks
     finished. On failure the temporary is removed, any existing ``path`` is left untouched, and
-    an ``OSError`` is re-raised as :class:`LokiWriteError` naming ``path``.
+    an ``OSError`` is re-raised as :class:`LokiWriteError` naming ``path``. The output's lock
+    (:func:`exclusive_lock`) is held throughout, so a second writer gets ``LokiBusyError``.
     """
     raw = os.fspath(path)
     path = Path(path)
     # Path() folds 'models/.' into 'models': look at the name as given, before that happens.
     if path.name in ("", ".", "..") or os.path.basename(raw.rstrip(os.sep)) in (".", ".."):
         raise LokiInputError(f"{raw}: not a file or folder name an output can have")
+    with exclusive_lock(path), _atomic_path(path, is_dir) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path, is_dir: bool) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if is_dir:
@@ -184,18 +191,31 @@ def lock_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
+#: Locks this process holds: lock file -> how many blocks hold it (a lock is re-entrant, so a
+#: stage that locks its output and then writes it through ``atomic_path`` does not lock itself out).
+_HELD: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of output ``path`` for the block; ``LokiBusyError`` if another run holds it.
 
     ``flock`` locks die with their process, so a killed run never leaves a stale lock. The lock
     file is removed on release; a run that opened it just before that re-checks that the file
-    it locked is still the one on disk.
+    it locked is still the one on disk. Re-entrant within a process.
     """
     lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.abspath(lock)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield lock
+        finally:
+            _HELD[key] -= 1
+        return
     while True:
         try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         except OSError as err:
             raise write_error(lock, err) from err
@@ -215,12 +235,14 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
         if same:
             break
         os.close(fd)  # the holder removed the file between our open and our lock: retry
+    _HELD[key] = 1
     try:
         with contextlib.suppress(OSError):  # the pid only serves the message; a full disk is ok
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield lock
     finally:
+        del _HELD[key]
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
         os.close(fd)
