@@ -22,7 +22,7 @@ include: "workflow/rules/kva.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate_general.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/evaluate_task.smk"
 include: "workflow/rules/report.smk"
 
 

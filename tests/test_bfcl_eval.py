@@ -10,7 +10,8 @@ import pytest
 from loki_pipeline.cli import main
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.bfcl_data import check_categories, load_bfcl
-from loki_pipeline.evaluate.task import bfcl_messages, bfcl_summary, run_task_eval
+from loki_pipeline.evaluate.task import TaskEvalSettings, benchmark_settings, run_task_eval
+from loki_pipeline.evaluate.toolace import bfcl_messages, bfcl_summary
 
 FN = {
     "name": "get_weather",
@@ -100,25 +101,24 @@ def test_eval_task_on_tiny_checkpoint_writes_both_tasks(tiny_checkpoint, tmp_pat
     (tmp_path / "cache" / "wheels").mkdir(parents=True)
     fake_wheel(tmp_path / "cache" / "wheels" / "bfcl_eval-9.9.9-py3-none-any.whl")
     out = tmp_path / "task.json"
-    result = run_task_eval(
-        tiny_checkpoint,
-        ["toolace", "reranker"],
-        out,
-        eval_configs={
-            "toolace": {
-                "bfcl": {
-                    "version": "9.9.9",
-                    "categories": ["simple", "irrelevance"],
-                    "max_new_tokens": 4,
-                }
-            },
-            "reranker": {"beir": {"max_queries": 2, "negatives_per_query": 2}},
-        },  # fmt: skip
-        run={"batch_size": 2, "threads": 1},
+    eval_configs = {
+        "toolace": {
+            "bfcl": {
+                "version": "9.9.9",
+                "categories": ["simple", "irrelevance"],
+                "max_new_tokens": 4,
+            }
+        },
+        "reranker": {"beir": {"max_queries": 2, "negatives_per_query": 2}},
+    }
+    settings = TaskEvalSettings(
+        tasks={t: benchmark_settings(t, c) for t, c in eval_configs.items()},
+        batch_size=2,
+        threads=1,
         device="cpu",
-        cache_dir=tmp_path / "cache",
-        names={"run": "base"},
+        cache_dir=str(tmp_path / "cache"),
     )
+    result = run_task_eval(tiny_checkpoint, out, settings, names={"run": "base"})
     assert json.loads(out.read_text())["tasks"].keys() == {"toolace", "reranker"}
     tool = result["tasks"]["toolace"]
     assert tool["counts"] == {"simple": 3, "irrelevance": 1}

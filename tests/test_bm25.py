@@ -12,7 +12,8 @@ import pytest
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.bm25 import bm25_ranking, bm25_top_k
-from loki_pipeline.evaluate.task import evaluate_task, load_beir, prepare_task
+from loki_pipeline.evaluate.reranker import BeirSettings, load_beir
+from loki_pipeline.evaluate.task import evaluate_task, prepare_task
 
 K1, B = 0.9, 0.4
 #: Lucene's default English stop set (EnglishAnalyzer.ENGLISH_STOP_WORDS_SET), written out here.
@@ -121,8 +122,8 @@ def test_bm25_on_a_corpus_without_tokens_retrieves_nothing():
 
 
 def test_load_beir_bm25_candidates_on_the_shipped_set():
-    a = load_beir("data/beir/loki_mini", candidates="bm25", top_k=5)
-    b = load_beir("data/beir/loki_mini", candidates="bm25", top_k=5)
+    a = load_beir(BeirSettings(candidates="bm25", top_k=5))
+    b = load_beir(BeirSettings(candidates="bm25", top_k=5))
     assert a["candidates"] == b["candidates"]
     assert len(a["queries"]) == 32
     assert a["protocol"]["candidates"] == "bm25" and a["protocol"]["top_k"] == 5
@@ -130,15 +131,15 @@ def test_load_beir_bm25_candidates_on_the_shipped_set():
     for q, docs in a["candidates"].items():
         want = oracle_order(oracle_bm25(a["corpus"], a["queries"][q], stopwords=True))
         assert docs == want[:5], q  # at most top_k: only passages sharing a term are retrieved
-    one = load_beir("data/beir/loki_mini", candidates="bm25", top_k=1)["candidates"]
+    one = load_beir(BeirSettings(candidates="bm25", top_k=1))["candidates"]
     assert all(len(docs) == 1 for docs in one.values())
     # Lexically obvious queries: the relevant passage is BM25's first candidate.
     for q, d in [("q02", "d02"), ("q10", "d10"), ("q13", "d13"), ("q30", "d30")]:
         assert a["candidates"][q][0] == d
     # Positives are not added: "rust ... pans" never matches "rusty ... pan" without a stemmer.
     assert a["qrels"]["q05"] == {"d05": 1}
-    assert "d05" not in load_beir("data/beir/loki_mini", candidates="bm25")["candidates"]["q05"]
-    assert len(load_beir("data/beir/loki_mini", candidates="bm25", max_queries=3)["queries"]) == 3
+    assert "d05" not in load_beir(BeirSettings(candidates="bm25"))["candidates"]["q05"]
+    assert len(load_beir(BeirSettings(candidates="bm25", max_queries=3))["queries"]) == 3
 
 
 @pytest.mark.parametrize(
@@ -152,21 +153,22 @@ def test_load_beir_bm25_candidates_on_the_shipped_set():
     ],
 )
 def test_load_beir_rejects_bad_candidate_settings_before_reading(tmp_path, kwargs, match):
+    settings = BeirSettings(source=str(tmp_path / "nowhere"), **kwargs)
     with pytest.raises(LokiInputError, match=match):
-        load_beir(str(tmp_path / "nowhere"), **kwargs)  # the settings fail, not the folder
+        load_beir(settings)  # the settings fail, not the folder
 
 
 def test_prepare_task_records_the_protocol_in_its_settings(tmp_path):
-    default = prepare_task("reranker", None, tmp_path)
-    assert default["settings"]["candidates"] == "random"
-    assert default["settings"]["top_k"] == 100
+    default = prepare_task("reranker", BeirSettings(), tmp_path)
+    assert default["settings"].candidates == "random"
+    assert default["settings"].top_k == 100
     assert default["data"]["protocol"] == {
         "candidates": "random",
         "negatives_per_query": 9,
         "seed": 0,
     }
-    bm25 = prepare_task("reranker", {"beir": {"candidates": "bm25", "top_k": 3}}, tmp_path)
-    assert (bm25["settings"]["candidates"], bm25["settings"]["top_k"]) == ("bm25", 3)
+    bm25 = prepare_task("reranker", BeirSettings(candidates="bm25", top_k=3), tmp_path)
+    assert (bm25["settings"].candidates, bm25["settings"].top_k) == ("bm25", 3)
     assert bm25["data"]["protocol"]["candidates"] == "bm25"
     assert all(len(docs) <= 3 for docs in bm25["data"]["candidates"].values())
 
@@ -174,9 +176,8 @@ def test_prepare_task_records_the_protocol_in_its_settings(tmp_path):
 def test_reranker_summary_on_bm25_candidates(tiny_tokenizer, tmp_path):
     from conftest import build_tiny_model
 
-    prepared = prepare_task(
-        "reranker", {"beir": {"candidates": "bm25", "top_k": 2, "max_queries": 6}}, tmp_path
-    )
+    settings = BeirSettings(candidates="bm25", top_k=2, max_queries=6)
+    prepared = prepare_task("reranker", settings, tmp_path)
     data = prepared["data"]
     data["candidates"]["q05"] = []  # as if BM25 had retrieved nothing for it
     summary = evaluate_task(build_tiny_model("llama"), tiny_tokenizer, prepared, batch_size=4)
@@ -201,7 +202,7 @@ def test_bm25s_leaves_numba_for_ranx_to_import():
     code = (
         "import sys\n"
         "from loki_pipeline.evaluate.bm25 import bm25_top_k\n"
-        "from loki_pipeline.evaluate.task import rank_metrics\n"
+        "from loki_pipeline.evaluate.reranker import rank_metrics\n"
         "assert bm25_top_k({'d': ('', 'bread dough')}, {'q': 'bread'}, 1) == {'q': ['d']}\n"
         "assert 'numba' not in sys.modules\n"
         "rank_metrics({'q': {'d': 1}}, {'q': {'d': 2.0, 'e': 1.0}})\n"

@@ -10,7 +10,12 @@ from conftest import build_tiny_model
 
 from loki_pipeline.data.reranker import reranker_messages
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate.task import expected_relevance, load_beir, relevance_scores
+from loki_pipeline.evaluate.reranker import (
+    BeirSettings,
+    expected_relevance,
+    load_beir,
+    relevance_scores,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,29 +63,29 @@ def test_batched_left_padded_scores_match_one_prompt_at_a_time(tiny_tokenizer):
 
 
 def test_shipped_beir_set_loads_with_fixed_candidates():
-    a = load_beir("data/beir/loki_mini", negatives_per_query=4, seed=0)
-    b = load_beir("data/beir/loki_mini", negatives_per_query=4, seed=0)
+    a = load_beir(BeirSettings(negatives_per_query=4, seed=0))
+    b = load_beir(BeirSettings(negatives_per_query=4, seed=0))
     assert len(a["queries"]) >= 30
     assert a["candidates"] == b["candidates"]
     for q, docs in a["candidates"].items():
         assert len(docs) == 5 and len(set(docs)) == 5
         assert sum(a["qrels"][q].get(d, 0) > 0 for d in docs) == 1
-    assert len(load_beir("data/beir/loki_mini", max_queries=3)["queries"]) == 3
+    assert len(load_beir(BeirSettings(max_queries=3))["queries"]) == 3
 
 
 def test_beir_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(LokiInputError, match="not a directory"):
-        load_beir(str(tmp_path / "nowhere"))
+        load_beir(BeirSettings(source=str(tmp_path / "nowhere")))
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "x"}) + "\n")
     with pytest.raises(LokiInputError, match="qrels"):
-        load_beir(str(tmp_path))
+        load_beir(BeirSettings(source=str(tmp_path)))
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     with pytest.raises(LokiInputError, match="queries.jsonl"):
-        load_beir(str(tmp_path))
+        load_beir(BeirSettings(source=str(tmp_path)))
     (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q2", "text": "y"}) + "\n")
     with pytest.raises(LokiInputError, match="no query with a relevant passage"):
-        load_beir(str(tmp_path))
+        load_beir(BeirSettings(source=str(tmp_path)))
 
 
 @pytest.mark.parametrize(
@@ -101,7 +106,7 @@ def test_random_candidates_are_unchanged(kwargs, digest):
     """The seeded random candidates of the shipped set, pinned from before BM25 was added."""
     import hashlib
 
-    got = load_beir("data/beir/loki_mini", **kwargs)
+    got = load_beir(BeirSettings(**kwargs))
     text = json.dumps(got["candidates"], sort_keys=True)
     assert hashlib.sha256(text.encode()).hexdigest() == digest
     assert got["protocol"]["candidates"] == "random"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loki_pipeline.evaluate.task import rank_metrics
+from loki_pipeline.evaluate.reranker import rank_metrics
 
 
 def test_rank_metrics_match_a_hand_computed_ranking():

@@ -6,19 +6,17 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from loki_pipeline.evaluate.task import run_task_eval  # noqa: E402
+from loki_pipeline.evaluate.task import TaskEvalSettings, run_task_eval  # noqa: E402
 
-run_config = snakemake.params.run_config
+params = snakemake.params
+config = {
+    "tasks": {task: {"eval": eval_config} for task, eval_config in params.eval_configs.items()},
+    "evaluate": {"task": params.run_config},
+    "device": params.device,
+}
 run_task_eval(
     snakemake.input.model,
-    snakemake.params.tasks,
     snakemake.output[0],
-    eval_configs=snakemake.params.eval_configs,
-    run={
-        "batch_size": run_config.get("batch_size", 8),
-        "threads": snakemake.threads,
-        "dtype": run_config.get("dtype", "float32"),
-    },
-    device=snakemake.params.device,
+    TaskEvalSettings.from_config(config, params.tasks, threads=snakemake.threads),
     names={"model": snakemake.wildcards.model, "run": snakemake.wildcards.run},
 )

@@ -14,17 +14,16 @@ rule eval_task:
         "results/benchmarks/eval_task/{model}/{run}.tsv"
     conda:
         "../../envs/loki.yaml"
-    threads: config.get("evaluate", {}).get("task", {}).get("threads", 2)
+    threads: config["evaluate"]["task"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=1 if config.get("device", "auto") == "cuda" else 0,
-    params:
+        gpu=1 if config["device"] == "cuda" else 0,
+    params:  # the script's TaskEvalSettings; a changed value reruns the job
         tasks=lambda wc: run_tasks(wc.model, wc.run),
         eval_configs=lambda wc: {
-            t: config["tasks"].get(t, {}).get("eval", {})
-            for t in run_tasks(wc.model, wc.run)
+            t: config["tasks"][t]["eval"] for t in run_tasks(wc.model, wc.run)
         },
-        run_config=config.get("evaluate", {}).get("task", {}),
-        device=config.get("device", "auto"),
+        run_config=config["evaluate"]["task"],
+        device=config["device"],
     script:
         "../scripts/eval_task.py"
