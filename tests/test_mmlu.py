@@ -12,6 +12,7 @@ from conftest import build_tiny_tokenizer
 
 from loki_pipeline.data import MMLU_SUBJECTS, MMLUItem, encode_prompt, format_prompt, load_mmlu
 from loki_pipeline.data.mmlu import encode_prompts
+from loki_pipeline.data.records import read_records
 from loki_pipeline.errors import LokiInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,41 @@ def test_json_and_parquet_load_the_same_items(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("broken.jsonl", '{"question": \n'),
+        ("object.json", '{"rows": []}'),
+        ("list_row.jsonl", "[1, 2]\n"),
+        ("d.csv", "question,subject\n"),
+        ("missing.jsonl", None),
+    ],
+)
+def test_files_are_read_and_refused_as_every_data_file_is(tmp_path, name, content):
+    """MMLU files go through the task data's reader: the same file, the same error."""
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(LokiInputError) as expected:
+        list(read_records(path))
+    with pytest.raises(LokiInputError) as got:
+        load_mmlu(path)
+    assert str(got.value) == str(expected.value) and str(path) in str(got.value)
+
+
+def test_parquet_integer_ids_and_a_missing_field_are_named_by_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [ROW | {"question_id": 7}, ROW | {"question_id": 8, "question": "again?"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    assert [i.question_id for i in load_mmlu(tmp_path / "d.parquet")] == ["7", "8"]
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in ROW.items() if k != "answer"}]),
+                   tmp_path / "bad.parquet")  # fmt: skip
+    with pytest.raises(LokiInputError, match=r"bad.parquet row 0: missing field\(s\) answer"):
+        load_mmlu(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"question": None}, "missing field\\(s\\) question"),
@@ -101,7 +137,7 @@ def test_json_and_parquet_load_the_same_items(tmp_path):
 def test_bad_row_is_named_by_file_and_line(tmp_path, change, message):
     bad = {k: v for k, v in {**ROW, **change}.items() if v is not None}
     path = write_jsonl(tmp_path / "bad.jsonl", [ROW, ROW | {"question": "ok?"}, bad])
-    with pytest.raises(LokiInputError, match=f"bad.jsonl: line 3: {message}"):
+    with pytest.raises(LokiInputError, match=f"bad.jsonl line 3: {message}"):
         load_mmlu(path)
 
 
@@ -109,10 +145,10 @@ def test_empty_or_missing_data_is_refused(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(LokiInputError, match="empty.jsonl: empty data set"):
         load_mmlu(tmp_path / "empty.jsonl")
-    with pytest.raises(LokiInputError, match="no such file"):
+    with pytest.raises(LokiInputError, match="missing.jsonl does not exist"):
         load_mmlu(tmp_path / "missing.jsonl")
     (tmp_path / "d.csv").write_text("question,subject\n")
-    with pytest.raises(LokiInputError, match="unsupported data file type '.csv'"):
+    with pytest.raises(LokiInputError, match="unsupported suffix '.csv'"):
         load_mmlu(tmp_path / "d.csv")
     with pytest.raises(LokiInputError, match="max_per_subject 0"):
         load_mmlu(MINI, max_per_subject=0)

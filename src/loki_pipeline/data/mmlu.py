@@ -9,14 +9,13 @@ Rows have ``question`` (str), ``subject`` (one of ``MMLU_SUBJECTS``), ``choices`
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from loki_pipeline.data.records import read_records
 from loki_pipeline.errors import LokiInputError
 
 #: The 57 official MMLU subjects (``cais/mmlu`` config names).
@@ -140,38 +139,6 @@ def encode_prompts(
 # loading
 
 
-def _read_rows(path: Path) -> list[tuple[str, Any]]:
-    """``[(where, row)]`` from a .jsonl / .json / .parquet file; ``where`` names the row."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"line {lineno}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise LokiInputError(f"{path}: line {lineno}: invalid JSON ({err})") from None
-        return rows
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise LokiInputError(f"{path}: invalid JSON ({err})") from None
-        if not isinstance(data, list):
-            raise LokiInputError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
-        return [(f"row {i}", row) for i, row in enumerate(data)]
-    if suffix == ".parquet":
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-        return [(f"row {i}", row) for i, row in enumerate(frame.to_dict(orient="records"))]
-    raise LokiInputError(
-        f"{path}: unsupported data file type {suffix!r}; use .jsonl, .json or .parquet"
-    )
-
-
 def _validate_row(row: Any, where: str) -> tuple[str | None, str, str, tuple[str, ...], int]:
     if not isinstance(row, Mapping):
         raise LokiInputError(f"{where}: expected an object with {', '.join(REQUIRED_FIELDS)}")
@@ -212,7 +179,10 @@ def _validate_row(row: Any, where: str) -> tuple[str | None, str, str, tuple[str
 def items_from_rows(
     rows: Iterable[tuple[str, Any]], *, name: str, max_per_subject: int | None = None
 ) -> list[MMLUItem]:
-    """Validate ``[(where, row)]`` and keep at most ``max_per_subject`` per subject (file order)."""
+    """Validate ``[(where, row)]`` and keep at most ``max_per_subject`` per subject (file order).
+
+    ``where`` names the file (or hub set) and row in errors; ``name`` names the data set.
+    """
     if max_per_subject is not None and (
         isinstance(max_per_subject, bool)
         or not isinstance(max_per_subject, int)
@@ -225,14 +195,12 @@ def items_from_rows(
     ids: dict[str, str] = {}
     items: list[MMLUItem] = []
     for where, row in rows:
-        qid, subject, question, choices, answer = _validate_row(row, f"{name}: {where}")
+        qid, subject, question, choices, answer = _validate_row(row, where)
         n = seen[subject]
         seen[subject] += 1
         qid = qid if qid is not None else f"{subject}/{n}"
         if qid in ids:
-            raise LokiInputError(
-                f"{name}: {where}: duplicate question_id {qid!r} (first at {ids[qid]})"
-            )
+            raise LokiInputError(f"{where}: duplicate question_id {qid!r} (first at {ids[qid]})")
         ids[qid] = where
         if max_per_subject is not None and n >= max_per_subject:
             continue
@@ -251,7 +219,8 @@ def load_mmlu(
     """Load MMLU-schema questions from a local file or ``hf:<repo>`` (e.g. ``hf:cais/mmlu``).
 
     Local ``.jsonl``/``.json``/``.parquet`` files hold one split, so ``split`` applies to the hub
-    only (config ``all``). Every row is validated before anything is returned.
+    only (config ``all``); they are read by ``data.records.read_records``, as every task data
+    file is. Every row is validated before anything is returned.
     """
     source_str = os.fspath(source)
     if source_str.startswith("hf:"):
@@ -261,11 +230,8 @@ def load_mmlu(
         from datasets import load_dataset
 
         data = load_dataset(repo, "all", split=split)
-        rows = ((f"{split} row {i}", row) for i, row in enumerate(data))
+        rows = ((f"{source_str} ({split}) row {i}", row) for i, row in enumerate(data))
         return items_from_rows(rows, name=source_str, max_per_subject=max_per_subject)
-    path = Path(source_str)
-    if not path.is_file():
-        raise LokiInputError(
-            f"MMLU data {path}: no such file; expected a .jsonl/.json/.parquet file or hf:cais/mmlu"
-        )
-    return items_from_rows(_read_rows(path), name=str(path), max_per_subject=max_per_subject)
+    return items_from_rows(
+        read_records(source_str), name=source_str, max_per_subject=max_per_subject
+    )

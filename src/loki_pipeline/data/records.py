@@ -1,9 +1,10 @@
-"""Read raw rows of a task data set from a local file or the Hugging Face hub.
+"""Read raw rows of a data set (task data, MMLU) from a local file or the Hugging Face hub.
 
 A *source* is either a local path (``.json`` holding a list of objects, as ToolACE's
 ``data.json``; ``.jsonl`` with one object per line; ``.parquet``) or ``hf:<repo id>[@revision]``
 for a hub dataset. Each row comes with a *where* label (``"data/x.jsonl line 12"``) so that a
-loader's error names the file and row a user has to fix.
+loader's error names the file and row a user has to fix. Every loader reads its local files
+here, so a file is read, and a bad one reported, the same way everywhere.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def read_records(
 def _local_rows(path: Path) -> Iterator[tuple[str, Any]]:
     if not path.is_file():
         raise LokiInputError(
-            f"task data file {path} does not exist (expected a local .json/.jsonl/.parquet file "
+            f"data file {path} does not exist (expected a local .json/.jsonl/.parquet file "
             "or 'hf:<dataset repo id>')"
         )
     suffix = path.suffix.lower()
@@ -73,7 +74,7 @@ def _local_rows(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"{path} row {i}", row
     else:
         raise LokiInputError(
-            f"task data file {path}: unsupported suffix {path.suffix!r}, expected one of "
+            f"data file {path}: unsupported suffix {path.suffix!r}, expected one of "
             f"{', '.join(LOCAL_SUFFIXES)}"
         )
 
