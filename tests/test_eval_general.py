@@ -22,8 +22,10 @@ from loki_pipeline.evaluate.general import (
     DEFAULT_METRICS,
     LOCAL_DATA_FILES,
     TASKS,
+    GeneralEvalSettings,
     check_model_dir,
     check_tasks,
+    default_data_dir,
     evaluate_general,
     official_tasks_dir,
     scores_from_results,
@@ -81,7 +83,9 @@ def test_code_execution_is_refused_unless_allowed(tiny_checkpoint, tmp_path):
     with pytest.raises(LokiInputError, match="allow_code_execution"):
         CodeEval(allow=False).compute(references=["assert True"], predictions=[["x = 1"]], k=[1])
     with pytest.raises(LokiInputError, match="allow_code_execution"):
-        evaluate_general(tiny_checkpoint, tmp_path / "g.json", tasks=["humaneval"])
+        evaluate_general(
+            tiny_checkpoint, tmp_path / "g.json", GeneralEvalSettings(tasks=["humaneval"])
+        )
     assert not (tmp_path / "g.json").exists()
 
 
@@ -243,6 +247,21 @@ def test_scores_are_read_by_metric_and_filter_key():
         scores_from_results(results, {"winogrande": "acc_norm,none"})
     with pytest.raises(LokiInputError, match="no task 'ifeval'"):
         scores_from_results(results, {"ifeval": DEFAULT_METRICS["ifeval"]})
+
+
+def test_cli_builds_the_settings_with_the_checkouts_data(monkeypatch):
+    import loki_pipeline.evaluate.general as general
+    from loki_pipeline.cli import main
+
+    seen = {}
+    fake = lambda *a, **kw: seen.update(a=a, kw=kw) or {"scores": {}}  # noqa: E731
+    monkeypatch.setattr(general, "evaluate_general", fake)
+    argv = ["eval-general", "--model", "m", "--out", "g.json", "--limit", "3", "--name", "tiny"]
+    assert main(argv) == 0
+    assert seen["a"] == ("m", "g.json", GeneralEvalSettings(limit=3, data_dir=default_data_dir()))
+    assert seen["kw"] == {"model": "tiny", "run": None, "lm_eval_dir": None}
+    assert main([*argv, "--data-dir", "d", "--device", "cpu"]) == 0
+    assert (seen["a"][2].data_dir, seen["a"][2].device) == ("d", "cpu")
 
 
 def test_cli_reports_a_bad_model_directory(tmp_path, capsys):

@@ -14,7 +14,7 @@ from loki_pipeline import cli
 from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
 from loki_pipeline.errors import LokiBusyError, LokiInputError
 from loki_pipeline.kva import attribution
-from loki_pipeline.kva.runner import context_length, run_kva_shard
+from loki_pipeline.kva.runner import KVASettings, context_length, run_kva_shard
 from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path, stale_path
 from loki_pipeline.models.loading import load_model
 
@@ -37,10 +37,10 @@ def mmlu_file(tmp_path):
     return path
 
 
-def run(model_dir, data, out, **kw):
+def run(model_dir, data, out, shard=0, **kw):
     dataset = data if isinstance(data, dict) else {"source": str(data)}
-    args = dict(model_dir=model_dir, dataset=dataset, out_path=out, steps=2, device="cpu")
-    return run_kva_shard(**{**args, **kw})
+    settings = KVASettings(**{"dataset": dataset, "steps": 2, "device": "cpu", **kw})
+    return run_kva_shard(model_dir, out, settings, shard=shard)
 
 
 def test_shards_gathered_equal_direct_attribution_of_every_prompt(
@@ -225,7 +225,7 @@ def test_second_run_on_the_same_shard_is_told_it_is_in_use(
         with pytest.raises(LokiBusyError, match="in use by another run") as err:
             run(tiny_checkpoint, mmlu_file, out)
         assert "delete" not in str(err.value)
-        argv = ["kva", "--model-dir", str(tiny_checkpoint), "--dataset", str(mmlu_file)]
+        argv = ["kva", "--model", str(tiny_checkpoint), "--dataset", str(mmlu_file)]
         assert cli.main([*argv, "--out", str(out), "--steps", "2", "--device", "cpu"]) == 2
         assert "in use by another run" in capsys.readouterr().err
     assert partial_path(out).read_bytes() == before  # untouched
@@ -280,7 +280,7 @@ def test_cli_runs_a_shard_and_reports_bad_input(tiny_checkpoint, mmlu_file, tmp_
     out = tmp_path / "0.h5"
     argv = [
         "kva",
-        "--model-dir",
+        "--model",
         str(tiny_checkpoint),
         "--dataset",
         str(mmlu_file),

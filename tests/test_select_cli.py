@@ -16,7 +16,7 @@ def test_cli_writes_the_api_selection_with_metadata(tmp_path):
     kva = write_kva(tmp_path / "kva.h5", a)
     out = tmp_path / "global_low_q10.json"
     assert main(["select", "--kva", str(kva), "--q", "10", "--strategy", "global_low",
-                 "--output", str(out)]) == 0  # fmt: skip
+                 "--out", str(out)]) == 0  # fmt: skip
     doc = json.loads(out.read_text())
     assert doc["positions"] == select_nodes(a, 10, "global_low")
     assert (doc["model"], doc["strategy"], doc["q"], doc["num_samples"]) == (
@@ -36,7 +36,7 @@ def test_cli_checks_an_upstream_file_against_a_model_and_converts_it(tmp_path, c
     upstream.write_text(json.dumps([[5, 1, 3], [0, 31, 2], [7, 8, 9]]))  # 3 layers, d_model 32
     out = tmp_path / "converted.json"
     args = ["select", "--check", str(upstream), "--model", str(tiny_checkpoint), "--q", "10"]
-    assert main([*args, "--output", str(out)]) == 0
+    assert main([*args, "--out", str(out)]) == 0
     assert "valid; 3 layers, 9 nodes" in capsys.readouterr().out
     assert load_selection(out, num_layers=3, nodes_per_layer=32)[0] == [1, 3, 5]
     assert json.loads(out.read_text())["nodes_per_layer"] == 32
@@ -47,7 +47,7 @@ def test_cli_checks_an_upstream_file_against_a_model_and_converts_it(tmp_path, c
 
 
 def test_cli_rejects_bad_q_and_strategy_before_reading(tmp_path, capsys):
-    base = ["select", "--kva", str(tmp_path / "missing.h5"), "--output", str(tmp_path / "o.json")]
+    base = ["select", "--kva", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "o.json")]
     assert main([*base, "--q", "100"]) == 2
     assert "open interval (0, 100)" in capsys.readouterr().err
     assert main([*base, "--q", "10", "--strategy", "top"]) == 2

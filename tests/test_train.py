@@ -77,6 +77,17 @@ def test_settings_resolve_task_then_method_overrides_and_scale_lr():
         resolve_settings({"warmup_ratio": 1.5}, "toolace", "full")
 
 
+def test_from_config_is_resolve_settings_over_the_whole_config():
+    config = {
+        "training": {"threads": 4, "max_steps": 30, "methods": {"lora_*": {"lr_scale": 0.5}}},
+        "tasks": {"toolace": {"train": {"cutoff_len": 1024, "packing": True}}},
+    }
+    s = TrainSettings.from_config(config, "toolace", "lora_r16", max_steps=None, seed=7)
+    assert (s.max_steps, s.cutoff_len, s.packing, s.lr_scale, s.seed) == (30, 1024, True, 0.5, 7)
+    assert TrainSettings.from_config(config, "reranker", "full").cutoff_len == 512
+    assert TrainSettings.from_config({}, "reranker", "full") == TrainSettings()
+
+
 def test_sft_loss_equals_hf_loss_on_supervised_tokens(tiny_model):
     from loki_pipeline.train.trainer import pad_collate
 

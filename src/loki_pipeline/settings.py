@@ -38,11 +38,22 @@ def schema_node(key: str) -> Mapping[str, Any]:
 
 
 def schema_default(key: str) -> Any:
-    """The schema's default of config key ``key`` (a fresh copy)."""
+    """The schema's default of config key ``key`` (a fresh copy), filled in as
+    ``validate_config`` fills it: ``kva.dataset`` is ``{source, split, max_per_subject}``."""
+    from loki_pipeline.schemas import fill_defaults
+
     node = schema_node(key)
     if "default" not in node:
         raise KeyError(f"the config schema gives no default for {key!r}")
-    return copy.deepcopy(node["default"])
+    return fill_defaults(copy.deepcopy(node["default"]), node)
+
+
+def help_default(text: str, key: str) -> str:
+    """CLI help ``text`` with the schema's default of ``key`` appended, so ``--help`` cannot
+    state a default the schema does not have."""
+    value = schema_default(key)
+    shown = ",".join(map(str, value)) if isinstance(value, list) else value
+    return f"{text} (default: {shown})"
 
 
 def from_schema(key: str, **kwargs: Any) -> Any:
@@ -105,6 +116,17 @@ class StageSettings:
             for f in dataclasses.fields(cls)
             if (key := config_key(f)) is not None
         }
+
+    @classmethod
+    def resolve(cls: type[S], settings: S | None = None, **overrides: Any) -> S:
+        """``settings`` (None: the schema's defaults) with ``overrides`` set, so a function that
+        takes a settings object also takes its fields as keywords; an unknown name is an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(overrides) - names):
+            raise LokiInputError(
+                f"unknown {cls.__name__} field(s) {unknown}; known: {', '.join(sorted(names))}"
+            )
+        return dataclasses.replace(cls() if settings is None else settings, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,12 +15,12 @@ rule eval_general:
         "results/benchmarks/eval_general/{model}/{run}.tsv"
     conda:
         "../../envs/loki.yaml"
-    threads: config.get("evaluate", {}).get("general", {}).get("threads", 1)
+    threads: config["evaluate"]["general"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=1 if config.get("device", "auto") == "cuda" else 0,
-    params:
-        general=config.get("evaluate", {}).get("general", {}),
-        device=config.get("device", "auto"),
+        gpu=1 if config["device"] == "cuda" else 0,
+    params:  # the script's GeneralEvalSettings; a changed value reruns the job
+        general=config["evaluate"]["general"],
+        device=config["device"],
     script:
         "../scripts/eval_general.py"

@@ -15,10 +15,12 @@ rule kva:
     threads: config["kva"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=1 if config.get("device", "auto") == "cuda" else 0,
+        gpu=1 if config["device"] == "cuda" else 0,
+    # The script builds KVASettings from these. Snakemake records their values with each output
+    # and reruns a job whose values changed, so they stay as they were (num_shards too).
     params:
         kva=config["kva"],
-        device=config.get("device", "auto"),
+        device=config["device"],
         num_shards=config["kva"]["shards"],
     script:
         "../scripts/kva.py"

@@ -15,9 +15,7 @@ rule prepare_model:
         mem_mb=8000,
     params:
         source=lambda wc: config["models"][wc.model]["source"],
-        trust_remote_code=lambda wc: config["models"][wc.model].get(
-            "trust_remote_code", False
-        ),
+        trust_remote_code=lambda wc: config["models"][wc.model]["trust_remote_code"],
         # a local checkpoint changed in place is prepared again (and so is all that uses it)
         content=lambda wc: source_fingerprint(config["models"][wc.model]["source"]),
     script:

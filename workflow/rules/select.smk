@@ -1,5 +1,9 @@
 # Selecting: attributions -> trainable nodes (any strategy, any q), and the paper's figures.
 
+from loki_pipeline.select.settings import SelectSettings
+
+SELECTING = SelectSettings.from_config(config)  # the config's select block
+
 
 rule select:
     input:
@@ -17,7 +21,7 @@ rule select:
         mem_mb=2000,
     params:
         q=lambda wc: float(wc.q),
-        chunk_size=SELECT.get("chunk_size", 128),
+        chunk_size=SELECTING.chunk_size,
     script:
         "../scripts/select.py"
 
@@ -44,8 +48,8 @@ rule heatmap:
         mem_mb=2000,
     params:
         q=lambda wc: float(wc.q),
-        bins=SELECT.get("heatmap_bins", 64),
-        chunk_size=SELECT.get("chunk_size", 128),
+        bins=SELECTING.heatmap_bins,
+        chunk_size=SELECTING.chunk_size,
     script:
         "../scripts/heatmap.py"
 
@@ -102,10 +106,10 @@ rule stability:
     resources:
         mem_mb=2000,
     params:
-        q=lambda wc: SELECT.get("stability", {}).get("q", heatmap_q(wc.model)),
-        seeds=SELECT.get("stability", {}).get("seeds", [0, 1, 2]),
-        q_list=SELECT.get("stability", {}).get("q_list", [1, 5, 20]),
-        chunk_size=SELECT.get("chunk_size", 128),
+        q=SELECTING.stability_q,
+        seeds=SELECTING.stability_seeds,
+        q_list=SELECTING.stability_q_list,
+        chunk_size=SELECTING.chunk_size,
     script:
         "../scripts/stability.py"
 

@@ -22,17 +22,21 @@ rule train:
         "results/benchmarks/train/{model}/{task}/{method}.tsv"
     conda:
         "../../envs/loki.yaml"
-    threads: config.get("training", {}).get("threads", 2)
+    threads: config["training"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=1 if config.get("device", "auto") == "cuda" else 0,
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         run_dir="results/train/{model}/{task}/{method}",
         # outside the rule's outputs: Snakemake never deletes it, so a killed job resumes
         checkpoint_dir="results/train/.checkpoints/{model}/{task}/{method}",
-        training=config.get("training", {}),
-        data=lambda wc: config["tasks"].get(wc.task, {}).get("train", {}),
-        device=config.get("device", "auto"),
+        # the script's TrainSettings.from_config; a changed value reruns the job
+        training=config["training"],
+        # tasks.<task>.train; a task the config does not declare: {} (its shipped set)
+        data=lambda wc: (
+            config["tasks"][wc.task]["train"] if wc.task in config["tasks"] else {}
+        ),
+        device=config["device"],
     script:
         "../scripts/train.py"
 

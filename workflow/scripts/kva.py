@@ -11,20 +11,12 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from loki_pipeline.kva.runner import run_kva_shard  # noqa: E402
+from loki_pipeline.kva.runner import KVASettings, run_kva_shard  # noqa: E402
 
-kva = snakemake.params.kva
+config = {"kva": snakemake.params.kva, "device": snakemake.params.device}
 run_kva_shard(
-    model_dir=snakemake.input.model,
-    dataset=kva["dataset"],
-    out_path=snakemake.output[0],
+    snakemake.input.model,
+    snakemake.output[0],
+    KVASettings.from_config(config, threads=snakemake.threads),  # as many as Snakemake gave
     shard=int(snakemake.wildcards.shard),
-    num_shards=snakemake.params.num_shards,
-    steps=kva["steps"],
-    method=kva["method"],
-    quadrature=kva["quadrature"],
-    dtype=kva["dtype"],
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-    batch_prompts=kva["batch_prompts"],
 )

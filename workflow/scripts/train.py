@@ -10,25 +10,21 @@ import torch  # noqa: E402
 
 from loki_pipeline.data.sft import loader_options  # noqa: E402
 from loki_pipeline.train.run import run_training  # noqa: E402
-from loki_pipeline.train.settings import resolve_settings  # noqa: E402
+from loki_pipeline.train.settings import TrainSettings  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
-data = snakemake.params.data
-settings = resolve_settings(
-    {k: v for k, v in snakemake.params.training.items() if k != "threads"},
-    snakemake.wildcards.task,
-    snakemake.wildcards.method,
-    data=data,
-)
+task, method = snakemake.wildcards.task, snakemake.wildcards.method
+data = snakemake.params.data  # tasks.<task>.train ({} for a task the config does not declare)
+config = {"training": snakemake.params.training, "tasks": {task: {"train": data}}}
 run_training(
     model_dir=snakemake.input.model,
-    task=snakemake.wildcards.task,
+    task=task,
     data=snakemake.input.get("data", data.get("source")),
-    method_name=snakemake.wildcards.method,
+    method_name=method,
     out_dir=snakemake.params.run_dir,
-    settings=settings,
+    settings=TrainSettings.from_config(config, task, method),
     selection_path=snakemake.input.get("selection"),
     checkpoint_dir=snakemake.params.checkpoint_dir,
     device=snakemake.params.device,
-    data_options=loader_options(snakemake.wildcards.task, data),
+    data_options=loader_options(task, data),
 )

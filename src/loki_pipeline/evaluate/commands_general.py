@@ -9,17 +9,33 @@ HELP = (
     "lm-eval; write a summary JSON and lm-eval's own results and samples beside it."
 )
 
-ALL_TASKS = "triviaqa,gsm8k,hellaswag,winogrande,humaneval,ifeval"
+
+def _tasks(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _metric(text: str) -> tuple[str, str]:
-    task, sep, key = text.partition("=")
-    if not sep or not task or not key:
-        raise argparse.ArgumentTypeError(f"expected TASK=METRIC,FILTER, got {text!r}")
-    return task, key
+class _Metric(argparse.Action):
+    """``--metric TASK=METRIC,FILTER`` (repeatable) into one ``{task: key}`` mapping."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: str,
+        option_string: str | None = None,
+    ) -> None:
+        task, sep, key = value.partition("=")
+        if not sep or not task or not key:
+            parser.error(f"{option_string}: expected TASK=METRIC,FILTER, got {value!r}")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), task: key})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A settings flag left out (None) takes the schema's default (``GeneralEvalSettings``)."""
+    from loki_pipeline.cli_options import add_device
+    from loki_pipeline.settings import help_default as default
+
+    key = "evaluate.general."
     parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
     parser.add_argument("--out", required=True, help="summary JSON to write (general.json)")
     parser.add_argument(
@@ -27,18 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
     parser.add_argument("--run", help="run name recorded in the summary (e.g. base)")
-    parser.add_argument("--tasks", default=ALL_TASKS, help=f"comma-separated (default {ALL_TASKS})")
+    parser.add_argument("--tasks", type=_tasks, help=default("comma-separated", key + "tasks"))
     parser.add_argument(
         "--source",
         choices=["local", "hub"],
-        default="local",
-        help="local: project items under --data-dir; hub: lm-eval's official datasets",
+        help=default(
+            "local: project items under --data-dir; hub: lm-eval's official datasets",
+            key + "source",
+        ),
     )
-    parser.add_argument("--data-dir", help="local items (default: the checkout's data/lm_eval)")
+    parser.add_argument(
+        "--data-dir", help="local items (default: the checkout's data/lm_eval, the schema's)"
+    )
     parser.add_argument("--limit", type=int, help="at most this many items per task")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--dtype", default="auto", help="model dtype (auto, float32, bfloat16)")
+    parser.add_argument("--batch-size", type=int, help=default("batch size", key + "batch_size"))
+    add_device(parser)
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help=default("model dtype", key + "dtype"),
+    )
     parser.add_argument(
         "--max-gen-toks", type=int, help="cap on new tokens per answer (default: each task's own)"
     )
@@ -47,49 +71,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="few-shot examples for every task (default: each task's own)",
     )
-    parser.add_argument("--apply-chat-template", action="store_true")
+    parser.add_argument("--apply-chat-template", action="store_true", default=None)
     parser.add_argument(
         "--allow-code-execution",
         action="store_true",
+        default=None,
         help="needed for humaneval: runs model-written code in 'python -I' subprocesses",
     )
-    parser.add_argument("--code-timeout", type=float, default=10.0, help="seconds per program")
+    parser.add_argument(
+        "--code-timeout",
+        type=float,
+        help=default("seconds per program", key + "code_timeout"),
+    )
     parser.add_argument(
         "--metric",
-        type=_metric,
-        action="append",
-        default=[],
+        dest="metrics",
+        action=_Metric,
         metavar="TASK=METRIC,FILTER",
         help="score a task by another lm-eval result key (repeatable)",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, help=default("CPU threads", key + "threads"))
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from loki_pipeline.evaluate.general import evaluate_general
+    from loki_pipeline.evaluate.general import (
+        GeneralEvalSettings,
+        default_data_dir,
+        evaluate_general,
+    )
 
+    settings = GeneralEvalSettings.from_cli(args, data_dir=args.data_dir or default_data_dir())
     summary = evaluate_general(
         args.model,
         args.out,
+        settings,
         model=args.name,
         run=args.run,
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
-        source=args.source,
-        data_dir=args.data_dir,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        max_gen_toks=args.max_gen_toks,
-        num_fewshot=args.num_fewshot,
-        apply_chat_template=args.apply_chat_template,
-        allow_code_execution=args.allow_code_execution,
-        code_timeout=args.code_timeout,
-        metrics=dict(args.metric) or None,
         lm_eval_dir=args.lm_eval_dir,
-        threads=args.threads,
     )
     print(json.dumps(summary["scores"], indent=2))
     return 0

@@ -19,12 +19,13 @@ Each task is reduced to one score in [0, 1], by the metric the LoKI paper's tabl
 - IFEval ``prompt_level_strict_acc,none``: a prompt counts only if every instruction is met.
 
 The LoKI paper does not name the metric variants; these are the harness's headline ones, and
-``metrics=`` overrides any of them.
+``metrics`` (of :class:`GeneralEvalSettings`) overrides any of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -39,6 +40,7 @@ from typing import Any
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError, LokiWriteError
 from loki_pipeline.io import atomic_path, write_json
+from loki_pipeline.settings import StageSettings, from_schema, schema_default
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,30 @@ CODE_TASKS = frozenset({"humaneval"})
 
 SOURCES = ("local", "hub")
 
+#: Seed of every random draw lm-eval makes (sampling, few-shot examples), fixed for repeatability.
+SEED = 1234
+
+
+@dataclasses.dataclass
+class GeneralEvalSettings(StageSettings):
+    """How general abilities are measured: the config's ``evaluate.general`` block and
+    ``device``, defaults from the schema (whose descriptions say what each one does)."""
+
+    tasks: list[str] = from_schema("evaluate.general.tasks")
+    source: str = from_schema("evaluate.general.source")
+    data_dir: str | os.PathLike = from_schema("evaluate.general.data_dir")
+    limit: int | None = from_schema("evaluate.general.limit")
+    batch_size: int = from_schema("evaluate.general.batch_size")
+    dtype: str = from_schema("evaluate.general.dtype")
+    max_gen_toks: int | None = from_schema("evaluate.general.max_gen_toks")
+    num_fewshot: int | None = from_schema("evaluate.general.num_fewshot")
+    apply_chat_template: bool = from_schema("evaluate.general.apply_chat_template")
+    allow_code_execution: bool = from_schema("evaluate.general.allow_code_execution")
+    code_timeout: float = from_schema("evaluate.general.code_timeout")
+    metrics: dict[str, str] = from_schema("evaluate.general.metrics")
+    threads: int = from_schema("evaluate.general.threads")
+    device: str = from_schema("device")
+
 
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
     """A Hugging Face checkpoint directory (config.json + weights + tokenizer), or an error."""
@@ -93,9 +119,11 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
 
 
 def default_data_dir() -> Path:
-    """``data/lm_eval`` of the source checkout this package is installed from, or of the cwd."""
-    here = Path(__file__).resolve().parents[3] / "data" / "lm_eval"
-    return here if here.is_dir() else Path("data/lm_eval").resolve()
+    """The schema's ``data_dir`` in the source checkout this package is installed from, or in
+    the cwd (``loki eval-general`` without ``--data-dir``)."""
+    relative = schema_default("evaluate.general.data_dir")
+    here = Path(__file__).resolve().parents[3] / relative
+    return here if here.is_dir() else Path(relative).resolve()
 
 
 def check_local_data(data_dir: str | os.PathLike, tasks: Iterable[str]) -> Path:
@@ -223,25 +251,12 @@ def scores_from_results(results: Mapping[str, Any], metrics: Mapping[str, str]) 
 def evaluate_general(
     model_dir: str | os.PathLike,
     out_path: str | os.PathLike,
+    settings: GeneralEvalSettings | None = None,
     *,
     model: str | None = None,
     run: str | None = None,
-    tasks: Iterable[str] = TASKS,
-    source: str = "local",
-    data_dir: str | os.PathLike | None = None,
-    limit: int | None = None,
-    batch_size: int = 8,
-    device: str = "cpu",
-    dtype: str = "auto",
-    max_gen_toks: int | None = None,
-    num_fewshot: int | None = None,
-    apply_chat_template: bool = False,
-    allow_code_execution: bool = False,
-    code_timeout: float = 10.0,
-    metrics: Mapping[str, str] | None = None,
     lm_eval_dir: str | os.PathLike | None = None,
-    threads: int | None = None,
-    seed: int = 1234,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Run lm-eval on one checkpoint; write ``out_path`` (general.json) and the raw output.
 
@@ -251,15 +266,20 @@ def evaluate_general(
     response, filtered answer and per-item score). ``out_path`` gets
     ``{"model", "run", "scores": {task: [0, 1]}, "metrics": {task: "metric,filter"},
     "lm_eval_results": path, "notes": [...]}``. Everything is written atomically; bad input is
-    rejected before the model is loaded.
+    rejected before the model is loaded. ``settings`` (default: the schema's) with
+    ``overrides`` (its fields as keywords) say what to run and how.
     """
-    tasks = check_tasks(tasks, source, metrics)
+    settings = GeneralEvalSettings.resolve(settings, **overrides)
+    source, limit, metrics = settings.source, settings.limit, settings.metrics
+    max_gen_toks, num_fewshot = settings.max_gen_toks, settings.num_fewshot
+    allow_code_execution, code_timeout = settings.allow_code_execution, settings.code_timeout
+    tasks = check_tasks(settings.tasks, source, metrics)
     chosen = {task: (metrics or {}).get(task, DEFAULT_METRICS.get(task)) for task in tasks}
     model_path = check_model_dir(model_dir)
     if limit is not None and limit < 1:
         raise LokiInputError(f"evaluate.general.limit must be >= 1 or null, got {limit}")
-    if batch_size < 1:
-        raise LokiInputError(f"evaluate.general.batch_size must be >= 1, got {batch_size}")
+    if settings.batch_size < 1:
+        raise LokiInputError(f"evaluate.general.batch_size must be >= 1, got {settings.batch_size}")
     if num_fewshot is not None and num_fewshot < 0:
         raise LokiInputError(
             f"evaluate.general.num_fewshot must be >= 0 or null, got {num_fewshot}"
@@ -276,7 +296,7 @@ def evaluate_general(
             "machine where that is acceptable, or remove it from evaluate.general.tasks"
         )
     if source == "local":
-        data_root = check_local_data(data_dir or default_data_dir(), tasks)
+        data_root = check_local_data(settings.data_dir, tasks)
     out_path = Path(out_path)
     lm_eval_dir = Path(lm_eval_dir) if lm_eval_dir else out_path.parent / "lm_eval"
 
@@ -289,9 +309,9 @@ def evaluate_general(
     from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, isolation_mode
     from loki_pipeline.evaluate.ifeval_offline import FALLBACK_NOTE, punkt_fallback
 
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
     notes: list[str] = []
     with (
         tempfile.TemporaryDirectory(prefix="loki-lm-eval-") as scratch,
@@ -322,7 +342,7 @@ def evaluate_general(
             notes.append(
                 f"{num_fewshot}-shot for every task (official: gsm8k 5-shot, the others 0-shot)"
             )
-        if apply_chat_template:
+        if settings.apply_chat_template:
             notes.append("prompts wrapped in the model's chat template")
         isolation = isolation_mode() if runs_code else None
         if runs_code:
@@ -333,7 +353,12 @@ def evaluate_general(
             )
 
         log.info("lm-eval on %s: tasks %s, device %s", model_path, tasks, device)
-        lm = HFLM(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype)
+        lm = HFLM(
+            pretrained=str(model_path),
+            device=device,
+            batch_size=settings.batch_size,
+            dtype=settings.dtype,
+        )
         tracker = EvaluationTracker(output_path=str(Path(scratch) / "out" / "results.json"))
         results = simple_evaluate(
             model=lm,
@@ -341,15 +366,15 @@ def evaluate_general(
             limit=limit,
             log_samples=True,
             evaluation_tracker=tracker,
-            apply_chat_template=apply_chat_template,
+            apply_chat_template=settings.apply_chat_template,
             gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None,
             num_fewshot=num_fewshot,
             task_manager=task_manager,
             confirm_run_unsafe_code=allow_code_execution,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
+            random_seed=SEED,
+            numpy_random_seed=SEED,
+            torch_random_seed=SEED,
+            fewshot_random_seed=SEED,
         )
         if results is None:  # only non-zero ranks of a distributed run get None
             raise RuntimeError("lm-eval returned no results")

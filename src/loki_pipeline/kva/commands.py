@@ -8,63 +8,55 @@ HELP = "attribute prompts with KVA (the LoKI paper's Analysing stage) into a res
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", required=True, help="Hugging Face checkpoint directory")
-    parser.add_argument(
-        "--dataset", required=True, help="MMLU-schema .jsonl/.json/.parquet file or hf:<repo>"
+    """A settings flag left out (None) takes the config schema's default (``KVASettings``)."""
+    from loki_pipeline.cli_options import add_device, add_renamed
+    from loki_pipeline.settings import help_default as default
+
+    add_renamed(
+        parser, "--model", "--model-dir", required=True, help="Hugging Face checkpoint directory"
     )
-    parser.add_argument("--split", default="test", help="hub split (default: test)")
     parser.add_argument(
-        "--max-per-subject", type=int, default=None, help="at most this many items per subject"
+        "--dataset",
+        dest="source",
+        metavar="FILE",
+        required=True,
+        help="MMLU-schema .jsonl/.json/.parquet file or hf:<repo>",
+    )
+    parser.add_argument("--split", help=default("hub split", "kva.dataset.split"))
+    parser.add_argument(
+        "--max-per-subject",
+        type=int,
+        help=default("at most this many items per subject", "kva.dataset.max_per_subject"),
     )
     parser.add_argument("--out", required=True, help="output HDF5 file (e.g. shards/0.h5)")
-    parser.add_argument("--shard", type=int, default=0, help="this shard's index (default 0)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
-    parser.add_argument("--steps", type=int, default=7, help="integration steps m (paper: 7)")
+    parser.add_argument("--shard", type=int, default=0, help="this shard's index (default: 0)")
+    parser.add_argument("--num-shards", type=int, help=default("number of shards", "kva.shards"))
+    parser.add_argument("--steps", type=int, help=default("integration steps m", "kva.steps"))
     parser.add_argument(
-        "--method",
-        default="exact",
-        choices=("exact", "reference", "captum"),
-        help="backend (default exact)",
+        "--method", choices=("exact", "reference", "captum"), help=default("backend", "kva.method")
     )
     parser.add_argument(
         "--quadrature",
-        default="left",
         choices=("left", "right", "midpoint", "trapezoid", "gauss_legendre"),
-        help="quadrature rule (default left, the paper's)",
+        help=default("quadrature rule", "kva.quadrature"),
     )
     parser.add_argument(
-        "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model dtype"
+        "--dtype", choices=("float32", "bfloat16", "float16"), help=default("dtype", "kva.dtype")
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    add_device(parser)
+    parser.add_argument("--threads", type=int, help=default("CPU threads", "kva.threads"))
     parser.add_argument(
         "--batch-prompts",
         type=int,
-        default=1,
-        help="prompts per forward/backward of the exact backend (default 1; 8 or more on a GPU)",
+        help=default(
+            "prompts per pass of the exact backend (8 or more on a GPU)", "kva.batch_prompts"
+        ),
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from loki_pipeline.kva.runner import run_kva_shard
+    from loki_pipeline.kva.runner import KVASettings, run_kva_shard
 
-    out = run_kva_shard(
-        model_dir=args.model_dir,
-        dataset={
-            "source": args.dataset,
-            "split": args.split,
-            "max_per_subject": args.max_per_subject,
-        },
-        out_path=args.out,
-        shard=args.shard,
-        num_shards=args.num_shards,
-        steps=args.steps,
-        method=args.method,
-        quadrature=args.quadrature,
-        dtype=args.dtype,
-        device=args.device,
-        threads=args.threads,
-        batch_prompts=args.batch_prompts,
-    )
-    print(out)
+    settings = KVASettings.from_cli(args)
+    print(run_kva_shard(args.model, args.out, settings, shard=args.shard))
     return 0

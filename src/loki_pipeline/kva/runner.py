@@ -8,7 +8,9 @@ model is loaded.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -17,20 +19,45 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.settings import StageSettings, from_schema, schema_default
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+@dataclasses.dataclass
+class KVASettings(StageSettings):
+    """How a shard is attributed: the config's ``kva`` block and ``device``, defaults from the
+    schema. ``dataset`` is ``{source, split, max_per_subject}`` or a bare source."""
+
+    dataset: str | os.PathLike | Mapping[str, Any] = from_schema("kva.dataset")
+    steps: int = from_schema("kva.steps")
+    method: str = from_schema("kva.method")
+    quadrature: str = from_schema("kva.quadrature")
+    dtype: str = from_schema("kva.dtype")
+    num_shards: int = from_schema("kva.shards")
+    threads: int = from_schema("kva.threads")
+    batch_prompts: int = from_schema("kva.batch_prompts")
+    device: str = from_schema("device")
+
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, **extra: Any) -> KVASettings:
+        """``--dataset`` (dest ``source``), ``--split``, ``--max-per-subject`` make ``dataset``."""
+        dataset = schema_default("kva.dataset")
+        for key in dataset:
+            if (value := getattr(args, key, None)) is not None:
+                dataset[key] = value
+        return super().from_cli(args, **{"dataset": dataset, **extra})
+
+
 def _dataset_spec(dataset: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """Config ``kva.dataset`` (``{source, split, max_per_subject}``) or a bare source."""
-    if isinstance(dataset, Mapping):
-        if "source" not in dataset:
-            raise LokiInputError(f"kva dataset {dict(dataset)!r}: missing 'source'")
-        spec = {"split": "test", "max_per_subject": None, **dataset}
-    else:
-        spec = {"source": str(dataset), "split": "test", "max_per_subject": None}
+    """Config ``kva.dataset`` or a bare source; keys it lacks take the schema's defaults."""
+    if not isinstance(dataset, Mapping):
+        dataset = {"source": dataset}
+    if "source" not in dataset:
+        raise LokiInputError(f"kva dataset {dict(dataset)!r}: missing 'source'")
+    spec = {**schema_default("kva.dataset"), **dataset}
     spec["source"] = str(spec["source"])
     return spec
 
@@ -48,22 +75,16 @@ def context_length(model_config: Mapping[str, Any]) -> int | None:
 
 
 def run_kva_shard(
-    *,
     model_dir: str | os.PathLike,
-    dataset: str | os.PathLike | Mapping[str, Any],
     out_path: str | os.PathLike,
+    settings: KVASettings | None = None,
+    *,
     shard: int = 0,
-    num_shards: int = 1,
-    steps: int = 7,
-    method: str = "exact",
-    quadrature: str = "left",
-    dtype: str = "float32",
-    device: str = "auto",
-    threads: int = 1,
-    batch_prompts: int = 1,
+    **overrides: Any,
 ) -> Path:
-    """KVA of every prompt of one shard -> ``out_path`` (HDF5, see ``storage``).
+    """KVA of every prompt of shard ``shard`` -> ``out_path`` (HDF5, see ``storage``).
 
+    ``settings`` (default: the schema's) with ``overrides`` (its fields as keywords) say how.
     ``batch_prompts`` prompts share each forward/backward of the ``exact`` backend (weights
     read once for all of them: the GPU speed-up; the file is flushed after every batch).
     The whole run holds the output's lock (a second run on it stops with "in use by another
@@ -79,9 +100,12 @@ def run_kva_shard(
     from loki_pipeline.kva.quadrature import check_quadrature, check_steps
     from loki_pipeline.models.loading import read_checkpoint_config
 
-    steps = check_steps(steps)
-    method = check_method(method)
-    quadrature = check_quadrature(quadrature)
+    settings = KVASettings.resolve(settings, **overrides)
+    steps = check_steps(settings.steps)
+    method = check_method(settings.method)
+    quadrature = check_quadrature(settings.quadrature)
+    dtype, num_shards = settings.dtype, settings.num_shards
+    device, threads, batch_prompts = settings.device, settings.threads, settings.batch_prompts
     if dtype not in DTYPES:
         raise LokiInputError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     if not (isinstance(num_shards, int) and num_shards >= 1):
@@ -94,7 +118,7 @@ def run_kva_shard(
         raise LokiInputError(f"batch_prompts={batch_prompts!r}: expected an integer >= 1")
     model_dir = Path(model_dir)
     model_config = read_checkpoint_config(model_dir)  # architecture checked, no weights read
-    spec = _dataset_spec(dataset)
+    spec = _dataset_spec(settings.dataset)
 
     from loki_pipeline.data.mmlu import load_mmlu
 

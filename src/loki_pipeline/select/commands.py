@@ -8,6 +8,9 @@ HELP = "select trainable nodes from a kva.h5, or validate a selection file again
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loki_pipeline.cli_options import add_renamed
+    from loki_pipeline.settings import help_default
+
     parser.add_argument("--kva", help="kva.h5 to select from")
     parser.add_argument("--q", type=float, help="percent of all nodes to select, in (0, 100)")
     parser.add_argument(
@@ -15,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="layer_balanced_low",
         help="layer_balanced_low (LoKI, default), layer_balanced_high, global_low, global_high",
     )
-    parser.add_argument("--chunk-size", type=int, default=128, help="prompts read at a time")
+    parser.add_argument(
+        "--chunk-size", type=int, help=help_default("prompts read at a time", "select.chunk_size")
+    )
     parser.add_argument(
         "--check",
         metavar="SELECTION",
@@ -25,9 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         help="with --check: model directory (config.json) whose layer count and width to check",
     )
-    parser.add_argument(
-        "--output", "-o", help="selection JSON to write (with --check: convert to the contract)"
-    )
+    add_renamed(
+        parser, "--out", "--output", "-o",
+        help="selection JSON to write (with --check: convert to the contract)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         save_selection,
     )
     from loki_pipeline.select.naming import check_q, check_strategy
+    from loki_pipeline.select.settings import SelectSettings
     from loki_pipeline.select.strategies import select_to_file
 
     if args.check:
@@ -55,23 +62,24 @@ def run(args: argparse.Namespace) -> int:
             f"({min(sizes)}-{max(sizes)} per layer)"
             + (f", fits {args.model}" if args.model else "")
         )
-        if args.output:
+        if args.out:
             if width is None:
-                raise LokiInputError("--output from an upstream file needs --model (the width)")
+                raise LokiInputError("--out from an upstream file needs --model (the width)")
             save_selection(
-                args.output, positions, model=selection.model or args.model or "",
+                args.out, positions, model=selection.model or args.model or "",
                 strategy=selection.strategy or args.strategy,
                 q=float(selection.q) if selection.q is not None else check_q(args.q or 0),
                 num_layers=len(positions), nodes_per_layer=width,
             )  # fmt: skip
-            print(f"wrote {args.output}")
+            print(f"wrote {args.out}")
         return 0
-    if not (args.kva and args.q is not None and args.output):
-        raise LokiInputError("give --kva, --q and --output (or --check SELECTION)")
+    if not (args.kva and args.q is not None and args.out):
+        raise LokiInputError("give --kva, --q and --out (or --check SELECTION)")
     check_strategy(args.strategy)
     check_q(args.q)
+    settings = SelectSettings.from_cli(args)
     positions = select_to_file(
-        args.kva, args.q, args.strategy, args.output, chunk_size=args.chunk_size
+        args.kva, args.q, args.strategy, args.out, chunk_size=settings.chunk_size
     )
-    print(f"wrote {args.output}: {sum(map(len, positions))} nodes over {len(positions)} layers")
+    print(f"wrote {args.out}: {sum(map(len, positions))} nodes over {len(positions)} layers")
     return 0

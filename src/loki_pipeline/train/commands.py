@@ -8,6 +8,9 @@ HELP = "Fine-tune a model on a task (LoKI, LoKI*, full or a PEFT baseline)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings flags default to None: not given, the config's (or the schema's) stands."""
+    from loki_pipeline.cli_options import add_device
+
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument("--task", required=True, choices=["toolace", "reranker"])
     parser.add_argument("--data", default=None, help="training data file (default: shipped set)")
@@ -30,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML/JSON file with a 'training' block (defaults and overrides), checked against "
         "the pipeline config's schema; other keys of the file are ignored",
     )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    add_device(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     group = parser.add_argument_group("training settings (override the config)")
     group.add_argument("--max-steps", type=int, default=None)
@@ -48,23 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--save-every", type=int, default=None)
 
 
-SETTING_FLAGS = (
-    "max_steps",
-    "learning_rate",
-    "epochs",
-    "batch_size",
-    "grad_accum",
-    "cutoff_len",
-    "packing",
-    "warmup_ratio",
-    "scheduler",
-    "seed",
-    "dtype",
-    "max_samples",
-    "save_every",
-)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -73,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from loki_pipeline.schemas import validate_training
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training
-    from loki_pipeline.train.settings import resolve_settings
+    from loki_pipeline.train.settings import TrainSettings
 
     parse_method(args.method)  # a bad name fails before anything is read
     training: dict = {}
@@ -92,11 +78,8 @@ def run(args: argparse.Namespace) -> int:
             raise LokiInputError(f"config file {path}: expected a mapping with a 'training' key")
         # The same schema as the pipeline's `training` block (one definition of every setting).
         training = dict(validate_training((cfg or {}).get("training"), prefix=f"{path}: training"))
-    config_threads = training.pop("threads", None)  # a setting of the job, not of the run
-    threads = args.threads or config_threads
-    settings = resolve_settings(
-        training, args.task, args.method, **{k: getattr(args, k) for k in SETTING_FLAGS}
-    )
+    threads = args.threads or training.get("threads")  # a setting of the job, not of the run
+    settings = TrainSettings.from_cli(args, config={"training": training})
     if threads:
         import torch
 

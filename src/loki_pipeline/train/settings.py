@@ -9,49 +9,71 @@ proportionally lower rate (q=30 at 0.4 x the rate of q=10).
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.settings import StageSettings, from_schema, schema_node
 
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
-DTYPES = ("float32", "bfloat16", "float16")
+SCHEDULERS: tuple[str, ...] = tuple(schema_node("training.scheduler")["enum"])
+DTYPES: tuple[str, ...] = tuple(schema_node("training.dtype")["enum"])
 
 
 @dataclass
-class TrainSettings:
-    """Everything a training run depends on (saved next to its outputs)."""
+class TrainSettings(StageSettings):
+    """Everything a training run depends on (saved next to its outputs); the defaults are the
+    schema's ``$defs/training_settings``, whose descriptions say what each one does."""
 
-    learning_rate: float = 1e-4
-    lr_scale: float = 1.0
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0 overrides epochs
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    batch_size: int = 4
-    grad_accum: int = 1
-    cutoff_len: int = 512
-    packing: bool = False
-    max_samples: int = 0  # 0: all examples
-    seed: int = 42
-    dtype: str = "float32"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    save_every: int = 10  # optimizer steps between resumable checkpoints
-    keep_checkpoints: bool = False
-    peft_target_modules: str | list[str] = "all-linear"
-    lora_alpha_ratio: float = 2.0  # lora_alpha = ratio * r (LLaMA-Factory's default)
-    lora_dropout: float = 0.0
-    corda_method: str = "ipm"
-    calibration_samples: int = 16
+    learning_rate: float = from_schema("training.learning_rate")
+    lr_scale: float = from_schema("training.lr_scale")
+    epochs: float = from_schema("training.epochs")
+    max_steps: int = from_schema("training.max_steps")
+    scheduler: str = from_schema("training.scheduler")
+    warmup_ratio: float = from_schema("training.warmup_ratio")
+    batch_size: int = from_schema("training.batch_size")
+    grad_accum: int = from_schema("training.grad_accum")
+    cutoff_len: int = from_schema("training.cutoff_len")
+    packing: bool = from_schema("training.packing")
+    max_samples: int = from_schema("training.max_samples")
+    seed: int = from_schema("training.seed")
+    dtype: str = from_schema("training.dtype")
+    weight_decay: float = from_schema("training.weight_decay")
+    max_grad_norm: float = from_schema("training.max_grad_norm")
+    save_every: int = from_schema("training.save_every")
+    keep_checkpoints: bool = from_schema("training.keep_checkpoints")
+    peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
+    lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
+    lora_dropout: float = from_schema("training.lora_dropout")
+    corda_method: str = from_schema("training.corda_method")
+    calibration_samples: int = from_schema("training.calibration_samples")
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], task: str, method: str, **overrides: Any
+    ) -> TrainSettings:
+        """Run (``task``, ``method``) under a pipeline config: its ``training`` block (but
+        ``threads``, the job's) and ``tasks.<task>.train`` combined by :func:`resolve_settings`;
+        ``overrides`` that are not None win last."""
+        training = {k: v for k, v in (config.get("training") or {}).items() if k != "threads"}
+        data = config.get("tasks", {}).get(task, {}).get("train")
+        return resolve_settings(training, task, method, data=data, **overrides)
+
+    @classmethod
+    def from_cli(
+        cls, args: argparse.Namespace, config: Mapping[str, Any] | None = None
+    ) -> TrainSettings:
+        """``loki train``: the flags named like fields (None: not given) over ``config``'s
+        settings for ``args.task`` and ``args.method``."""
+        names = {f.name for f in fields(cls)}
+        flags = {k: v for k, v in vars(args).items() if k in names}
+        return cls.from_config(config or {}, args.task, args.method, **flags)
 
     @property
     def effective_lr(self) -> float:
         return self.learning_rate * self.lr_scale
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def validate(self) -> TrainSettings:
         def bad(key: str, want: str) -> LokiInputError:
