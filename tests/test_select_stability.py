@@ -91,3 +91,32 @@ def test_stability_needs_the_subject_dataset(tmp_path):
         del fh["subject"]
     with pytest.raises(LokiInputError, match="missing per-sample dataset 'subject'"):
         stability_table(path, 10)
+
+
+def test_selecting_never_imports_the_plotting_modules():
+    """select computes, figures draws: select.stability drew its own figure (an import cycle)."""
+    import ast
+
+    import loki_pipeline.select
+
+    for path in Path(loki_pipeline.select.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            assert not any(n.startswith("loki_pipeline.figures") for n in names), path.name
+
+
+def test_stability_report_writes_the_table_and_draws_it(tmp_path):
+    from loki_pipeline.figures.stability import stability_report
+
+    a = np.random.default_rng(2).standard_normal((8, 2, 30)).astype(np.float32)
+    path = write_kva(tmp_path / "kva.h5", a, subjects=["anatomy", "philosophy"] * 4)
+    figures = [tmp_path / "s.png", tmp_path / "s.pdf"]
+    rows = stability_report(path, 10, tmp_path / "s.csv", figures, seeds=(0,), q_list=(20,))
+    assert rows == stability_table(path, 10, seeds=(0,), q_list=(20,))
+    assert [r["label"] for r in read_stability_csv(tmp_path / "s.csv")] == [
+        r["label"] for r in rows
+    ]
+    assert all(f.stat().st_size > 0 for f in figures)

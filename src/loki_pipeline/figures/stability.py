@@ -1,4 +1,8 @@
-"""Stability figure: overlap of each partial selection with the all-prompt LoKI selection."""
+"""Stability figure: overlap of each partial selection with the all-prompt LoKI selection.
+
+The table is computed by ``select.stability`` (which draws nothing); ``stability_report`` runs
+the whole step: the table, its CSV and this figure.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +52,27 @@ def plot_stability(
         ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3,
                   frameon=False)  # fmt: skip
         save_figure(fig, paths)
+
+
+def stability_report(
+    kva_path: str | os.PathLike,
+    q: float,
+    csv_path: str | os.PathLike,
+    figure_paths: Sequence[str | os.PathLike],
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    q_list: Sequence[float] = (),
+    chunk_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Compute the stability table, write its CSV and draw its figure (rule stability)."""
+    from loki_pipeline.select.io import inspect_kva
+    from loki_pipeline.select.stability import stability_table, write_stability_csv
+    from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE
+
+    rows = stability_table(
+        kva_path, q, seeds=seeds, q_list=q_list, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        progress=True,
+    )  # fmt: skip
+    write_stability_csv(csv_path, rows)
+    plot_stability(rows, model=inspect_kva(kva_path).model, paths=figure_paths)
+    return rows

@@ -186,24 +186,3 @@ def read_stability_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
         for key in ("samples", "selected", "reference_selected", "common"):
             row[key] = int(row[key])
     return rows
-
-
-def stability_report(
-    kva_path: str | os.PathLike,
-    q: float,
-    csv_path: str | os.PathLike,
-    figure_paths: Sequence[str | os.PathLike],
-    *,
-    seeds: Sequence[int] = (0, 1, 2),
-    q_list: Sequence[float] = (),
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> list[dict[str, Any]]:
-    """Compute the table, write the CSV and draw the figure."""
-    from loki_pipeline.figures.stability import plot_stability
-
-    rows = stability_table(
-        kva_path, q, seeds=seeds, q_list=q_list, chunk_size=chunk_size, progress=True
-    )
-    write_stability_csv(csv_path, rows)
-    plot_stability(rows, model=inspect_kva(kva_path).model, paths=figure_paths)
-    return rows
