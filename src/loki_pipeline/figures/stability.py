@@ -69,10 +69,11 @@ def stability_report(
     from loki_pipeline.select.stability import stability_table, write_stability_csv
     from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE
 
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE
     rows = stability_table(
-        kva_path, q, seeds=seeds, q_list=q_list, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-        progress=True,
-    )  # fmt: skip
+        kva_path, q, seeds=seeds, q_list=q_list, chunk_size=chunk_size, progress=True
+    )
     write_stability_csv(csv_path, rows)
     plot_stability(rows, model=inspect_kva(kva_path).model, paths=figure_paths)
     return rows
