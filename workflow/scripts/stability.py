@@ -6,7 +6,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from loki_pipeline.select.stability import stability_report  # noqa: E402
+from loki_pipeline.figures.stability import stability_report  # noqa: E402
 
 stability_report(
     snakemake.input[0],
