@@ -109,6 +109,19 @@ def test_the_scripts_take_params_not_the_config():
         assert set(gets) <= {"snakemake.input", "data"}, (script, gets)
 
 
+def test_the_scripts_import_names_that_exist():
+    import ast
+    import importlib
+
+    for script in SCRIPTS:
+        tree = ast.parse((ROOT / "workflow" / "scripts" / f"{script}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("loki_pipeline"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{script}.py: {node.module}.{alias.name}"
+
+
 class Named(list):
     """A stand-in for Snakemake's input/output/params lists: positional and by name."""
 
