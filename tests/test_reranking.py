@@ -110,3 +110,20 @@ def test_random_candidates_are_unchanged(kwargs, digest):
     text = json.dumps(got["candidates"], sort_keys=True)
     assert hashlib.sha256(text.encode()).hexdigest() == digest
     assert got["protocol"]["candidates"] == "random"
+
+
+def test_beir_rows_are_read_as_every_data_file_is(tmp_path):
+    """corpus.jsonl and queries.jsonl go through data.records: bad rows are named by line."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "y"}) + "\n")
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "x"}) + "\n{oops\n")
+    with pytest.raises(LokiInputError, match=r"corpus.jsonl line 2: invalid JSON"):
+        load_beir(BeirSettings(source=str(tmp_path)))
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "x"}) + "\n[1]\n")
+    with pytest.raises(LokiInputError, match=r"corpus.jsonl line 2: expected a JSON object"):
+        load_beir(BeirSettings(source=str(tmp_path)))
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "d1", "text": "x\u2028y"}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    assert load_beir(BeirSettings(source=str(tmp_path)))["corpus"]["d1"] == ("", "x\u2028y")

@@ -12,7 +12,6 @@ or its relevant passages plus seeded random ones (``random``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -138,19 +137,14 @@ def rank_metrics(
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    from loki_pipeline.data.records import read_records
+
     if not path.is_file():
         raise LokiInputError(
             f"{path}: missing; a BEIR data set needs corpus.jsonl, "
             "queries.jsonl and qrels/<split>.tsv"
         )
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise LokiInputError(f"{path} line {lineno}: invalid JSON ({err})") from None
-    return rows
+    return [row for _, row in read_records(path)]
 
 
 def _read_beir(source: str, split: str):
