@@ -30,3 +30,15 @@ def add_device(parser: argparse.ArgumentParser, **kwargs: Any) -> argparse.Actio
 
     text = help_default("cpu, cuda, cuda:N or auto, which picks CUDA when present", "device")
     return parser.add_argument("--device", default=schema_default("device"), help=text, **kwargs)
+
+
+def add_setting(
+    parser: argparse.ArgumentParser, flag: str, key: str, text: str, **kwargs: Any
+) -> argparse.Action:
+    """``flag`` for config key ``key``: left out it is None (the settings object then takes the
+    schema's default, which the help names); the schema's ``enum`` are its choices."""
+    from loki_pipeline.settings import help_default, schema_node
+
+    if "enum" in (node := schema_node(key)):
+        kwargs.setdefault("choices", node["enum"])
+    return parser.add_argument(flag, help=help_default(text, key), **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 HELP = (
     "Score a checkpoint on TriviaQA, GSM8K, HellaSwag, WinoGrande, HumanEval and IFEval with "
@@ -32,10 +33,11 @@ class _Metric(argparse.Action):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A settings flag left out (None) takes the schema's default (``GeneralEvalSettings``)."""
-    from loki_pipeline.cli_options import add_device
-    from loki_pipeline.settings import help_default as default
+    from loki_pipeline.cli_options import add_device, add_setting
 
-    key = "evaluate.general."
+    def setting(flag: str, text: str, **kwargs: Any) -> None:
+        add_setting(parser, flag, f"evaluate.general.{flag[2:].replace('-', '_')}", text, **kwargs)
+
     parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
     parser.add_argument("--out", required=True, help="summary JSON to write (general.json)")
     parser.add_argument(
@@ -43,26 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
     parser.add_argument("--run", help="run name recorded in the summary (e.g. base)")
-    parser.add_argument("--tasks", type=_tasks, help=default("comma-separated", key + "tasks"))
-    parser.add_argument(
-        "--source",
-        choices=["local", "hub"],
-        help=default(
-            "local: project items under --data-dir; hub: lm-eval's official datasets",
-            key + "source",
-        ),
-    )
+    setting("--tasks", "comma-separated", type=_tasks)
+    setting("--source", "local: project items under --data-dir; hub: lm-eval's official datasets")
     parser.add_argument(
         "--data-dir", help="local items (default: the checkout's data/lm_eval, the schema's)"
     )
     parser.add_argument("--limit", type=int, help="at most this many items per task")
-    parser.add_argument("--batch-size", type=int, help=default("batch size", key + "batch_size"))
+    setting("--batch-size", "batch size", type=int)
     add_device(parser)
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help=default("model dtype", key + "dtype"),
-    )
+    setting("--dtype", "model dtype; auto is the checkpoint's")
     parser.add_argument(
         "--max-gen-toks", type=int, help="cap on new tokens per answer (default: each task's own)"
     )
@@ -78,11 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="needed for humaneval: runs model-written code in 'python -I' subprocesses",
     )
-    parser.add_argument(
-        "--code-timeout",
-        type=float,
-        help=default("seconds per program", key + "code_timeout"),
-    )
+    setting("--code-timeout", "seconds per program", type=float)
     parser.add_argument(
         "--metric",
         dest="metrics",
@@ -90,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TASK=METRIC,FILTER",
         help="score a task by another lm-eval result key (repeatable)",
     )
-    parser.add_argument("--threads", type=int, help=default("CPU threads", key + "threads"))
+    setting("--threads", "CPU threads", type=int)
 
 
 def run(args: argparse.Namespace) -> int:

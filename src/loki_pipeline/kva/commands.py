@@ -9,8 +9,7 @@ HELP = "attribute prompts with KVA (the LoKI paper's Analysing stage) into a res
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A settings flag left out (None) takes the config schema's default (``KVASettings``)."""
-    from loki_pipeline.cli_options import add_device, add_renamed
-    from loki_pipeline.settings import help_default as default
+    from loki_pipeline.cli_options import add_device, add_renamed, add_setting
 
     add_renamed(
         parser, "--model", "--model-dir", required=True, help="Hugging Face checkpoint directory"
@@ -22,36 +21,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="MMLU-schema .jsonl/.json/.parquet file or hf:<repo>",
     )
-    parser.add_argument("--split", help=default("hub split", "kva.dataset.split"))
-    parser.add_argument(
-        "--max-per-subject",
-        type=int,
-        help=default("at most this many items per subject", "kva.dataset.max_per_subject"),
-    )
+    add_setting(parser, "--split", "kva.dataset.split", "hub split")
+    add_setting(
+        parser, "--max-per-subject", "kva.dataset.max_per_subject",
+        "at most this many items per subject", type=int,
+    )  # fmt: skip
     parser.add_argument("--out", required=True, help="output HDF5 file (e.g. shards/0.h5)")
     parser.add_argument("--shard", type=int, default=0, help="this shard's index (default: 0)")
-    parser.add_argument("--num-shards", type=int, help=default("number of shards", "kva.shards"))
-    parser.add_argument("--steps", type=int, help=default("integration steps m", "kva.steps"))
-    parser.add_argument(
-        "--method", choices=("exact", "reference", "captum"), help=default("backend", "kva.method")
-    )
-    parser.add_argument(
-        "--quadrature",
-        choices=("left", "right", "midpoint", "trapezoid", "gauss_legendre"),
-        help=default("quadrature rule", "kva.quadrature"),
-    )
-    parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), help=default("dtype", "kva.dtype")
-    )
+    add_setting(parser, "--num-shards", "kva.shards", "number of shards", type=int)
+    add_setting(parser, "--steps", "kva.steps", "integration steps m", type=int)
+    add_setting(parser, "--method", "kva.method", "backend")
+    add_setting(parser, "--quadrature", "kva.quadrature", "quadrature rule")
+    add_setting(parser, "--dtype", "kva.dtype", "model dtype")
     add_device(parser)
-    parser.add_argument("--threads", type=int, help=default("CPU threads", "kva.threads"))
-    parser.add_argument(
-        "--batch-prompts",
-        type=int,
-        help=default(
-            "prompts per pass of the exact backend (8 or more on a GPU)", "kva.batch_prompts"
-        ),
-    )
+    add_setting(parser, "--threads", "kva.threads", "CPU threads", type=int)
+    add_setting(
+        parser, "--batch-prompts", "kva.batch_prompts",
+        "prompts per pass of the exact backend (8 or more on a GPU)", type=int,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.settings import StageSettings, from_schema, schema_default
+from loki_pipeline.settings import StageSettings, from_schema, schema_default, schema_node
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES: tuple[str, ...] = tuple(schema_node("kva.dtype")["enum"])
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ HELP = "Fine-tune a model on a task (LoKI, LoKI*, full or a PEFT baseline)."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings flags default to None: not given, the config's (or the schema's) stands."""
     from loki_pipeline.cli_options import add_device
+    from loki_pipeline.train.settings import DTYPES
 
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument("--task", required=True, choices=["toolace", "reranker"])
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup-ratio", type=float, default=None)
     group.add_argument("--scheduler", default=None)
     group.add_argument("--seed", type=int, default=None)
-    group.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    group.add_argument("--dtype", default=None, choices=DTYPES)
     group.add_argument("--max-samples", type=int, default=None)
     group.add_argument("--save-every", type=int, default=None)
 
