@@ -26,15 +26,15 @@ def one(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.implant.selection import Selection
     from loki_pipeline.models.architecture import get_adapter
+    from loki_pipeline.models.loading import load_model
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.settings import TrainSettings
     from loki_pipeline.train.trainer import prepare_model, sft_loss
 
     torch.set_num_threads(args.threads)
-    model, _ = load_checkpoint(args.model, device=args.device)
+    model, _ = load_model(args.model, device=args.device)
     arch = get_adapter(model)
     method = parse_method(args.method)
     g = torch.Generator().manual_seed(0)

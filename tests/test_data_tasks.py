@@ -20,7 +20,6 @@ from loki_pipeline.data.sft import (
     build_sft_dataset,
     context_length,
     pack_examples,
-    sft_options,
 )
 from loki_pipeline.errors import LokiInputError
 
@@ -247,22 +246,3 @@ def test_model_loss_on_a_batch_is_cross_entropy_over_assistant_tokens_only(tiny_
     keep = labels != IGNORE_INDEX
     expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     torch.testing.assert_close(out.loss, expected)
-
-
-def test_config_block_drives_build_sft_dataset(tiny_tokenizer):
-    # what the schema fills in for every task, including the other task's keys
-    block = {
-        "source": None,
-        "split": "train",
-        "max_samples": 3,
-        "cutoff_len": 4096,
-        "packing": False,
-        "tool_role": "tool",
-        "columns": {"query": "question"},
-    }
-    options = sft_options("toolace", block)
-    assert "columns" not in options and options["tool_role"] == "tool"
-    assert "tool_role" not in sft_options("reranker", block)
-    examples = build_sft_dataset("toolace", tokenizer=tiny_tokenizer, **options)
-    direct = build_sft_dataset("toolace", None, tiny_tokenizer, cutoff_len=4096, max_samples=3)
-    assert examples == direct

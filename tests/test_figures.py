@@ -11,6 +11,8 @@ from test_select import write_kva
 from loki_pipeline.figures import heatmap_density, plot_global_layer_counts, plot_stability
 from loki_pipeline.figures.heatmap import draw_kva_heatmap
 from loki_pipeline.figures.layer_counts import draw_global_layer_counts
+from loki_pipeline.figures.tradeoff import point_label, run_family
+from loki_pipeline.runs import parse_run
 from loki_pipeline.select import save_selection, select_nodes
 
 
@@ -67,3 +69,28 @@ def test_global_layer_counts_and_stability_figures(tmp_path):
     plot_global_layer_counts([[1]] * 4, [[2]] * 4, model="m", q=5, nodes_per_layer=20,
                              paths=[tmp_path / "x.png"])  # fmt: skip
     assert (tmp_path / "x.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "run,family",
+    [
+        ("base", "base"),
+        ("toolace-loki_q10", "loki"),
+        ("toolace-loki_lora_q30_r32", "loki"),
+        ("toolace-loki_layer_balanced_low_q10", "loki"),
+        ("toolace-loki_global_high_q10", "ablation"),
+        ("toolace-loki_layer_balanced_high_lora_q10_r4", "ablation"),
+        ("suppress-layer_balanced_high_q1", "suppress"),
+        ("toolace-lora_r16", "baseline"),
+        ("toolace-full", "baseline"),
+        ("global-model-v2", "external"),  # no substring guess: 'global' is not an ablation
+    ],
+)
+def test_tradeoff_families_come_from_the_parsed_run_name(run, family):
+    assert run_family(parse_run(run, ["toolace"])) == family
+
+
+def test_tradeoff_labels_a_hyphenated_tasks_run_by_its_method():
+    run = parse_run("my-task-loki_q10", ["my-task"])
+    assert point_label(run, ["my-task-loki_q10"]) == "loki_q10 (no learning)"
+    assert point_label(parse_run("base", ["my-task"]), []) == "base"

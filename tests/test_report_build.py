@@ -119,12 +119,13 @@ def test_tradeoff_figure_renders_with_error_bars_and_hollow_non_learners(evals, 
 
     import matplotlib.pyplot as plt
 
-    from loki_pipeline.report.tradeoff import draw_tradeoff
+    from loki_pipeline.figures.tradeoff import draw_tradeoff
 
     fig, ax = plt.subplots()
     draw_tradeoff(
         ax,
         {"base": (0.0, 25.0), "toolace-lora_r16": (50.0, 25.0)},
+        task="toolace",
         score_label="s",
         intervals={"base": (None, (12.0, 40.0)), "toolace-lora_r16": ((30.0, 70.0), (12.0, 40.0))},
         no_learning=["toolace-lora_r16"],
@@ -141,12 +142,12 @@ def test_tradeoff_labels_do_not_overlap_when_points_crowd(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from loki_pipeline.report.tradeoff import draw_tradeoff, place_labels
+    from loki_pipeline.figures.tradeoff import draw_tradeoff, place_labels
 
     points = {f"toolace-method_{i}": (1.0 + 0.05 * i, 30.0 + 0.1 * (i % 3)) for i in range(6)}
     points["base"] = (0.0, 10.0)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
-    draw_tradeoff(ax, points, score_label="s")
+    draw_tradeoff(ax, points, task="toolace", score_label="s")
     fig.tight_layout()
     ax.set_xlim(ax.get_xlim())
     ax.set_ylim(ax.get_ylim())

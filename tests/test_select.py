@@ -159,6 +159,36 @@ def test_format_q_is_compact_and_matches_the_wildcard_pattern():
         assert not re.fullmatch(Q_PATTERN, q)
 
 
+def test_format_q_round_trips_every_float_through_the_wildcard_pattern():
+    import random
+    import re
+
+    rng = random.Random(0)
+    tricky = [12.3456789, 1e-5, 1e-11, 1 / 3, 0.1 + 0.2, 100 - 1e-13, 5e-324, 33.3, 0.07]
+    for q in tricky + [rng.uniform(0, 100) for _ in range(2000)]:
+        text = format_q(q)
+        assert re.fullmatch(Q_PATTERN, text), text
+        assert float(text) == q and format_q(text) == text
+    assert format_q(12.3456789) == "12.3456789"  # not 12.3457 (6 significant digits)
+
+
+def test_every_q_of_the_shipped_configs_keeps_its_file_name():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "config"
+    values = []
+    for name in ("config.yaml", "paper.yaml"):
+        config = yaml.safe_load((root / name).read_text())
+        select = config["select"]
+        heatmap = select["heatmap_q"]
+        values += select["q"] + [select["stability"]["q"]] + select["stability"]["q_list"]
+        values += list(heatmap.values()) if isinstance(heatmap, dict) else [heatmap]
+        values += [item["q"] for item in config["suppress"]]
+    assert {1, 5, 10, 20, 30} <= set(values)
+    for q in values:  # the names the earlier formats gave them
+        assert format_q(q) == f"{float(q):g}" == f"{float(q):.10f}".rstrip("0").rstrip(".")
+
+
 @pytest.mark.parametrize("q", [0, 100, -3, 150, "ten"])
 def test_q_outside_open_interval_is_rejected(q):
     with pytest.raises(LokiInputError, match="q must"):

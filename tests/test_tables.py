@@ -10,7 +10,6 @@ import pytest
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.report.build import build_suppress_table, build_task_tables, build_tradeoff
 from loki_pipeline.report.tables import render_latex, render_markdown, task_rows
-from loki_pipeline.report.tradeoff import run_family
 
 RERANK = {
     "base": {"primary_metric": "map@1", "metrics": {"map@1": 0.40, "ndcg@1": 0.50}},
@@ -45,15 +44,6 @@ def test_latex_escapes_and_shows_missing_values_as_dash():
         [{"run": "lora_r16", "Avg": None}], [("run", "run", ""), ("Avg", "Avg", ".2f")], "a_b"
     )
     assert r"lora\_r16 & -- \\" in tex and r"\caption{a\_b}" in tex
-
-
-def test_run_families():
-    assert run_family("base") == "base"
-    assert run_family("toolace-loki_q10") == "loki"
-    assert run_family("toolace-loki_lora_q30_r32") == "loki"
-    assert run_family("toolace-global_high_q10") == "ablation"
-    assert run_family("suppress-layer_balanced_high_q1") == "suppress"
-    assert run_family("toolace-lora_r16") == "baseline"
 
 
 def _general(path, **scores):

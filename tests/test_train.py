@@ -37,11 +37,11 @@ def positions(k: int = 3) -> Selection:
     [
         ("loki_q10", "loki", "layer_balanced_low", 10.0, None),
         ("loki_global_high_q10", "loki", "global_high", 10.0, None),
-        ("loki_lora_q30_r32", "loki", "layer_balanced_low", 30.0, 32),
+        ("loki_lora_q30_r32", "loki*", "layer_balanced_low", 30.0, 32),
         ("loki_q2.5", "loki", "layer_balanced_low", 2.5, None),
         ("full", "full", None, None, None),
-        ("dora_r16", "peft", None, None, 16),
-        ("corda_r8", "peft", None, None, 8),
+        ("dora_r16", "dora", None, None, 16),
+        ("corda_r8", "corda", None, None, 8),
     ],
 )
 def test_method_names_parse_to_their_parts(name, kind, strategy, q, rank):

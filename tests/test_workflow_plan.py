@@ -87,3 +87,38 @@ def test_unknown_top_level_key_stops_snakemake_naming_it(tmp_path):
     assert "unknown top-level key: 'experiment' (did you mean 'experiments'?)" in (
         proc.stdout + proc.stderr
     )
+
+
+def _dry_run(tmp_path, config_text: str, *targets: str) -> str:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "--forceall", *targets, "--configfile", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_run_names_plan_the_checkpoint_each_kind_evaluates(tmp_path):
+    # loki_q12.3456789 trains on the selection of that q, not of a rounded 12.3457 (which
+    # selects other nodes, and the run refuses); an external run evaluates a released model
+    # listed under `models`, prepared like a base model.
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "    toolace: [loki_q10, lora_r16]" in default and "\nmodels:\n" in default
+    text = default.replace("    toolace: [loki_q10, lora_r16]", "    toolace: [loki_q12.3456789]")
+    text = text.replace("\nmodels:\n", "\nmodels:\n  released-x:\n    source: hf:org/released\n")
+    out = _dry_run(
+        tmp_path,
+        text,
+        "results/eval/smollm2-135m/toolace-loki_q12.3456789/general.json",
+        "results/eval/smollm2-135m/released-x/general.json",
+        "results/eval/smollm2-135m/suppress-global_low_q2.5/general.json",
+    )
+    assert "results/select/smollm2-135m/layer_balanced_low_q12.3456789.json" in out
+    assert "results/train/smollm2-135m/toolace/loki_q12.3456789/merged" in out
+    assert "resources/models/released-x" in out
+    assert "results/suppress/smollm2-135m/global_low_q2.5" in out

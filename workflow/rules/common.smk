@@ -5,7 +5,8 @@ import pathlib
 import re
 
 from loki_pipeline.models.sources import source_fingerprint
-from loki_pipeline.schemas import validate_config
+from loki_pipeline.runs import BASE, parse_run, suppress_run, trained_run
+from loki_pipeline.schemas import load_schema, validate_config
 
 # The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train
 # --config` checks too: an unknown key, a wrong type or a name that is not a plain folder name
@@ -16,12 +17,15 @@ if not workflow.modifier.skip_validation:
 
 
 MODELS = list(config["models"])
+# The fine-tuning tasks the schema knows; run names are parsed against them (runs.parse_run).
+TASKS = load_schema()["$defs"]["task"]["enum"]
 
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)) if MODELS else "[^/]+",
     shard=r"\d+",
     run=r"[^/]+",
+    task="|".join(map(re.escape, TASKS)),
 
 
 def model_dir(wildcards):
@@ -42,28 +46,37 @@ def all_targets():
     return targets
 
 
-# A "run" names one model to evaluate: "base" (the untuned model), "{task}-{method}" (a training
-# run) or "suppress-{strategy}_q{q}" (a suppression ablation, the LoKI paper's Table 5).
+# A "run" names one model to evaluate (loki_pipeline.runs): "base" (the untuned model),
+# "{task}-{method}" (a training run), "suppress-{strategy}_q{q}" (a suppression ablation, the
+# LoKI paper's Table 5), or any other name: an external run, a released model prepared like a
+# base model (listed under `models`).
 def run_model_dir(model, run):
     """Directory of the plain Hugging Face checkpoint a run's evaluation loads."""
-    if run == "base":
+    parsed = parse_run(run, TASKS)
+    if parsed.kind == "base":
         return f"resources/models/{model}"
-    kind, _, rest = run.partition("-")
-    if kind == "suppress":
-        return f"results/suppress/{model}/{rest}"
-    return f"results/train/{model}/{kind}/{rest}/merged"
+    if parsed.kind == "suppress":
+        return f"results/suppress/{model}/{selection_stem(parsed.strategy, parsed.q)}"
+    if parsed.kind == "trained":
+        return f"results/train/{model}/{parsed.task}/{parsed.method.name}/merged"
+    return f"resources/models/{run}"
 
 
 def training_runs(model):
     """(task, method) pairs the config asks to train for a model."""
-    tasks = config.get("experiments", {}).get(model, {})
+    tasks = config["experiments"].get(model, {})
     return [(task, method) for task, methods in tasks.items() for method in methods]
 
 
-# Selecting (select.smk): selection files, figure targets, honest {strategy} and {q} wildcards.
-from loki_pipeline.select.naming import Q_PATTERN, STRATEGIES, format_q
+def task_methods(model, task):
+    """Methods the config trains on one task for a model, in the config's order."""
+    return [m for t, m in training_runs(model) if t == task]
 
-SELECT = config.get("select", {})  # the Selecting stage (select.smk)
+
+# Selecting (select.smk): selection files, figure targets, honest {strategy} and {q} wildcards.
+from loki_pipeline.select.naming import Q_PATTERN, STRATEGIES, format_q, selection_stem
+
+SELECT = config["select"]  # the Selecting stage (select.smk)
 
 
 wildcard_constraints:
@@ -73,12 +86,12 @@ wildcard_constraints:
 
 def selection_file(model, strategy, q):
     """The selection JSON for (model, strategy, q); other stages ask for selections through it."""
-    return f"results/select/{model}/{strategy}_q{format_q(q)}.json"
+    return f"results/select/{model}/{selection_stem(strategy, q)}.json"
 
 
 def heatmap_q(model):
     """The q of a model's figures: one number for all models, or a per-model mapping."""
-    value = SELECT.get("heatmap_q", 10)
+    value = SELECT["heatmap_q"]
     return value.get(model, 10) if isinstance(value, dict) else value
 
 
@@ -99,8 +112,8 @@ def select_targets():
     targets = [
         selection_file(model, strategy, q)
         for model in MODELS
-        for strategy in SELECT.get("strategies", STRATEGIES)
-        for q in SELECT.get("q", [1, 5, 10])
+        for strategy in SELECT["strategies"]
+        for q in SELECT["q"]
     ]
     return targets + figure_targets()
 
@@ -110,14 +123,15 @@ from loki_pipeline.train.methods import parse_method
 
 
 wildcard_constraints:
-    task="toolace|reranker",
     method=r"[a-z0-9][a-z0-9_.]*",
 
 
 def train_inputs(wildcards):
     """Base model, the task's local data file (if any) and, for LoKI methods, the selection."""
     inputs = {"model": f"resources/models/{wildcards.model}"}
-    source = config["tasks"].get(wildcards.task, {}).get("train", {}).get("source")
+    # a task the config does not declare trains on its shipped set
+    declared = wildcards.task in config["tasks"]
+    source = config["tasks"][wildcards.task]["train"]["source"] if declared else None
     if source and not str(source).startswith("hf:"):
         inputs["data"] = source
     method = parse_method(wildcards.method)
@@ -135,43 +149,45 @@ def train_targets():
     ]
 
 
-# Evaluating (evaluate.smk): the tasks a run's task.json reports.
+# Evaluating (evaluate_task.smk): the tasks a run's task.json reports.
 def run_tasks(model, run):
-    """Tasks whose performance task.json of (model, run) reports."""
-    kind = run.partition("-")[0]
-    if kind in config.get("tasks", {}) and run != "base":
-        return [kind]
+    """Tasks whose performance task.json of (model, run) reports: a training run's own task;
+    for any other run every task trained for the model (else every configured task)."""
+    parsed = parse_run(run, TASKS)
+    if parsed.kind == "trained":
+        return [parsed.task]
     trained = sorted({task for task, _ in training_runs(model)})
-    return trained or sorted(config.get("tasks", {}))
+    return trained or sorted(config["tasks"])
 
 
 # Reporting (report.smk): the runs of each table, suppression runs, table inputs and targets.
 def task_runs(model, task):
     """Runs of one task's tables: the untuned base first, then the task's training runs."""
-    return ["base"] + [f"{task}-{m}" for t, m in training_runs(model) if t == task]
+    return [BASE] + [trained_run(task, m) for m in task_methods(model, task)]
 
 
 def suppress_runs(model):
     """Suppression ablation run names from config `suppress`: a list of {strategy, q} or a
-    mapping {strategies: [...], q: [...]} (empty when the key is absent)."""
-    spec = config.get("suppress") or []
+    mapping {strategies: [...], q: [...]} (empty by default)."""
+    spec = config["suppress"]
     if isinstance(spec, dict):
         spec = [
             {"strategy": s, "q": q}
             for s in spec.get("strategies", [])
             for q in spec.get("q", [])
         ]
-    return [f"suppress-{item['strategy']}_q{format_q(item['q'])}" for item in spec]
+    return [suppress_run(item["strategy"], item["q"]) for item in spec]
 
 
 def table_inputs(wildcards):
-    runs = task_runs(wildcards.model, wildcards.task)
+    model, task = wildcards.model, wildcards.task
+    runs = task_runs(model, task)
     return {
-        "general": [f"results/eval/{wildcards.model}/{r}/general.json" for r in runs],
-        "task": [f"results/eval/{wildcards.model}/{r}/task.json" for r in runs],
+        "general": [f"results/eval/{model}/{r}/general.json" for r in runs],
+        "task": [f"results/eval/{model}/{r}/task.json" for r in runs],
         "params": [
-            f"results/train/{wildcards.model}/{wildcards.task}/{r.split('-', 1)[1]}/trainable_params.json"
-            for r in runs[1:]
+            f"results/train/{model}/{task}/{m}/trainable_params.json"
+            for m in task_methods(model, task)
         ],
     }
 
@@ -197,11 +213,11 @@ def report_targets():
 
 def eval_general_data(wildcards):
     """The local items the run reads (none for source 'hub'), so editing them re-runs it."""
-    general = config.get("evaluate", {}).get("general", {})
-    if general.get("source", "local") != "local":
+    general = config["evaluate"]["general"]
+    if general["source"] != "local":
         return []
-    root = general.get("data_dir", "data/lm_eval")
-    tasks = general.get("tasks", [])
+    root = general["data_dir"]
+    tasks = general["tasks"]
     return sorted(
         str(p) for task in tasks for p in pathlib.Path(root, task).glob("*.jsonl")
     )

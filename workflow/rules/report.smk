@@ -35,8 +35,6 @@ rule tables:
         "logs/tables/{model}/{task}.log",
     benchmark:
         "results/benchmarks/tables/{model}/{task}.tsv"
-    wildcard_constraints:
-        task="toolace|reranker",
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -66,8 +64,6 @@ rule tradeoff:
         "logs/tradeoff/{model}/{task}.log",
     benchmark:
         "results/benchmarks/tradeoff/{model}/{task}.tsv"
-    wildcard_constraints:
-        task="toolace|reranker",
     conda:
         "../../envs/loki.yaml"
     threads: 1

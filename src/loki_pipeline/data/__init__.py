@@ -9,7 +9,7 @@ from loki_pipeline.data.mmlu import (
     load_mmlu,
 )
 from loki_pipeline.data.reranker import load_reranker, reranker_messages
-from loki_pipeline.data.sft import SFTCollator, build_sft_dataset, collate_sft, sft_options
+from loki_pipeline.data.sft import SFTCollator, build_sft_dataset, collate_sft
 from loki_pipeline.data.toolace import load_toolace
 
 __all__ = ["MMLU_SUBJECTS", "MMLUItem", "encode_prompt", "format_prompt", "load_mmlu"]
@@ -20,6 +20,5 @@ __all__ += [
     "load_reranker",
     "load_toolace",
     "reranker_messages",
-    "sft_options",
     "tokenize_conversation",
 ]

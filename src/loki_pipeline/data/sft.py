@@ -63,7 +63,6 @@ def load_task(task: str, source: str | os.PathLike | None = None, **kwargs) -> l
 
 #: config keys of ``tasks.<task>.train`` that only one task's loader takes
 TASK_ONLY_OPTIONS = {"toolace": ("tool_role",), "reranker": ("columns",)}
-_COMMON_OPTIONS = ("source", "split", "max_samples", "cutoff_len", "packing")
 
 
 def loader_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
@@ -73,21 +72,6 @@ def loader_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
         raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
     keys = ("split", *TASK_ONLY_OPTIONS.get(task, ()))
     return {k: train_config[k] for k in keys if k in train_config}
-
-
-def sft_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
-    """``build_sft_dataset`` keyword arguments from a ``tasks.<task>.train`` config block.
-
-    The schema fills every key for every task; the other task's keys are dropped here, so
-    ``build_sft_dataset(task, tokenizer=tok, **sft_options(task, cfg))`` works for both.
-    """
-    if task not in TASK_LOADERS:
-        raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
-    keys = _COMMON_OPTIONS + TASK_ONLY_OPTIONS.get(task, ())
-    options = {k: train_config[k] for k in keys if k in train_config}
-    options.setdefault("source", None)
-    options.setdefault("cutoff_len", 1024)
-    return options
 
 
 def context_length(config: Mapping[str, Any]) -> int | None:

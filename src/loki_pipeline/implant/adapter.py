@@ -89,10 +89,6 @@ def check_base(adapter_dir: str | os.PathLike, model_dir: str | os.PathLike) -> 
         )
 
 
-def is_loki_adapter(path: str | os.PathLike) -> bool:
-    return (Path(path) / CONFIG_NAME).is_file()
-
-
 def save_loki_adapter(
     model: nn.Module,
     out_dir: str | os.PathLike,

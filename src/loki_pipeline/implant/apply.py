@@ -58,9 +58,3 @@ def merge_loki(model: nn.Module) -> nn.Module:
     for layer, module in loki_layers(model).items():
         adapter.set_down_proj(layer, module.merge())
     return model
-
-
-def lowest_trainable_layer(model: nn.Module) -> int | None:
-    """Index of the lowest block with a trainable row (backward never needs to go below it)."""
-    layers = [i for i, m in loki_layers(model).items() if m.num_rows]
-    return min(layers) if layers else None

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.adapter import (
-    check_base,
-    is_loki_adapter,
-    load_loki_adapter,
-)
-from loki_pipeline.implant.apply import merge_loki
-from loki_pipeline.implant.loading import load_checkpoint, save_checkpoint
+from loki_pipeline.implant.adapter import check_base
 from loki_pipeline.io import atomic_path
+from loki_pipeline.models.loading import load_model
+from loki_pipeline.train.methods import adapter_kind
 
-log = logging.getLogger(__name__)
+
+def save_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> None:
+    """A plain safetensors checkpoint with its tokenizer (callers pass a temporary dir)."""
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out_dir))
 
 
 def write_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
@@ -38,26 +36,14 @@ def merge_adapter(
     *,
     dtype: str = "float32",
 ) -> Path:
-    """LoKI: ``W[S] += Delta``; PEFT (LoRA, DoRA, ...): ``merge_and_unload``. Written atomically.
+    """Fold an adapter into its base by its method kind's ``merge`` hook (LoKI: ``W[S] +=
+    Delta``; PEFT: ``merge_and_unload``) and write the result atomically.
 
     The adapter's recorded base (``loki_base.json``) must be ``model_dir``'s weights; an adapter
     without a record is merged with a warning.
     """
     adapter_dir = Path(adapter_dir)
-    is_peft = (adapter_dir / "adapter_config.json").is_file()
-    if not is_loki_adapter(adapter_dir) and not is_peft:
-        raise LokiInputError(
-            f"{adapter_dir} is neither a LoKI adapter (loki_config.json) nor a PEFT adapter "
-            "(adapter_config.json)"
-        )
+    kind = adapter_kind(adapter_dir)
     check_base(adapter_dir, model_dir)
-    model, tokenizer = load_checkpoint(model_dir, dtype=dtype)
-    if is_loki_adapter(adapter_dir):
-        merged = merge_loki(load_loki_adapter(model, adapter_dir))
-    else:
-        from peft import PeftModel
-
-        peft_type = json.loads((adapter_dir / "adapter_config.json").read_text()).get("peft_type")
-        log.info("merging PEFT adapter (%s)", peft_type)
-        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    return write_checkpoint(merged, tokenizer, out_dir)
+    model, tokenizer = load_model(model_dir, dtype=dtype)
+    return write_checkpoint(kind.merge(model, adapter_dir), tokenizer, out_dir)

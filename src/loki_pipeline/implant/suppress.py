@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from loki_pipeline.implant.loading import load_checkpoint
 from loki_pipeline.implant.merge import write_checkpoint
 from loki_pipeline.implant.selection import (
     Selection,
@@ -22,6 +21,7 @@ from loki_pipeline.implant.selection import (
     read_selection,
 )
 from loki_pipeline.models.architecture import get_adapter
+from loki_pipeline.models.loading import load_model
 
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def suppress_checkpoint(
     then load, zero and save atomically (a failed write is a ``LokiWriteError``)."""
     selection = read_selection(selection_path)
     check_fits_checkpoint(selection, model_dir)
-    model, tokenizer = load_checkpoint(model_dir, dtype=dtype)
+    model, tokenizer = load_model(model_dir, dtype=dtype)
     n = suppress_nodes(model, selection)
     write_checkpoint(model, tokenizer, out_dir)
     return n

@@ -211,29 +211,6 @@ def _prefix_pass(model: nn.Module, prompts: list[torch.Tensor]) -> _Prefix:
     )
 
 
-def exact_attribute(
-    model: nn.Module,
-    input_ids,
-    alphas: np.ndarray,
-    weights: np.ndarray,
-    *,
-    layers_per_batch: int | None = None,
-    masked_rows: bool | None = None,
-) -> KVAResult:
-    """KVA of one prompt, exactly as the reference computes it, re-running only the last row.
-
-    See :func:`exact_attribute_many` for the options.
-    """
-    return exact_attribute_many(
-        model,
-        [input_ids],
-        alphas,
-        weights,
-        layers_per_batch=layers_per_batch,
-        masked_rows=masked_rows,
-    )[0]
-
-
 def exact_attribute_many(
     model: nn.Module,
     prompts: Sequence,

@@ -1,7 +1,8 @@
 """Assemble one model's tables and trade-off figure from the evaluation files the rules leave.
 
-Run names: ``base``, ``{task}-{method}`` (training runs) and ``suppress-{strategy}_q{q}``
-(suppression ablations). Suppression runs are task-independent (nothing is trained), so they get
+Run names (``loki_pipeline.runs``): ``base``, ``{task}-{method}`` (training runs),
+``suppress-{strategy}_q{q}`` (suppression ablations) and external runs. Suppression runs are
+task-independent (nothing is trained), so they get
 their own forgetting table (``results/tables/{model}/suppress/forgetting.*``) and appear in
 each task's trade-off figure as vertical lines at their ``Avg``, not in the task tables.
 
@@ -41,6 +42,7 @@ from loki_pipeline.report.tables import (
     task_rows,
     write_table,
 )
+from loki_pipeline.runs import BASE, trained_run
 
 PathLike = str | os.PathLike
 log = logging.getLogger(__name__)
@@ -49,13 +51,11 @@ BOOTSTRAP = f"{RESAMPLES} resamples, seed {SEED}"
 
 
 def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], dict[str, dict]]:
-    if "base" not in general:
-        raise LokiInputError("the general evaluations must include the 'base' run")
-    base = load_scores(general["base"])
+    if BASE not in general:
+        raise LokiInputError(f"the general evaluations must include the {BASE!r} run")
+    base = load_scores(general[BASE])
     runs = {
-        name: load_scores(path, tasks=list(base))
-        for name, path in general.items()
-        if name != "base"
+        name: load_scores(path, tasks=list(base)) for name, path in general.items() if name != BASE
     }
     return base, runs
 
@@ -88,7 +88,7 @@ def task_summary(path: PathLike, task: str) -> dict[str, Any]:
 
 
 def _full_reference(task: str, runs: Mapping[str, Any]) -> str | None:
-    name = f"{task}-full"
+    name = trained_run(task, "full")
     return name if name in runs else None
 
 
@@ -98,7 +98,7 @@ def task_evidence(
     """(summaries, estimates, learning checks) of every run's task results; a warning names
     each run that shows no learning, or whose learning cannot be tested."""
     results = {name: task_summary(path, task) for name, path in task_results.items()}
-    base = results.get("base")
+    base = results.get(BASE)
     qrels = reranker_qrels(base or next(iter(results.values()))) if task == "reranker" else None
     estimates = {
         name: task_estimates(task, result, qrels=qrels, where=str(task_results[name]))
@@ -109,7 +109,7 @@ def task_evidence(
         log.warning("no base task results for %s: learning is not tested", task)
         return results, estimates, checks
     for name, result in results.items():
-        if name == "base":
+        if name == BASE:
             continue
         check = learning_check(task, base, result, qrels=qrels, where=str(task_results[name]))
         checks[name] = check
@@ -240,7 +240,7 @@ def build_tradeoff(
 ) -> Path:
     """The trade-off figure of one task: every run with a task score and 95% intervals both
     ways, runs that did not learn hollow; suppressions as lines with their Avg interval."""
-    from loki_pipeline.report.tradeoff import plot_tradeoff
+    from loki_pipeline.figures.tradeoff import plot_tradeoff
 
     base, runs = _general_scores(general)
     tasks = list(base)
@@ -250,11 +250,11 @@ def build_tradeoff(
     points, intervals = {}, {}
     for name, result in results.items():
         score = estimates[name].get(primary) or Estimate(float(result["metrics"][primary]))
-        if name == "base":
+        if name == BASE:
             avg, x_interval = 0.0, None
         else:
             avg = forgetting_avg(base, runs[name])
-            x_interval = forgetting_avg_interval(items["base"], items.get(name, {}), tasks)
+            x_interval = forgetting_avg_interval(items[BASE], items.get(name, {}), tasks)
         y_interval = None if score.lo is None else (100 * score.lo, 100 * score.hi)
         points[name] = (avg, 100 * float(result["metrics"][primary]))
         intervals[name] = (x_interval, y_interval)
@@ -263,11 +263,12 @@ def build_tradeoff(
         scores = load_scores(path, tasks=tasks)
         vlines[name] = forgetting_avg(base, scores)
         vline_intervals[name] = forgetting_avg_interval(
-            items["base"], load_item_scores(path, tasks=tasks), tasks
+            items[BASE], load_item_scores(path, tasks=tasks), tasks
         )
     return plot_tradeoff(
         points,
         out_path,
+        task=task,
         score_label=f"{task}: {primary} (%)",
         title=title,
         vlines=vlines,

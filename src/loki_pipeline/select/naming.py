@@ -5,6 +5,7 @@ Kept free of heavy imports so that ``workflow/rules/select.smk`` can import it.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
 
 from loki_pipeline.errors import LokiInputError
@@ -42,10 +43,15 @@ def check_q(q: float | int | str) -> float:
 
 
 def format_q(q: float | int | str) -> str:
-    """Compact decimal form used in file names: ``10`` (not ``10.0``), ``2.5``, ``0.25``."""
-    value = check_q(q)
-    text = f"{value:.10f}".rstrip("0").rstrip(".")
-    return text
+    """q as every file and run name writes it: ``10`` (not ``10.0``), ``2.5``, ``12.3456789``.
+
+    The shortest decimal that reads back as the same float (``repr``), written without an
+    exponent or trailing zeros, so it matches :data:`Q_PATTERN` and round-trips: a name's q,
+    parsed and formatted again, names the same file (``loki_q12.3456789`` trains on
+    ``..._q12.3456789.json``, not on a rounded ``12.3457``).
+    """
+    text = format(Decimal(repr(check_q(q))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def nodes_per_layer_quota(q: float, num_nodes: int) -> int:
@@ -61,6 +67,11 @@ def global_quota(q: float, num_layers: int, num_nodes: int) -> int:
     return int(Fraction(str(check_q(q))) * num_layers * num_nodes / 100)
 
 
-def selection_filename(strategy: str, q: float) -> str:
+def selection_stem(strategy: str, q: float | int | str) -> str:
+    """``{strategy}_q{q}``: a selection's name, also that of its suppression run's folder."""
+    return f"{check_strategy(strategy)}_q{format_q(q)}"
+
+
+def selection_filename(strategy: str, q: float | int | str) -> str:
     """``{strategy}_q{q}.json``, the name every stage uses for a selection."""
-    return f"{check_strategy(strategy)}_q{format_q(q)}.json"
+    return selection_stem(strategy, q) + ".json"

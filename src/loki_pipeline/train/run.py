@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from array import array
 from pathlib import Path
 from typing import Any
@@ -141,12 +140,11 @@ def _run_locked(
 ) -> Path:
     """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
     from loki_pipeline.data.sft import build_sft_dataset, context_length, default_source
-    from loki_pipeline.implant.loading import load_checkpoint
     from loki_pipeline.models.architecture import get_adapter
-    from loki_pipeline.models.loading import read_checkpoint_config
+    from loki_pipeline.models.loading import load_model, read_checkpoint_config
     from loki_pipeline.train import trainer
 
-    model, tokenizer = load_checkpoint(model_dir, dtype=settings.dtype, device=device)
+    model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=device)
     max_context = context_length(read_checkpoint_config(model_dir))
     examples = build_sft_dataset(
         task,
@@ -164,7 +162,7 @@ def _run_locked(
     arch = get_adapter(model)
     total_before = sum(p.numel() for p in model.parameters())
     model = trainer.prepare_model(
-        model, method, settings, selection=selection, calibration=examples, pad_id=pad_id
+        model, method, settings, selection=selection, calibration=examples
     )
     if settings.dtype != "float32":  # optimizer state and updates in float32; compute autocast
         for p in model.parameters():
@@ -176,14 +174,8 @@ def _run_locked(
         "trainable_params": trainable,
         "total_params": total_before,
         "trainable_percent": 100.0 * trainable / total_before,
+        **method.spec.counts(method, selection, arch),
     }
-    if method.kind == "loki":
-        counts["selected_nodes"] = selection.total
-        counts["nodes_per_layer"] = [len(p) for p in selection.positions]
-        counts["paper_formula"] = "q/100 * L * d_model * d_ff"
-        counts["paper_formula_params"] = int(
-            method.q / 100 * arch.num_layers * arch.d_model * arch.d_ff
-        )
     log.info(
         "%s: %d trainable of %d parameters (%.3f%%)",
         method.name,
@@ -276,45 +268,22 @@ def _save_outputs(
     dtype: str,
     initial_adapter: Path | None = None,
 ) -> None:
-    """``adapter/`` (what was trained) and ``merged/`` (a plain checkpoint) of a finished run.
+    """``adapter/`` (what was trained, by the method kind's ``save`` hook) and ``merged/`` (a
+    plain checkpoint) of a finished run.
 
     PiSSA/CorDA adapters are converted against ``initial_adapter`` into a LoRA on the original
     base, so ``merge`` of ``adapter/`` onto ``model_dir`` gives ``merged/``.
     """
     import torch
 
-    from loki_pipeline.implant.adapter import record_base_fingerprint, save_loki_adapter
-    from loki_pipeline.implant.apply import merge_loki
-    from loki_pipeline.implant.loading import save_checkpoint
+    from loki_pipeline.implant.merge import save_checkpoint
 
-    if method.kind == "loki":
-        save_loki_adapter(
-            model,
-            tmp / "adapter",
-            base_model=str(model_dir),
-            selection=selection_path,
-            strategy=method.strategy,
-            q=method.q,
-            extra={"method": method.name},
-        )
-        merged = merge_loki(model)
-    elif method.kind == "peft":
-        with warnings.catch_warnings():
-            # the conversion loads the initial adapter beside the trained one, which peft
-            # warns about (PiSSA/CorDA "should not be used with other adapters") as if misused
-            warnings.filterwarnings("ignore", r"(PiSSA|CorDA) changes the base weights")
-            model.save_pretrained(
-                str(tmp / "adapter"),
-                path_initial_model_for_weight_conversion=(
-                    None if initial_adapter is None else str(initial_adapter)
-                ),
-            )
-        record_base_fingerprint(tmp / "adapter", model_dir)  # merge checks the base
-        merged = model.merge_and_unload()
-    else:
-        (tmp / "adapter").mkdir()
-        (tmp / "adapter" / "README.md").write_text(
-            "Full fine-tuning trains every parameter: the model is ../merged/.\n"
-        )
-        merged = model
+    merged = method.spec.save(
+        model,
+        method,
+        tmp / "adapter",
+        model_dir=model_dir,
+        selection_path=selection_path,
+        initial_adapter=initial_adapter,
+    )
     save_checkpoint(merged.to(getattr(torch, dtype)), tokenizer, tmp / "merged")

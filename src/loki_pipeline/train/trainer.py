@@ -36,11 +36,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.apply import apply_loki
 from loki_pipeline.implant.selection import Selection
 from loki_pipeline.io import atomic_path, content_fingerprint, describe_changes, remove_tree
 from loki_pipeline.models.architecture import get_adapter
-from loki_pipeline.train.methods import PEFT_METHODS, Method
+from loki_pipeline.train.methods import Method
 from loki_pipeline.train.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,6 @@ LEGACY_CHECKPOINT = "last.pt"
 INITIAL_ADAPTER = "initial_adapter"
 #: settings that do not change the trained weights: changing them keeps a checkpoint usable
 NOT_FINGERPRINTED = ("save_every", "keep_checkpoints")
-#: PEFT methods whose initialisation rewrites the base weights (W -> W_res = W - B0 A0)
-MUTATES_BASE = ("pissa", "corda")
 LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s")
 
 
@@ -104,76 +101,27 @@ def prepare_model(
     *,
     selection: Selection | None = None,
     calibration: Sequence[dict[str, Any]] | None = None,
-    pad_id: int = 0,
 ) -> nn.Module:
-    """Make exactly the method's parameters trainable (LoKI wraps in place; PEFT wraps around)."""
+    """Make exactly the method's parameters trainable (its kind's ``prepare`` hook: LoKI wraps
+    in place, PEFT wraps around); ``calibration`` examples feed CorDA's initialisation."""
     torch.manual_seed(settings.seed)  # LoKI*'s B and LoRA's A are random: fix them
-    if method.kind == "loki":
-        if selection is None:
-            raise LokiInputError(f"method {method.name} needs a selection file (--selection)")
-        return apply_loki(model, selection, rank=method.rank)
-    if method.kind == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    return _prepare_peft(model, method, settings, calibration or [], pad_id)
-
-
-def _prepare_peft(model, method: Method, settings, calibration, pad_id):
-    from peft import LoraConfig, get_peft_model
-
-    kwargs: dict[str, Any] = dict(PEFT_METHODS[method.peft_type])
-    if method.peft_type == "corda":
-        from peft.tuners.lora.config import CordaConfig
-
-        kwargs["corda_config"] = CordaConfig(corda_method=settings.corda_method)
-    targets = settings.peft_target_modules
-    if targets == "all-linear":
-        # expanded here because peft's CorDA preprocessing does not understand "all-linear"
-        layers = get_adapter(model).layers
-        targets = sorted(
-            {n.rsplit(".", 1)[-1] for n, m in layers.named_modules() if isinstance(m, nn.Linear)}
-        )
-    config = LoraConfig(
-        r=method.rank,
-        lora_alpha=settings.lora_alpha_ratio * method.rank,
-        lora_dropout=settings.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-        **kwargs,
+    return method.spec.prepare(
+        model, method, settings, selection=selection, calibration=calibration or []
     )
-    if method.peft_type == "corda":
-        # CorDA orients the adapter by the covariance of each layer's inputs on sample data
-        from peft.tuners.lora.corda import preprocess_corda
-
-        if not calibration:
-            raise LokiInputError("corda needs calibration examples (the training data's first few)")
-        samples = list(calibration[: settings.calibration_samples])
-
-        @torch.no_grad()
-        def run_model() -> None:
-            # one unpadded sequence per call: peft's covariance hook expects batch size 1
-            for example in samples:
-                model(input_ids=torch.as_tensor([example["input_ids"]], device=model.device))
-
-        preprocess_corda(model, config, run_model=run_model)
-    model = get_peft_model(model, config)
-    # corda_config only drives the initialisation: without it the adapter, saved as a plain
-    # LoRA (see save_initial_adapter), loads without peft's "corda_config ... ignored" warning
-    model.peft_config["default"].corda_config = None
-    return model
 
 
 def save_initial_adapter(model, method: Method, checkpoint_dir) -> Path | None:
-    """PiSSA/CorDA: save the adapter as initialised, for converting the trained one to a LoRA.
+    """PiSSA/CorDA (kinds with ``initial_adapter``): save the adapter as initialised, for
+    converting the trained one to a LoRA.
 
-    Their trained adapter only fits the residual base ``W_res``; with this initial adapter,
-    ``save_pretrained(..., path_initial_model_for_weight_conversion=...)`` writes the update
-    ``BA - B0 A0`` as a plain rank-2r LoRA on the original base. Call it after
-    :func:`prepare_model` and before training, on every start (a resume included): each start
-    recomputes ``W_res``, and this is the initial adapter that matches it.
+    Their initialisation rewrites the base (``W -> W_res = W - B0 A0``), so the trained adapter
+    only fits ``W_res``; with this initial adapter, ``save_pretrained(...,
+    path_initial_model_for_weight_conversion=...)`` writes the update ``BA - B0 A0`` as a plain
+    rank-2r LoRA on the original base. Call it after :func:`prepare_model` and before training,
+    on every start (a resume included): each start recomputes ``W_res``, and this is the initial
+    adapter that matches it.
     """
-    if method.peft_type not in MUTATES_BASE:
+    if not method.spec.initial_adapter:
         return None
     path = Path(checkpoint_dir) / INITIAL_ADAPTER
     with atomic_path(path, is_dir=True) as tmp:

@@ -1,7 +1,8 @@
 """The trade-off figure: forgetting ``Avg`` (x, lower is better) against task score (y).
 
-One labelled point per run, coloured by family (base, LoKI, LoKI ablations such as the global
-selections, PEFT/full baselines), so the low-forgetting, high-score corner is read at a glance.
+One labelled point per run, coloured by family (base, LoKI, LoKI ablations on another selection
+such as the global ones, PEFT/full baselines, external runs), so the low-forgetting, high-score
+corner is read at a glance. Families come from the parsed run names (``loki_pipeline.runs``).
 Runs without a task score (the suppression ablations S-H/S-L, which are not trained on the task)
 are drawn as dashed vertical lines at their ``Avg``, with a shaded band over its interval.
 
@@ -17,6 +18,9 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from loki_pipeline.runs import Run, parse_run
+from loki_pipeline.train.methods import DEFAULT_STRATEGY
 
 #: (x interval, y interval) of a point; either may be None (no bar in that direction).
 Interval = tuple[float, float] | None
@@ -34,21 +38,18 @@ FAMILY_COLOURS = {
     "ablation": "#9467bd",
     "baseline": "#d62728",
     "suppress": "#ff7f0e",
+    "external": "#2ca02c",
 }
 
 
-def run_family(run: str) -> str:
-    """``base``, ``loki`` (loki_*), ``ablation`` (global/high selections), ``suppress`` or ``baseline``."""
-    method = run.split("-", 1)[1] if "-" in run else run
-    if run == "base":
-        return "base"
-    if run.startswith("suppress-"):
-        return "suppress"
-    if "global" in method or "high" in method:
-        return "ablation"
-    if method.startswith("loki"):
-        return "loki"
-    return "baseline"
+def run_family(run: Run) -> str:
+    """``base``, ``suppress``, ``external``, or for a training run ``loki`` (LoKI and LoKI* on
+    LoKI's selection), ``ablation`` (LoKI on another selection) or ``baseline`` (full, PEFT)."""
+    if run.method is None:
+        return run.kind
+    if not run.method.needs_selection:
+        return "baseline"
+    return "loki" if run.method.strategy == DEFAULT_STRATEGY else "ablation"
 
 
 def _bar(centre: float, interval: Interval) -> list[list[float]] | None:
@@ -127,6 +128,7 @@ def draw_tradeoff(
     ax: Any,
     points: Mapping[str, tuple[float, float]],
     *,
+    task: str,
     score_label: str,
     title: str = "",
     vlines: Mapping[str, float] | None = None,
@@ -138,7 +140,7 @@ def draw_tradeoff(
     intervals = intervals or {}
     seen: set[str] = set()
     for run, (avg, score) in points.items():
-        family = run_family(run)
+        family = run_family(parse_run(run, [task]))
         colour = FAMILY_COLOURS[family]
         x_int, y_int = intervals.get(run, (None, None))
         hollow = run in no_learning
@@ -168,16 +170,16 @@ def draw_tradeoff(
     ax.legend(fontsize=7, loc="best")
 
 
-def point_label(run: str, no_learning: Collection[str]) -> str:
+def point_label(run: Run, no_learning: Collection[str]) -> str:
     """A point's label: the method (the figure is one task's), "(no learning)" if flagged."""
-    short = run.split("-", 1)[1] if "-" in run else run
-    return f"{short} (no learning)" if run in no_learning else short
+    return f"{run.label} (no learning)" if run.name in no_learning else run.label
 
 
 def plot_tradeoff(
     points: Mapping[str, tuple[float, float]],
     out_path: str | os.PathLike,
     *,
+    task: str,
     score_label: str,
     title: str = "",
     vlines: Mapping[str, float] | None = None,
@@ -185,26 +187,19 @@ def plot_tradeoff(
     no_learning: Collection[str] = (),
     vline_intervals: Mapping[str, Interval] | None = None,
 ) -> Path:
-    """Save the figure (PNG or PDF by suffix) atomically; ``points``: run -> (Avg, score in %);
-    ``intervals``: run -> ((Avg lo, hi), (score lo, hi)), each None for no bar; ``no_learning``:
-    runs drawn hollow and labelled "(no learning)"."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from loki_pipeline.io import atomic_path
+    """Save the figure of one task's runs (PNG or PDF by suffix) atomically; ``points``: run ->
+    (Avg, score in %); ``intervals``: run -> ((Avg lo, hi), (score lo, hi)), each None for no
+    bar; ``no_learning``: runs drawn hollow and labelled "(no learning)"."""
+    from loki_pipeline.figures.common import plt, save_figure  # the headless backend first
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    draw_tradeoff(ax, points, score_label=score_label, title=title, vlines=vlines,
+    draw_tradeoff(ax, points, task=task, score_label=score_label, title=title, vlines=vlines,
                   intervals=intervals, no_learning=no_learning,
                   vline_intervals=vline_intervals)  # fmt: skip
     fig.tight_layout()
     ax.set_xlim(ax.get_xlim())  # freeze the limits: labels are placed in the final frame
     ax.set_ylim(ax.get_ylim())
-    place_labels(ax, list(points.values()), [point_label(r, no_learning) for r in points])
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format=out_path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out_path
+    labels = [point_label(parse_run(r, [task]), no_learning) for r in points]
+    place_labels(ax, list(points.values()), labels)
+    save_figure(fig, [out_path])
+    return Path(out_path)
