@@ -41,3 +41,7 @@ def test_lookup():
     assert lookup({"a": {}}, "a.b", None) is None
     with pytest.raises(LokiInputError, match="a.b"):
         lookup({"a": 1}, "a.b")
+
+
+def test_schema_default_follows_maps_whose_keys_share_a_schema():
+    assert schema_default("models.any-name.trust_remote_code") is False

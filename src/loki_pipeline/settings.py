@@ -30,10 +30,14 @@ def schema_node(key: str) -> Mapping[str, Any]:
 
     node: Mapping[str, Any] = load_schema()
     for part in key.split("."):
-        properties = _resolve(node).get("properties", {})
-        if part not in properties:
+        resolved = _resolve(node)
+        properties = resolved.get("properties", {})
+        if part in properties:
+            node = properties[part]
+        elif isinstance(resolved.get("additionalProperties"), Mapping):
+            node = resolved["additionalProperties"]  # a map: every key has the same schema
+        else:
             raise KeyError(f"the config schema has no key {key!r} (at {part!r})")
-        node = properties[part]
     return _resolve(node)
 
 
