@@ -39,7 +39,7 @@ def _import_bm25s():
 
     bm25s imports numba when it can, for a backend not used here; numba reads
     ``NUMBA_DISABLE_JIT`` once, when first imported, and ranx must be the first to import it for
-    its pure-Python mode on small runs (``task._import_ranx``) to work.
+    its pure-Python mode on small runs (``reranker._import_ranx``) to work.
     """
     if "bm25s" in sys.modules or "numba" in sys.modules:
         import bm25s

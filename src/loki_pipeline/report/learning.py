@@ -75,7 +75,7 @@ class _Units:
 
 
 def _bfcl_compose(sums: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, Any]:
-    """BFCL's summary (``evaluate.task.bfcl_summary``) from per-category sums of correct items;
+    """BFCL's summary (``evaluate.toolace.bfcl_summary``) from per-category sums of correct items;
     works on numbers and on arrays of bootstrap replicates alike."""
     from loki_pipeline.evaluate.bfcl_data import LIVE
 
