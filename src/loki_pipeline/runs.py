@@ -26,14 +26,14 @@ from loki_pipeline.train.methods import Method, parse_method
 
 BASE = "base"
 SUPPRESS_PREFIX = "suppress-"
-KINDS = ("base", "trained", "suppress", "external")
 
 _SUPPRESS = re.compile(rf"(?P<strategy>{'|'.join(STRATEGIES)})_q(?P<q>{Q_PATTERN})")
 
 
 @dataclass(frozen=True)
 class Run:
-    """A parsed run name. ``kind`` is one of :data:`KINDS`; the parts of its kind are set."""
+    """A parsed run name. ``kind``: 'base', 'trained' (``task`` and ``method`` set), 'suppress'
+    (``strategy`` and ``q`` set) or 'external'."""
 
     name: str
     kind: str

@@ -74,7 +74,13 @@ def task_methods(model, task):
 
 
 # Selecting (select.smk): selection files, figure targets, honest {strategy} and {q} wildcards.
-from loki_pipeline.select.naming import Q_PATTERN, STRATEGIES, format_q, selection_stem
+from loki_pipeline.select.naming import (
+    Q_PATTERN,
+    STRATEGIES,
+    format_q,
+    selection_filename,
+    selection_stem,
+)
 
 SELECT = config["select"]  # the Selecting stage (select.smk)
 
@@ -86,7 +92,7 @@ wildcard_constraints:
 
 def selection_file(model, strategy, q):
     """The selection JSON for (model, strategy, q); other stages ask for selections through it."""
-    return f"results/select/{model}/{selection_stem(strategy, q)}.json"
+    return f"results/select/{model}/{selection_filename(strategy, q)}"
 
 
 def heatmap_q(model):

@@ -180,22 +180,18 @@ def plot_tradeoff(
     out_path: str | os.PathLike,
     *,
     task: str,
-    score_label: str,
-    title: str = "",
-    vlines: Mapping[str, float] | None = None,
-    intervals: Mapping[str, tuple[Interval, Interval]] | None = None,
     no_learning: Collection[str] = (),
-    vline_intervals: Mapping[str, Interval] | None = None,
+    **drawing: Any,
 ) -> Path:
     """Save the figure of one task's runs (PNG or PDF by suffix) atomically; ``points``: run ->
-    (Avg, score in %); ``intervals``: run -> ((Avg lo, hi), (score lo, hi)), each None for no
-    bar; ``no_learning``: runs drawn hollow and labelled "(no learning)"."""
+    (Avg, score in %); ``no_learning``: runs drawn hollow and labelled "(no learning)";
+    ``drawing``: the rest of :func:`draw_tradeoff`'s keywords (``score_label``, ``title``,
+    ``vlines``, ``intervals``: run -> ((Avg lo, hi), (score lo, hi)), each None for no bar,
+    ``vline_intervals``)."""
     from loki_pipeline.figures.common import plt, save_figure  # the headless backend first
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    draw_tradeoff(ax, points, task=task, score_label=score_label, title=title, vlines=vlines,
-                  intervals=intervals, no_learning=no_learning,
-                  vline_intervals=vline_intervals)  # fmt: skip
+    draw_tradeoff(ax, points, task=task, no_learning=no_learning, **drawing)
     fig.tight_layout()
     ax.set_xlim(ax.get_xlim())  # freeze the limits: labels are placed in the final frame
     ax.set_ylim(ax.get_ylim())
