@@ -42,3 +42,12 @@ def add_setting(
     if "enum" in (node := schema_node(key)):
         kwargs.setdefault("choices", node["enum"])
     return parser.add_argument(flag, help=help_default(text, key), **kwargs)
+
+
+def add_checkpoint_output(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--dtype`` of a command that writes a plain checkpoint (merge, suppress);
+    the dtypes are the schema's (``training.dtype``)."""
+    from loki_pipeline.settings import schema_node
+
+    parser.add_argument("--out", required=True, help="output checkpoint directory (atomic)")
+    parser.add_argument("--dtype", default="float32", choices=schema_node("training.dtype")["enum"])

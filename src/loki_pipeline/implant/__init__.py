@@ -5,32 +5,31 @@ block; ``merge_loki`` folds it back; ``adapter`` saves/loads only the trained ro
 the base they belong to. Selections are read by the Selecting stage's one strict reader.
 """
 
-from loki_pipeline.implant.adapter import (
-    load_loki_adapter,
-    record_base_fingerprint,
-    save_loki_adapter,
-)
-from loki_pipeline.implant.apply import apply_loki, loki_layers, merge_loki
-from loki_pipeline.implant.layer import LokiLinear
-from loki_pipeline.implant.selection import (
-    Selection,
-    check_fits,
-    check_fits_checkpoint,
-    read_selection,
-)
-from loki_pipeline.implant.suppress import suppress_nodes
+from __future__ import annotations
 
-__all__ = [
-    "LokiLinear",
-    "Selection",
-    "apply_loki",
-    "check_fits",
-    "check_fits_checkpoint",
-    "load_loki_adapter",
-    "loki_layers",
-    "merge_loki",
-    "read_selection",
-    "record_base_fingerprint",
-    "save_loki_adapter",
-    "suppress_nodes",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LokiLinear": "loki_pipeline.implant.layer",
+    "Selection": "loki_pipeline.implant.selection",
+    "apply_loki": "loki_pipeline.implant.apply",
+    "check_fits": "loki_pipeline.implant.selection",
+    "check_fits_checkpoint": "loki_pipeline.implant.selection",
+    "load_loki_adapter": "loki_pipeline.implant.adapter",
+    "loki_layers": "loki_pipeline.implant.apply",
+    "merge_loki": "loki_pipeline.implant.apply",
+    "read_selection": "loki_pipeline.implant.selection",
+    "record_base_fingerprint": "loki_pipeline.implant.adapter",
+    "save_loki_adapter": "loki_pipeline.implant.adapter",
+    "suppress_nodes": "loki_pipeline.implant.suppress",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # lazy, like kva/: `loki merge --help` must not import torch
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'loki_pipeline.implant' has no attribute {name!r}")

@@ -8,10 +8,11 @@ HELP = "Merge a trained adapter into its base model and save a plain checkpoint.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loki_pipeline.cli_options import add_checkpoint_output
+
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument("--adapter", required=True, help="adapter directory (LoKI or PEFT)")
-    parser.add_argument("--out", required=True, help="output checkpoint directory (atomic)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_checkpoint_output(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,10 +8,11 @@ HELP = "Suppression ablation: zero the selected down_proj rows and save a plain 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loki_pipeline.cli_options import add_checkpoint_output
+
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument("--selection", required=True, help="selection JSON of the nodes to zero")
-    parser.add_argument("--out", required=True, help="output checkpoint directory (atomic)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_checkpoint_output(parser)
 
 
 def run(args: argparse.Namespace) -> int:
