@@ -15,6 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE
+from loki_pipeline.settings import schema_default
+
+#: density bins per layer (the config schema's ``select.heatmap_bins``)
+HEATMAP_BINS: int = schema_default("select.heatmap_bins")
+
 
 def heatmap_density(counts: np.ndarray, num_samples: int, bins: int) -> np.ndarray:
     """``[bins, L]`` mean pick rate per node of each node-index bin (rows: node bins)."""
@@ -36,7 +42,7 @@ def plot_kva_heatmap(
     model: str,
     q: float,
     paths: Sequence[str | os.PathLike],
-    bins: int = 64,
+    bins: int = HEATMAP_BINS,
 ) -> None:
     """Draw the stacked red (high) / blue (low) heatmaps and save them to ``paths``."""
     import matplotlib.pyplot as plt
@@ -80,8 +86,8 @@ def draw_kva_heatmap(
     q: float,
     paths: Sequence[str | os.PathLike],
     *,
-    bins: int = 64,
-    chunk_size: int = 128,
+    bins: int = HEATMAP_BINS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     model: str | None = None,
 ) -> None:
     """Count the per-prompt top/bottom ``q``% over all nodes in one pass of ``kva.h5`` and draw."""

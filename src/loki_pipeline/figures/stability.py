@@ -60,7 +60,7 @@ def stability_report(
     csv_path: str | os.PathLike,
     figure_paths: Sequence[str | os.PathLike],
     *,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] | None = None,
     q_list: Sequence[float] = (),
     chunk_size: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -69,10 +69,14 @@ def stability_report(
     from loki_pipeline.select.stability import stability_table, write_stability_csv
     from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE
 
-    if chunk_size is None:
-        chunk_size = DEFAULT_CHUNK_SIZE
+    defaults = {} if seeds is None else {"seeds": seeds}  # None: the schema's seeds
     rows = stability_table(
-        kva_path, q, seeds=seeds, q_list=q_list, chunk_size=chunk_size, progress=True
+        kva_path,
+        q,
+        q_list=q_list,
+        chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
+        progress=True,
+        **defaults,
     )
     write_stability_csv(csv_path, rows)
     plot_stability(rows, model=inspect_kva(kva_path).model, paths=figure_paths)

@@ -25,6 +25,7 @@ import numpy as np
 from loki_pipeline.select.io import inspect_kva, read_kva_strings
 from loki_pipeline.select.naming import check_q, nodes_per_layer_quota
 from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE, count_nodes, select_from_counts
+from loki_pipeline.settings import schema_default
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def stability_table(
     kva_path: str | os.PathLike,
     q: float,
     *,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = tuple(schema_default("select.stability.seeds")),
     q_list: Sequence[float] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,

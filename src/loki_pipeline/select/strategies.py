@@ -32,12 +32,14 @@ from loki_pipeline.select.naming import (
     global_quota,
     nodes_per_layer_quota,
 )
+from loki_pipeline.settings import schema_default
 
 #: a kva.h5 path or an array ``[samples, layers, nodes]``; a ``torch.Tensor`` is accepted too
 #: (converted chunk by chunk), but selecting never imports torch itself.
 Attributions = str | os.PathLike | np.ndarray
 
-DEFAULT_CHUNK_SIZE = 128
+#: prompts read per chunk (the config schema's ``select.chunk_size``): bounded memory at any size
+DEFAULT_CHUNK_SIZE: int = schema_default("select.chunk_size")
 
 
 def is_global(strategy: str) -> bool:

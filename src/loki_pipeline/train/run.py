@@ -31,6 +31,7 @@ from typing import Any
 from loki_pipeline import __version__
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.io import atomic_path, content_fingerprint, exclusive_lock, file_sha256
+from loki_pipeline.settings import schema_default
 from loki_pipeline.train.methods import Method, parse_method
 from loki_pipeline.train.settings import TrainSettings
 
@@ -80,7 +81,7 @@ def run_training(
     *,
     selection_path: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str = schema_default("device"),
     progress: bool = True,
     data_options: dict[str, Any] | None = None,
 ) -> Path:
