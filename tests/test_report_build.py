@@ -158,3 +158,19 @@ def test_tradeoff_labels_do_not_overlap_when_points_crowd(tmp_path):
         for b in boxes[i + 1 :]:
             assert not a.overlaps(b)
     plt.close(fig)
+
+
+def test_forgetting_notes_say_why_an_avg_has_no_interval():
+    from loki_pipeline.report.build import forgetting_notes
+    from loki_pipeline.report.tables import forgetting_columns
+
+    columns = forgetting_columns(["triviaqa"])
+    rows = [
+        {"run": "base", "triviaqa": 5.0, "triviaqa_n": 20, "Avg": None},
+        {"run": "toolace-loki_q10", "triviaqa": 5.0, "triviaqa_n": 20, "Avg": 2.78},
+        {"run": "toolace-lora_r16", "triviaqa": 5.0, "triviaqa_n": 20, "Avg": 1.0,
+         "Avg_lo": -3.0, "Avg_hi": 4.0},
+    ]  # fmt: skip
+    notes = forgetting_notes(rows, columns)
+    undefined = [n for n in notes if n.startswith("Avg without an interval")]
+    assert len(undefined) == 1 and undefined[0].endswith(": toolace-loki_q10.")

@@ -143,6 +143,17 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
             + ", ".join(zero)
             + "."
         )
+    undefined = [
+        r["run"]
+        for r in rows
+        if r.get("run") != BASE and r.get("Avg") is not None and r.get("Avg_lo") is None
+    ]
+    if undefined:
+        notes.append(
+            "Avg without an interval: in over half of the bootstrap resamples some benchmark's "
+            "base score is 0, where the relative drop (S_o - S_t) / S_o is undefined; with so "
+            "few items Avg is not evidence either way: " + ", ".join(undefined) + "."
+        )
     return notes
 
 
