@@ -242,3 +242,14 @@ def test_a_model_that_always_answers_b_scores_the_share_of_b_golds(
         "hellaswag": hella.count("1") / len(hella),
         "winogrande": wino.count("2") / len(wino),
     }
+    # the report reads the per-item values of the protocol's metric, from general.json or from
+    # lm-eval's bare results.json (whose tables only hold the OpenCompass keys)
+    from loki_pipeline.report.forgetting import load_item_scores, load_scores
+
+    summary = tmp_path / "opencompass" / "general.json"
+    bare = summary.parent / "lm_eval" / "results.json"
+    for path in (summary, bare):
+        assert load_scores(path) == oc["scores"]
+        items = load_item_scores(path)
+        assert {t: float(items[t].values.mean()) for t in items} == oc["scores"]
+        assert items["hellaswag"].n == 20 and items["winogrande"].n == 20
