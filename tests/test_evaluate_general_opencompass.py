@@ -77,6 +77,34 @@ def test_each_yaml_names_the_opencompass_config_and_commit_it_mirrors():
         assert f"opencompass/configs/datasets/{OPENCOMPASS_CONFIGS[task]}" in text, task
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_hub_tasks_read_the_same_items_as_lm_evals_official_tasks(task):
+    """Under source hub both protocols ask the same questions: dataset and split as lm-eval's."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from loki_pipeline.evaluate.general import official_tasks_dir
+
+    manager = TaskManager(include_path=str(opencompass_tasks_dir()), include_defaults=False)
+    assert set(TASKS) <= set(manager.all_tasks)
+    ours = load_yaml(opencompass_tasks_dir() / f"{task}.yaml", resolve_func=False)
+    official_yaml = {
+        "triviaqa": "triviaqa/default.yaml",
+        "gsm8k": "gsm8k/gsm8k.yaml",
+        "hellaswag": "hellaswag/hellaswag.yaml",
+        "winogrande": "winogrande/default.yaml",
+        "humaneval": "humaneval/humaneval.yaml",
+        "ifeval": "ifeval/ifeval.yaml",
+    }[task]
+    official = load_yaml(official_tasks_dir() / official_yaml, resolve_func=False)
+    used = ("validation_split", "test_split")
+    assert ours["task"] == task and ours["output_type"] == "generate_until"
+    for key in ("dataset_path", "dataset_name"):
+        assert ours.get(key) == official.get(key), key
+    split = next(ours[k] for k in used if ours.get(k))
+    assert split == next(official[k] for k in used if official.get(k))
+
+
 def test_rendered_prompts_equal_the_opencompass_templates_filled_by_hand(tmp_path, tiny_tokenizer):
     tasks = load_tasks(tmp_path, ["hellaswag", "winogrande", "triviaqa", "humaneval", "ifeval"])
     h = first_row("hellaswag/validation.jsonl")
