@@ -1,4 +1,5 @@
-"""General-ability evaluation end to end on a tiny checkpoint: all six tasks through lm-eval.
+"""General-ability evaluation end to end on a tiny checkpoint: all six tasks through lm-eval,
+under each protocol (lm-eval's official tasks; OpenCompass's generative configs).
 
 The summary's scores are checked against lm-eval's own per-item sample logs (the mean of each
 item's metric), a route through the logged samples that does not read the aggregated table.
@@ -8,10 +9,16 @@ from __future__ import annotations
 
 import json
 
-from loki_pipeline.evaluate.general import DEFAULT_METRICS, TASKS, evaluate_general
+import pytest
+
+from loki_pipeline.evaluate.general import PROTOCOL_METRICS, TASKS, evaluate_general
 
 
-def test_six_tasks_on_tiny_checkpoint_write_summary_and_lm_eval_output(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("protocol", ["lm-eval", "opencompass"])
+def test_six_tasks_on_tiny_checkpoint_write_summary_and_lm_eval_output(
+    tiny_checkpoint, tmp_path, protocol
+):
+    metrics = PROTOCOL_METRICS[protocol]
     out = tmp_path / "eval" / "general.json"
     summary = evaluate_general(
         tiny_checkpoint,
@@ -23,12 +30,13 @@ def test_six_tasks_on_tiny_checkpoint_write_summary_and_lm_eval_output(tiny_chec
         max_gen_toks=4,
         allow_code_execution=True,
         code_timeout=5,
+        protocol=protocol,
     )
     on_disk = json.loads(out.read_text())
     assert on_disk == summary
     assert on_disk["model"] == "tiny" and on_disk["run"] == "base"
     assert set(on_disk["scores"]) == set(TASKS)
-    assert on_disk["metrics"] == DEFAULT_METRICS
+    assert on_disk["metrics"] == metrics and on_disk["protocol"] == protocol
     assert any("punkt" in note or "local" in note for note in on_disk["notes"])
     # the result records how HumanEval's model-written code was contained on this machine
     from loki_pipeline.evaluate.code_exec import isolation_mode
@@ -40,7 +48,7 @@ def test_six_tasks_on_tiny_checkpoint_write_summary_and_lm_eval_output(tiny_chec
     assert on_disk["lm_eval_results"] == str(lm_eval_dir / "results.json")
     raw = json.loads((lm_eval_dir / "results.json").read_text())
     assert set(raw["results"]) == set(TASKS) and "configs" in raw and "n-samples" in raw
-    for task, key in DEFAULT_METRICS.items():
+    for task, key in metrics.items():
         metric, filt = key.split(",")
         samples = [
             json.loads(line)

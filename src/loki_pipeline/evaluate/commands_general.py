@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
     parser.add_argument("--run", help="run name recorded in the summary (e.g. base)")
     setting("--tasks", "comma-separated", type=_tasks)
+    setting(
+        "--protocol",
+        "lm-eval: lm-eval's official scoring; opencompass: OpenCompass's generative chat "
+        "configs, the paper's (lettered options, answer extraction, chat template)",
+    )
     setting("--source", "local: project items under --data-dir; hub: lm-eval's official datasets")
     parser.add_argument(
         "--data-dir", help="local items (default: the checkout's data/lm_eval, the schema's)"

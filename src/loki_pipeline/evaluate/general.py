@@ -20,6 +20,11 @@ Each task is reduced to one score in [0, 1], by the metric the LoKI paper's tabl
 
 The LoKI paper does not name the metric variants; these are the harness's headline ones, and
 ``metrics`` (of :class:`GeneralEvalSettings`) overrides any of them.
+
+That is ``protocol="lm-eval"``. ``protocol="opencompass"`` (the paper's: "we complete all the
+benchmarks on OpenCompass") asks and scores the same items the way OpenCompass's generative chat
+configs did (:mod:`loki_pipeline.evaluate.opencompass`, tasks in ``opencompass_tasks/``), with
+its own metric map (:data:`OPENCOMPASS_METRICS`); both sources work under both protocols.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ from typing import Any
 
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError, LokiWriteError
+from loki_pipeline.evaluate.opencompass import (
+    OPENCOMPASS_COMMIT,
+    OPENCOMPASS_CONFIGS,
+    OPENCOMPASS_METRICS,
+)
 from loki_pipeline.io import atomic_path, write_json
 from loki_pipeline.settings import StageSettings, from_schema, schema_default
 
@@ -75,6 +85,15 @@ CODE_TASKS = frozenset({"humaneval"})
 
 SOURCES = ("local", "hub")
 
+#: How the tasks are asked and scored: lm-eval's official tasks, or OpenCompass's gen configs.
+PROTOCOLS = ("lm-eval", "opencompass")
+
+#: protocol -> {task: the "metric,filter" key of its score}.
+PROTOCOL_METRICS: dict[str, dict[str, str]] = {
+    "lm-eval": DEFAULT_METRICS,
+    "opencompass": OPENCOMPASS_METRICS,
+}
+
 #: Seed of every random draw lm-eval makes (sampling, few-shot examples), fixed for repeatability.
 SEED = 1234
 
@@ -85,6 +104,7 @@ class GeneralEvalSettings(StageSettings):
     ``device``, defaults from the schema (whose descriptions say what each one does)."""
 
     tasks: list[str] = from_schema("evaluate.general.tasks")
+    protocol: str = from_schema("evaluate.general.protocol")
     source: str = from_schema("evaluate.general.source")
     data_dir: str | os.PathLike = from_schema("evaluate.general.data_dir")
     limit: int | None = from_schema("evaluate.general.limit")
@@ -162,13 +182,23 @@ def official_tasks_dir() -> Path:
     return Path(lm_eval.tasks.__file__).resolve().parent
 
 
+def opencompass_tasks_dir() -> Path:
+    """Directory of the OpenCompass-protocol task YAMLs (and their ``utils.py``)."""
+    return Path(__file__).resolve().parent / "opencompass_tasks"
+
+
 def write_local_tasks(
-    include_dir: str | os.PathLike, data_dir: str | os.PathLike, tasks: Iterable[str]
+    include_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    tasks: Iterable[str],
+    protocol: str = "lm-eval",
 ) -> Path:
     """Fill ``lm_eval_tasks/<task>.yaml`` with this machine's paths into ``include_dir``.
 
     The templates hold ``$LM_EVAL_TASKS`` (the installed official YAMLs) and ``$DATA_DIR``;
-    values are substituted after YAML parsing, so any path is quoted correctly.
+    values are substituted after YAML parsing, so any path is quoted correctly. Under protocol
+    ``opencompass`` the same data settings extend ``opencompass_tasks/<task>.yaml`` instead of
+    the official task (both read items in the official schema).
     """
     import yaml
 
@@ -190,30 +220,39 @@ def write_local_tasks(
     templates = resources.files("loki_pipeline.evaluate") / "lm_eval_tasks"
     for task in tasks:
         cfg = fill(yaml.safe_load((templates / f"{task}.yaml").read_text(encoding="utf-8")))
+        if protocol == "opencompass":
+            cfg["include"] = str(opencompass_tasks_dir() / f"{task}.yaml")
         (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return out
 
 
-def check_tasks(tasks: Iterable[str], source: str, metrics: Mapping[str, str] | None) -> list[str]:
-    """Validated task list: known names (or, for the hub, any task given a metric), no repeats."""
+def check_tasks(
+    tasks: Iterable[str],
+    source: str,
+    metrics: Mapping[str, str] | None,
+    protocol: str = "lm-eval",
+) -> list[str]:
+    """Validated task list: known names (or, for lm-eval's hub tasks, any task given a
+    metric), no repeats."""
     tasks = list(tasks)
     if source not in SOURCES:
         raise LokiInputError(f"evaluate.general.source must be one of {SOURCES}, got {source!r}")
+    if protocol not in PROTOCOLS:
+        raise LokiInputError(
+            f"evaluate.general.protocol must be one of {PROTOCOLS}, got {protocol!r}"
+        )
     if not tasks:
         raise LokiInputError("evaluate.general.tasks is empty; name at least one benchmark")
     if len(set(tasks)) != len(tasks):
         raise LokiInputError(f"evaluate.general.tasks repeats a task: {tasks}")
     metrics = metrics or {}
     for task in tasks:
-        known = (
-            task in DEFAULT_METRICS
-            if source == "local"
-            else (task in DEFAULT_METRICS or task in metrics)
-        )
+        fixed = source == "local" or protocol == "opencompass"
+        known = task in DEFAULT_METRICS if fixed else (task in DEFAULT_METRICS or task in metrics)
         if not known:
             hint = (
-                f"local tasks are {list(TASKS)}"
-                if source == "local"
+                f"local and opencompass-protocol tasks are {list(TASKS)}"
+                if fixed
                 else f"known tasks are {list(TASKS)}; another lm-eval task needs a metric in "
                 "evaluate.general.metrics"
             )
@@ -265,7 +304,7 @@ def evaluate_general(
     ``results.json`` (aggregated results + config) and ``samples_<task>.jsonl`` (every prompt,
     response, filtered answer and per-item score). ``out_path`` gets
     ``{"model", "run", "scores": {task: [0, 1]}, "metrics": {task: "metric,filter"},
-    "lm_eval_results": path, "notes": [...]}``. Everything is written atomically; bad input is
+    "protocol", "lm_eval_results": path, "notes": [...]}``. Everything is written atomically; bad input is
     rejected before the model is loaded. ``settings`` (default: the schema's) with
     ``overrides`` (its fields as keywords) say what to run and how.
     """
@@ -273,8 +312,12 @@ def evaluate_general(
     source, limit, metrics = settings.source, settings.limit, settings.metrics
     max_gen_toks, num_fewshot = settings.max_gen_toks, settings.num_fewshot
     allow_code_execution, code_timeout = settings.allow_code_execution, settings.code_timeout
-    tasks = check_tasks(settings.tasks, source, metrics)
-    chosen = {task: (metrics or {}).get(task, DEFAULT_METRICS.get(task)) for task in tasks}
+    protocol = settings.protocol
+    tasks = check_tasks(settings.tasks, source, metrics, protocol)
+    defaults = PROTOCOL_METRICS[protocol]
+    chosen = {task: (metrics or {}).get(task, defaults.get(task)) for task in tasks}
+    # OpenCompass asked chat models through their chat template, few-shot examples as turns
+    chat = settings.apply_chat_template or protocol == "opencompass"
     model_path = check_model_dir(model_dir)
     if limit is not None and limit < 1:
         raise LokiInputError(f"evaluate.general.limit must be >= 1 or null, got {limit}")
@@ -318,15 +361,29 @@ def evaluate_general(
         contextlib.ExitStack() as stack,
     ):
         if source == "local":
-            include = write_local_tasks(Path(scratch) / "tasks", data_root, tasks)
+            include = write_local_tasks(Path(scratch) / "tasks", data_root, tasks, protocol)
             task_manager = TaskManager(include_path=str(include), include_defaults=False)
             notes.append(
-                f"source local: the official lm-eval task definitions on the project's own items "
+                f"source local: the {protocol} task definitions on the project's own items "
                 f"({data_root}); scores compare runs with each other, not with published numbers"
             )
+        elif protocol == "opencompass":
+            task_manager = TaskManager(
+                include_path=str(opencompass_tasks_dir()), include_defaults=False
+            )
+            notes.append("source hub: the official datasets")
         else:
             task_manager = TaskManager()
             notes.append("source hub: lm-eval's official tasks and datasets")
+        if protocol == "opencompass":
+            notes.append(
+                f"protocol opencompass: OpenCompass's generative chat configs "
+                f"(open-compass/opencompass {OPENCOMPASS_COMMIT[:7]}: "
+                f"{', '.join(OPENCOMPASS_CONFIGS[t].split('/')[-1] for t in tasks)}) "
+                "as lm-eval tasks; greedy, with their answer extraction and metrics"
+            )
+        else:
+            notes.append("protocol lm-eval: lm-eval's official scoring")
         executor = CodeEval(allow=allow_code_execution, timeout=code_timeout)
         stack.enter_context(code_eval_registered(executor))
         if "ifeval" in tasks and stack.enter_context(punkt_fallback()):
@@ -334,15 +391,21 @@ def evaluate_general(
         if limit is not None:
             notes.append(f"at most {limit} items per task (lm-eval limit)")
         if max_gen_toks is not None:
+            official = (
+                "triviaqa 50, gsm8k 512, humaneval 512, ifeval 1025, hellaswag and winogrande 4096"
+                if protocol == "opencompass"
+                else "ifeval 1280, humaneval 1024; the others stop earlier at their stop sequences"
+            )
             notes.append(
-                f"generation capped at {max_gen_toks} new tokens per answer (official caps: "
-                "ifeval 1280, humaneval 1024; the others stop earlier at their stop sequences)"
+                f"generation capped at {max_gen_toks} new tokens per answer (the protocol's "
+                f"caps: {official})"
             )
         if num_fewshot is not None:
+            own = "gsm8k 4-shot" if protocol == "opencompass" else "gsm8k 5-shot"
             notes.append(
-                f"{num_fewshot}-shot for every task (official: gsm8k 5-shot, the others 0-shot)"
+                f"{num_fewshot}-shot for every task (the protocol's: {own}, the others 0-shot)"
             )
-        if settings.apply_chat_template:
+        if chat:
             notes.append("prompts wrapped in the model's chat template")
         isolation = isolation_mode() if runs_code else None
         if runs_code:
@@ -366,7 +429,7 @@ def evaluate_general(
             limit=limit,
             log_samples=True,
             evaluation_tracker=tracker,
-            apply_chat_template=settings.apply_chat_template,
+            apply_chat_template=chat,
             gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None,
             num_fewshot=num_fewshot,
             task_manager=task_manager,
@@ -375,6 +438,7 @@ def evaluate_general(
             numpy_random_seed=SEED,
             torch_random_seed=SEED,
             fewshot_random_seed=SEED,
+            **({"fewshot_as_multiturn": True} if protocol == "opencompass" else {}),
         )
         if results is None:  # only non-zero ranks of a distributed run get None
             raise RuntimeError("lm-eval returned no results")
@@ -393,6 +457,7 @@ def evaluate_general(
         "run": run,
         "scores": scores,
         "metrics": chosen,
+        "protocol": protocol,
         "lm_eval_results": str(lm_eval_files),
         "code_isolation": isolation,
         "notes": notes,

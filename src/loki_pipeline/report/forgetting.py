@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate.general import DEFAULT_METRICS
+from loki_pipeline.evaluate.general import DEFAULT_METRICS, PROTOCOL_METRICS
 from loki_pipeline.report.intervals import (
     RESAMPLES,
     SEED,
@@ -52,6 +52,8 @@ BINARY_METRICS = frozenset(
         "acc_norm",
         "exact_match",
         "pass@1",
+        "accuracy",  # protocol opencompass: gsm8k, hellaswag, winogrande
+        "score",  # protocol opencompass: triviaqa
         "prompt_level_strict_acc",
         "prompt_level_loose_acc",
     }
@@ -90,6 +92,19 @@ def forgetting_avg(
     return 100.0 * total / len(tasks)
 
 
+def _protocol_metrics(results: Mapping[str, Any]) -> dict[str, str]:
+    """Each task's metric key in an lm-eval results dict: lm-eval's (``DEFAULT_METRICS``), or
+    the OpenCompass protocol's where only that one is in the task's table."""
+    table = results.get("results")
+    chosen = dict(DEFAULT_METRICS)
+    if isinstance(table, Mapping):
+        for task, key in PROTOCOL_METRICS["opencompass"].items():
+            row = table.get(task)
+            if isinstance(row, Mapping) and key in row and chosen.get(task) not in row:
+                chosen[task] = key
+    return chosen
+
+
 def scores_from_json(
     obj: Mapping[str, Any],
     *,
@@ -98,7 +113,7 @@ def scores_from_json(
     where: str = "results",
 ) -> dict[str, float]:
     """``{task: score}`` from an lm-eval results dict or a ``general.json`` dict."""
-    metrics = {**DEFAULT_METRICS, **(metrics or {})}
+    metrics = {**_protocol_metrics(obj), **(metrics or {})}
     if isinstance(obj.get("scores"), Mapping):  # the pipeline's general.json
         table = obj["scores"]
         tasks = list(tasks if tasks is not None else table)
@@ -233,8 +248,8 @@ def load_item_scores(
     path = Path(path)
     scores = load_scores(path, metrics=metrics, tasks=tasks)
     obj = _read_object(path, "results")
-    chosen = {**DEFAULT_METRICS, **(obj.get("metrics") or {}), **(metrics or {})}
     results_path, results = _lm_eval_results(path, obj)
+    chosen = {**_protocol_metrics(results), **(obj.get("metrics") or {}), **(metrics or {})}
     counts = results.get("n-samples") or {}
     out: dict[str, ItemScores] = {}
     for task, score in scores.items():
