@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from loki_pipeline.implant.selection import Selection
 from loki_pipeline.train import parse_method, resolve_settings
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import prepare_model, sft_loss, train_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_examples(n: int = 6, seed: int = 0) -> list[dict]:
@@ -75,6 +78,29 @@ def test_settings_resolve_task_then_method_overrides_and_scale_lr():
         resolve_settings({"lr": 1}, "toolace", "full")
     with pytest.raises(LokiInputError, match="warmup_ratio"):
         resolve_settings({"warmup_ratio": 1.5}, "toolace", "full")
+
+
+def test_a_method_pattern_may_name_the_task_so_scaling_applies_to_one_task_only():
+    # the LoKI paper states the q-proportional rate for the reranker only (q=30: 0.4 x q=10)
+    training = {"learning_rate": 1e-5, "methods": {"reranker-loki*_q30*": {"lr_scale": 0.4}}}
+    assert resolve_settings(training, "reranker", "loki_q30").effective_lr == pytest.approx(4e-6)
+    assert resolve_settings(training, "reranker", "loki_q10").effective_lr == pytest.approx(1e-5)
+    assert resolve_settings(training, "toolace", "loki_q30").effective_lr == pytest.approx(1e-5)
+
+
+def test_paper_config_scales_the_rate_with_q_for_the_reranker_only():
+    import yaml
+
+    from loki_pipeline.schemas import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+
+    def lr(task, method):
+        return TrainSettings.from_config(config, task, method).effective_lr
+
+    assert lr("reranker", "loki_q30") == pytest.approx(0.4 * lr("reranker", "loki_q10"))
+    for method in ("loki_q20", "loki_q30", "loki_lora_q30_r32"):
+        assert lr("toolace", method) == pytest.approx(lr("toolace", "loki_q10")) == 1e-5
 
 
 def test_from_config_is_resolve_settings_over_the_whole_config():

@@ -37,16 +37,18 @@ def test_paper_config_plans_every_experiment_of_the_paper():
     counts = plan("--configfile", "config/paper.yaml")
     models, shards, strategies, qs = 2, 8, 4, 5
     runs = 7 + 10  # ToolACE on Llama-3.1-8B; LB reranker on Qwen2.5-0.5B (incl. G-H/G-L)
+    external = 2  # the released ToolACE-8B (Tables 1-2) and LB-Reranker (Table 3's reference)
     suppressions = 2 * models  # S-H and S-L per model
     assert counts["prepare_model"] == models
+    assert counts["prepare_external"] == external
     assert counts["kva"] == models * shards
     assert counts["kva_gather"] == models
     assert counts["select"] == models * strategies * qs
     assert counts["heatmap"] == models
     assert counts["train"] == runs
     assert counts["suppress"] == suppressions
-    assert counts["eval_general"] == models + runs + suppressions  # base + every run
-    assert counts["eval_task"] == models + runs  # base on its task + every training run
+    assert counts["eval_general"] == models + runs + external + suppressions  # base + every run
+    assert counts["eval_task"] == models + runs + external  # base on its task + every other run
     assert counts["tables"] == 2  # one (model, task) pair each
 
 
@@ -122,3 +124,44 @@ def test_run_names_plan_the_checkpoint_each_kind_evaluates(tmp_path):
     assert "results/train/smollm2-135m/toolace/loki_q12.3456789/merged" in out
     assert "resources/models/released-x" in out
     assert "results/suppress/smollm2-135m/global_low_q2.5" in out
+
+
+def test_external_runs_are_prepared_evaluated_and_tabled_like_a_training_run(tmp_path):
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "\nexperiments:\n" in default
+    text = default.replace(
+        "\nexperiments:\n",
+        "\nexternal_runs:\n  smollm2-135m:\n    toolace:\n      released-x: hf:org/released\n"
+        "\nexperiments:\n",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "--forceall", "--quiet", "rules", "all", "--configfile", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout.split("Job stats:")[1], re.M))
+    assert counts["prepare_external"] == "1"
+    assert counts["eval_general"] == str(1 + 4 + 2 + 1) and counts["eval_task"] == str(1 + 4 + 1)
+    out = _dry_run(tmp_path, text, "results/tables/smollm2-135m/toolace/forgetting.csv")
+    assert "resources/external/smollm2-135m/released-x" in out
+    assert "results/eval/smollm2-135m/released-x/general.json" in out
+    assert "results/eval/smollm2-135m/released-x/task.json" in out
+
+
+def test_a_run_name_of_another_kind_is_refused_as_an_external_run(tmp_path):
+    default = (ROOT / "config" / "config.yaml").read_text()
+    text = default.replace(
+        "\nexperiments:\n",
+        "\nexternal_runs:\n  smollm2-135m:\n    toolace:\n      toolace-full: hf:org/x\n"
+        "\nexperiments:\n",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "all", "--configfile", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "external_runs.smollm2-135m.toolace.toolace-full" in proc.stdout + proc.stderr

@@ -5,7 +5,16 @@ import pathlib
 import re
 
 from loki_pipeline.models.sources import source_fingerprint
-from loki_pipeline.runs import BASE, parse_run, suppress_run, trained_run
+from loki_pipeline.runs import (
+    BASE,
+    external_runs,
+    parse_run,
+    suppress_run,
+    table_reference,
+    table_runs,
+    table_tasks,
+    trained_run,
+)
 from loki_pipeline.schemas import load_schema, validate_config
 
 # The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train
@@ -48,8 +57,9 @@ def all_targets():
 
 # A "run" names one model to evaluate (loki_pipeline.runs): "base" (the untuned model),
 # "{task}-{method}" (a training run), "suppress-{strategy}_q{q}" (a suppression ablation, the
-# LoKI paper's Table 5), or any other name: an external run, a released model prepared like a
-# base model (listed under `models`).
+# LoKI paper's Table 5), or any other name: an external run, a released model of
+# `external_runs` (prepared into resources/external/{model}/{run}) or, named after an entry of
+# `models`, that model's prepared checkpoint.
 def run_model_dir(model, run):
     """Directory of the plain Hugging Face checkpoint a run's evaluation loads."""
     parsed = parse_run(run, TASKS)
@@ -59,7 +69,14 @@ def run_model_dir(model, run):
         return f"results/suppress/{model}/{selection_stem(parsed.strategy, parsed.q)}"
     if parsed.kind == "trained":
         return f"results/train/{model}/{parsed.task}/{parsed.method.name}/merged"
-    return f"resources/models/{run}"
+    if run in external_runs(config, model):
+        return f"resources/external/{model}/{run}"
+    if run in config["models"]:
+        return f"resources/models/{run}"
+    raise ValueError(
+        f"run {run!r} of model {model!r}: not a base, training or suppression run, and not "
+        f"listed under external_runs.{model} or models"
+    )
 
 
 def training_runs(model):
@@ -158,18 +175,22 @@ def train_targets():
 # Evaluating (evaluate_task.smk): the tasks a run's task.json reports.
 def run_tasks(model, run):
     """Tasks whose performance task.json of (model, run) reports: a training run's own task;
-    for any other run every task trained for the model (else every configured task)."""
+    an external run's tasks of `external_runs`; for any other run every task with a table for
+    the model (else every configured task)."""
     parsed = parse_run(run, TASKS)
     if parsed.kind == "trained":
         return [parsed.task]
-    trained = sorted({task for task, _ in training_runs(model)})
-    return trained or sorted(config["tasks"])
+    own = [
+        t for t in table_tasks(config, model) if run in external_runs(config, model, t)
+    ]
+    return own or table_tasks(config, model) or sorted(config["tasks"])
 
 
 # Reporting (report.smk): the runs of each table, suppression runs, table inputs and targets.
 def task_runs(model, task):
-    """Runs of one task's tables: the untuned base first, then the task's training runs."""
-    return [BASE] + [trained_run(task, m) for m in task_methods(model, task)]
+    """Runs of one task's tables: the untuned base first, then the task's training runs, then
+    its external runs (loki_pipeline.runs.table_runs)."""
+    return table_runs(config, model, task)
 
 
 def suppress_runs(model):
@@ -202,7 +223,7 @@ def report_targets():
     """Tables and trade-off figures of every trained task, and the suppression table."""
     targets = []
     for model in MODELS:
-        for task in sorted({t for t, _ in training_runs(model)}):
+        for task in table_tasks(config, model):
             for stem in ("forgetting", "task"):
                 targets += expand(
                     "results/tables/{model}/{task}/{stem}.{ext}",

@@ -161,6 +161,9 @@ def validate_config(config: dict[str, Any], *, set_defaults: bool = True) -> dic
     if set_defaults:
         fill_defaults(config)
     check_experiments(config)
+    from loki_pipeline.runs import check_external_runs  # light, but imports the method grammar
+
+    check_external_runs(config, load_schema()["$defs"]["task"]["enum"])
     return config
 
 

@@ -156,8 +156,9 @@ def resolve_settings(
             settings[key] = data[key]
     _apply(settings, per_task.get(task, {}), f"training.tasks.{task}")
     scale = float(settings.pop("lr_scale", 1.0))
+    run = f"{task}-{method}"  # a pattern may name the task too: 'reranker-loki*_q30*'
     for pattern, overrides in per_method.items():
-        if fnmatch.fnmatchcase(method, pattern):
+        if fnmatch.fnmatchcase(method, pattern) or fnmatch.fnmatchcase(run, pattern):
             overrides = dict(overrides)
             scale *= float(overrides.pop("lr_scale", 1.0))
             _apply(settings, overrides, f"training.methods.{pattern}")
