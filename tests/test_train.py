@@ -166,6 +166,42 @@ def _trained(tmp_path, stop_at=None, ckpt="ckpt"):
     return model, rows
 
 
+def test_hold_out_is_seeded_disjoint_and_ceil_of_the_fraction():
+    from loki_pipeline.train.trainer import hold_out
+
+    examples = [{"input_ids": [i], "labels": [i]} for i in range(250)]
+    train, val = hold_out(examples, 0.01, seed=42)
+    assert len(val) == 3 and len(train) == 247  # ceil(2.5), as train_test_split
+    ids = sorted(e["input_ids"][0] for e in train + val)
+    assert ids == list(range(250))  # disjoint and complete
+    assert hold_out(examples, 0.01, seed=42) == (train, val)
+    assert hold_out(examples, 0.01, seed=1)[1] != val
+    assert hold_out(examples, 0.0, seed=42) == (examples, [])
+    with pytest.raises(LokiInputError, match="nothing left to train"):
+        hold_out(examples[:1], 0.5, seed=0)
+
+
+def test_validation_loss_is_logged_at_save_steps_and_equals_the_held_out_loss(tmp_path):
+    settings = TrainSettings(learning_rate=1e-2, max_steps=5, batch_size=2, save_every=2, seed=7)
+    model = prepare_model(build_tiny_model("llama"), parse_method("full"), settings)
+    held = synthetic_examples(9, seed=3)[6:]
+    rows = train_model(model, synthetic_examples(5), settings, progress=False, val_examples=held)
+    assert [r["step"] for r in rows if r["val_loss"] is not None] == [2, 4, 5]
+    # oracle: the model's own loss over all held-out supervised tokens at once
+    ids = [torch.tensor(e["input_ids"]) for e in held]
+    labels = [torch.tensor(e["labels"]) for e in held]
+    with torch.no_grad():
+        losses = [
+            torch.nn.functional.cross_entropy(
+                model(i[None]).logits[0, :-1], lab[1:], ignore_index=-100, reduction="sum"
+            )
+            for i, lab in zip(ids, labels, strict=True)
+        ]
+    tokens = sum(int((lab[1:] != -100).sum()) for lab in labels)
+    assert rows[-1]["val_loss"] == pytest.approx(float(sum(losses)) / tokens, abs=1e-5)
+    assert rows[1]["val_loss"] != rows[-1]["val_loss"]
+
+
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     straight, rows = _trained(tmp_path, ckpt="a")
     with pytest.raises(KeyboardInterrupt):
@@ -292,3 +328,18 @@ def test_cutoff_longer_than_the_models_context_is_capped_with_warnings(
     assert "6 of 6 examples truncated to 110 tokens" in caplog.text
     config = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert config["cutoff_len_effective"] == 110 and config["settings"]["cutoff_len"] == 128
+
+
+def test_a_run_holds_out_val_size_and_logs_its_loss(tmp_path, tiny_checkpoint):
+    import csv
+
+    from loki_pipeline.train.run import run_training
+
+    data = tmp_path / "toolace.json"
+    data.write_text(json.dumps(TOOLACE_ROWS))  # 6 examples
+    settings = TrainSettings(max_steps=2, batch_size=2, save_every=1, val_size=0.2)
+    run_training(tiny_checkpoint, "toolace", data, "full", tmp_path / "run", settings)
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert (config["num_examples"], config["num_val_examples"]) == (4, 2)  # ceil(1.2) held out
+    rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
+    assert [float(r["val_loss"]) > 0 for r in rows] == [True, True]

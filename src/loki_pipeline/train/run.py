@@ -159,6 +159,11 @@ def _run_locked(
     )
     if not examples:
         raise LokiInputError(f"task data {data} gave no training examples")
+    all_examples = examples  # the fingerprint covers the held-out examples too
+    examples, val_examples = trainer.hold_out(examples, settings.val_size, settings.seed)
+    if val_examples:
+        log.info("holding out %d of %d examples for validation", len(val_examples),
+                 len(all_examples))  # fmt: skip
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     arch = get_adapter(model)
     total_before = sum(p.numel() for p in model.parameters())
@@ -202,7 +207,7 @@ def _run_locked(
         "task": task,
         "data": inputs["data_sha256"],
         "data_options": data_options,
-        "examples": _examples_hash(examples),
+        "examples": _examples_hash(all_examples),
         "method": method.name,
         "selection": inputs["selection_sha256"],
     }
@@ -216,6 +221,7 @@ def _run_locked(
         checkpoint_dir=ckpt_dir,
         fingerprint=fingerprint,
         progress=progress,
+        val_examples=val_examples,
     )
     log.info(
         "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
@@ -233,6 +239,7 @@ def _run_locked(
                     "learning_rate_effective": settings.effective_lr,
                     "cutoff_len_effective": min(settings.cutoff_len, max_context or math.inf),
                     "num_examples": len(examples),
+                    "num_val_examples": len(val_examples),
                     "steps": len(rows),
                     "package_version": __version__,
                 },

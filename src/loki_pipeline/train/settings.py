@@ -43,6 +43,7 @@ class TrainSettings(StageSettings):
     weight_decay: float = from_schema("training.weight_decay")
     max_grad_norm: float = from_schema("training.max_grad_norm")
     save_every: int = from_schema("training.save_every")
+    val_size: float = from_schema("training.val_size")
     keep_checkpoints: bool = from_schema("training.keep_checkpoints")
     peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
@@ -94,6 +95,8 @@ class TrainSettings(StageSettings):
         for key in ("batch_size", "grad_accum", "cutoff_len", "save_every", "calibration_samples"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, "an integer >= 1")
+        if not 0 <= self.val_size < 1:
+            raise bad("val_size", "a number in [0, 1)")
         if self.max_samples < 0:
             raise bad("max_samples", "an integer >= 0 (0 = all)")
         if self.dtype not in DTYPES:
@@ -120,7 +123,7 @@ def _apply(settings: dict[str, Any], overrides: dict[str, Any], where: str) -> N
 
 
 #: keys of the config's ``tasks.{task}.train`` block that are training settings
-DATA_KEYS = ("cutoff_len", "packing", "max_samples")
+DATA_KEYS = ("cutoff_len", "packing", "max_samples", "val_size")
 
 
 def resolve_settings(
