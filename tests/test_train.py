@@ -343,3 +343,64 @@ def test_a_run_holds_out_val_size_and_logs_its_loss(tmp_path, tiny_checkpoint):
     assert (config["num_examples"], config["num_val_examples"]) == (4, 2)  # ceil(1.2) held out
     rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
     assert [float(r["val_loss"]) > 0 for r in rows] == [True, True]
+
+
+def test_nq_open_rows_become_question_answer_prompts(tmp_path):
+    from loki_pipeline.data.nq_open import nq_open_text
+
+    row = {"question": "who painted the mona lisa", "answer": ["Leonardo da Vinci", "da Vinci"]}
+    assert (
+        nq_open_text(row, "x") == "Question: who painted the mona lisa?\nAnswer: Leonardo da Vinci"
+    )
+    with pytest.raises(LokiInputError, match="f.jsonl line 3: NQ-Open row needs 'answer'"):
+        nq_open_text({"question": "q", "answer": []}, "f.jsonl line 3")
+    with pytest.raises(LokiInputError, match="needs a non-empty 'question'"):
+        nq_open_text({"answer": ["a"]}, "f.jsonl line 1")
+
+
+@pytest.mark.parametrize("calibration", [None, "data/nq_open/calibration.jsonl"])
+def test_corda_calibrates_on_task_data_or_on_nq_open(
+    tmp_path, tiny_checkpoint, tiny_tokenizer, monkeypatch, calibration
+):
+    from loki_pipeline.train import trainer
+    from loki_pipeline.train.run import run_training
+
+    seen, original = {}, trainer.prepare_model
+
+    def capture(model, method, settings, *, selection=None, calibration=None):
+        seen["calibration"] = calibration
+        return original(model, method, settings, selection=selection, calibration=calibration)
+
+    monkeypatch.setattr(trainer, "prepare_model", capture)
+    data = tmp_path / "toolace.json"
+    data.write_text(json.dumps(TOOLACE_ROWS))
+    settings = TrainSettings(
+        max_steps=1,
+        batch_size=2,
+        corda_method="kpm",
+        corda_calibration=calibration and str(ROOT / calibration),
+        calibration_samples=3,
+    )
+    run_training(tiny_checkpoint, "toolace", data, "corda_r2", tmp_path / "run", settings)
+    assert (tmp_path / "run" / "merged" / "config.json").is_file()  # a whole run, KPM or IPM
+    got = seen["calibration"]
+    if calibration is None:  # IPM: the task's own training examples
+        assert len(got) == 6 and "labels" in got[0]
+        return
+    texts = [  # the shipped file's first three rows, written out by hand
+        "Question: what is the chemical symbol for gold?\nAnswer: Au",
+        "Question: who wrote the novel pride and prejudice?\nAnswer: Jane Austen",
+        "Question: how many bones are in the adult human body?\nAnswer: 206",
+    ]
+    assert [e["input_ids"] for e in got] == [tiny_tokenizer(t)["input_ids"] for t in texts]
+
+
+def test_paper_config_runs_corda_in_kpm_on_nq_open():
+    import yaml
+
+    from loki_pipeline.schemas import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    s = TrainSettings.from_config(config, "reranker", "corda_r8")
+    assert (s.corda_method, s.corda_calibration) == ("kpm", "hf:google-research-datasets/nq_open")
+    assert TrainSettings.from_config(config, "reranker", "dora_r8").corda_calibration is None

@@ -143,6 +143,7 @@ def select_targets():
 
 # Implanting (train.smk): what each training run reads, and the runs the config asks for.
 from loki_pipeline.train.methods import parse_method
+from loki_pipeline.train.settings import TrainSettings
 
 
 wildcard_constraints:
@@ -160,6 +161,11 @@ def train_inputs(wildcards):
     method = parse_method(wildcards.method)
     if method.needs_selection:
         inputs["selection"] = selection_file(wildcards.model, method.strategy, method.q)
+    if method.kind == "corda":  # CorDA's NQ-Open rows (KPM), when a local file
+        settings = TrainSettings.from_config(config, wildcards.task, wildcards.method)
+        calibration = settings.corda_calibration
+        if calibration is not None and not calibration.startswith("hf:"):
+            inputs["corda_calibration"] = calibration
     return inputs
 
 

@@ -118,8 +118,8 @@ def _examples_hash(examples) -> str:
     """SHA-256 of the tokenized examples: covers data, tokenizer, template, cut-off, packing."""
     digest = hashlib.sha256()
     for ex in examples:
-        for key in ("input_ids", "labels"):
-            values = array("q", ex[key])
+        for key in ("input_ids", "labels"):  # calibration prompts have no labels
+            values = array("q", ex.get(key, ()))
             digest.update(len(values).to_bytes(8, "little") + values.tobytes())
     return digest.hexdigest()
 
@@ -167,8 +167,20 @@ def _run_locked(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     arch = get_adapter(model)
     total_before = sum(p.numel() for p in model.parameters())
+    calibration = examples
+    if method.kind == "corda" and settings.corda_calibration is not None:
+        from loki_pipeline.data.nq_open import nq_open_examples
+
+        calibration = nq_open_examples(
+            settings.corda_calibration,
+            tokenizer,
+            max_rows=settings.calibration_samples,
+            cutoff_len=settings.cutoff_len,
+        )
+        log.info("CorDA (%s) calibrates on %d NQ-Open rows of %s", settings.corda_method,
+                 len(calibration), settings.corda_calibration)  # fmt: skip
     model = trainer.prepare_model(
-        model, method, settings, selection=selection, calibration=examples
+        model, method, settings, selection=selection, calibration=calibration
     )
     if settings.dtype != "float32":  # optimizer state and updates in float32; compute autocast
         for p in model.parameters():
@@ -210,6 +222,8 @@ def _run_locked(
         "examples": _examples_hash(all_examples),
         "method": method.name,
         "selection": inputs["selection_sha256"],
+        # CorDA on NQ-Open: the calibration rows shape the initial adapter
+        "calibration": None if calibration is examples else _examples_hash(calibration),
     }
     trainer.remove_stale_temporaries(ckpt_dir)
     initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)

@@ -49,6 +49,7 @@ class TrainSettings(StageSettings):
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
     lora_dropout: float = from_schema("training.lora_dropout")
     corda_method: str = from_schema("training.corda_method")
+    corda_calibration: str | None = from_schema("training.corda_calibration")
     calibration_samples: int = from_schema("training.calibration_samples")
 
     @classmethod
