@@ -165,3 +165,24 @@ def test_a_run_name_of_another_kind_is_refused_as_an_external_run(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0
     assert "external_runs.smollm2-135m.toolace.toolace-full" in proc.stdout + proc.stderr
+
+
+def test_an_imported_selection_replaces_the_computed_one_and_is_trained_on(tmp_path):
+    published = tmp_path / "pos_q10.json"
+    published.write_text("[[0]]")
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "\nselect:\n" in default
+    text = default.replace(
+        "\nselect:\n",
+        f"\nselect:\n  imports:\n    smollm2-135m:\n      layer_balanced_low_q10: {published}\n",
+    )
+    out = _dry_run(
+        tmp_path, text, "results/train/smollm2-135m/toolace/loki_q10/trainable_params.json"
+    )
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", out, flags=re.M)
+    rules = {rule for rule, _ in jobs}
+    assert "import_selection" in rules and "select" not in rules and "kva" not in rules
+    assert str(published) in out
+    # another model's or another q's selection is still computed from kva.h5
+    out = _dry_run(tmp_path, text, "results/select/smollm2-135m/layer_balanced_low_q5.json")
+    assert "rule select:" in out and "import_selection" not in out

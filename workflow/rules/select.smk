@@ -3,6 +3,38 @@
 from loki_pipeline.select.settings import SelectSettings
 
 SELECTING = SelectSettings.from_config(config)  # the config's select block
+# Published selection files (select.imports) stand in for the computed selections they name:
+# "{model}/{strategy}_q{q}", matched by rule import_selection only.
+IMPORTED = [f"{m}/{stem}" for m, stems in SELECTING.imports.items() for stem in stems]
+
+
+def imported_selection(imported):
+    """(model, path of the published file) of an imported "{model}/{stem}"."""
+    model, stem = imported.split("/", 1)
+    return model, SELECTING.imports[model][stem]
+
+
+rule import_selection:
+    input:
+        selection=lambda wc: imported_selection(wc.imported)[1],
+        model=lambda wc: f"resources/models/{imported_selection(wc.imported)[0]}",
+    output:
+        "results/select/{imported}.json",
+    log:
+        "logs/import_selection/{imported}.log",
+    wildcard_constraints:
+        # only the imported "{model}/{stem}" (a pattern that matches nothing when none are)
+        imported="|".join(map(re.escape, IMPORTED)) or "(?!)",
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/import_selection.py"
+
+
+ruleorder: import_selection > select
 
 
 rule select:

@@ -146,6 +146,12 @@ def check_experiments(config: Mapping[str, Any]) -> None:
                     f"experiments.{model}.{task}: task {task!r} is not defined under tasks "
                     f"(defined: {', '.join(tasks) or 'none'})"
                 )
+    for model in (config.get("select") or {}).get("imports") or {}:
+        if model not in models:
+            problems.append(
+                f"select.imports.{model}: model {model!r} is not defined under models "
+                f"(defined: {', '.join(models) or 'none'})"
+            )
     if problems:
         raise LokiInputError("invalid config:\n  " + "\n  ".join(problems))
 
