@@ -131,3 +131,12 @@ def test_validate_config_checks_external_runs():
     config["tasks"] = {"reranker": {}}
     with pytest.raises(LokiInputError, match="reads as a trained run"):
         validate_config(config)
+
+
+def test_an_analyse_only_model_is_refused_in_experiments():
+    from loki_pipeline.schemas import validate_config
+
+    config = _config()
+    config["models"]["m"]["analyse_only"] = True
+    with pytest.raises(LokiInputError, match=r"experiments\.m: model 'm' is analyse_only"):
+        validate_config(config)

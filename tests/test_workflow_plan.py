@@ -36,15 +36,17 @@ def plan(*args: str) -> dict[str, int]:
 def test_paper_config_plans_every_experiment_of_the_paper():
     counts = plan("--configfile", "config/paper.yaml")
     models, shards, strategies, qs = 2, 8, 4, 5
+    analysed = 1  # Llama-2-7B (Figure 4): KVA and figures only, its prompts plain
     runs = 7 + 10  # ToolACE on Llama-3.1-8B; LB reranker on Qwen2.5-0.5B (incl. G-H/G-L)
     external = 2  # the released ToolACE-8B (Tables 1-2) and LB-Reranker (Table 3's reference)
     suppressions = 2 * models  # S-H and S-L per model
-    assert counts["prepare_model"] == models
+    assert counts["prepare_model"] == models + analysed
     assert counts["prepare_external"] == external
-    assert counts["kva"] == models * shards
-    assert counts["kva_gather"] == models
-    assert counts["select"] == models * strategies * qs
-    assert counts["heatmap"] == models
+    assert counts["kva"] == (models + analysed) * shards
+    assert counts["kva_gather"] == models + analysed
+    # an analysed model's selections: only the global ones its layer-count figure draws
+    assert counts["select"] == models * strategies * qs + analysed * 2
+    assert counts["heatmap"] == counts["stability"] == models + analysed
     assert counts["train"] == runs
     assert counts["suppress"] == suppressions
     assert counts["eval_general"] == models + runs + external + suppressions  # base + every run
@@ -54,7 +56,7 @@ def test_paper_config_plans_every_experiment_of_the_paper():
 
 def test_paper_config_replaces_the_embedded_default():
     counts = plan("--configfile", "config/paper.yaml")
-    assert counts["prepare_model"] == 2  # the default's SmolLM2 does not join a paper run
+    assert counts["prepare_model"] == 3  # the default's SmolLM2 does not join a paper run
 
 
 def test_default_config_plans_the_whole_pipeline():

@@ -100,6 +100,15 @@ from loki_pipeline.select.naming import (
 )
 
 SELECT = config["select"]  # the Selecting stage (select.smk)
+# Published selection files (select.imports) stand in for the computed selections they name:
+# "{model}/{strategy}_q{q}", matched by rule import_selection only.
+IMPORTED = [f"{m}/{stem}" for m, stems in SELECT["imports"].items() for stem in stems]
+
+
+def imported_selection(imported):
+    """(model, path of the published file) of an imported "{model}/{stem}"."""
+    model, stem = imported.split("/", 1)
+    return model, SELECT["imports"][model][stem]
 
 
 wildcard_constraints:
@@ -132,9 +141,11 @@ def figure_targets():
 
 def select_targets():
     """Every selection the config asks for (strategies x q) plus the figures."""
+    # an analyse_only model's figures ask for the selections they need, no more
     targets = [
         selection_file(model, strategy, q)
         for model in MODELS
+        if not config["models"][model]["analyse_only"]
         for strategy in SELECT["strategies"]
         for q in SELECT["q"]
     ]
@@ -203,6 +214,8 @@ def suppress_runs(model):
     """Suppression ablation run names from config `suppress`: a list of {strategy, q} or a
     mapping {strategies: [...], q: [...]} (empty by default)."""
     spec = config["suppress"]
+    if config["models"][model]["analyse_only"]:
+        return []
     if isinstance(spec, dict):
         spec = [
             {"strategy": s, "q": q}

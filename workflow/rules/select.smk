@@ -3,15 +3,6 @@
 from loki_pipeline.select.settings import SelectSettings
 
 SELECTING = SelectSettings.from_config(config)  # the config's select block
-# Published selection files (select.imports) stand in for the computed selections they name:
-# "{model}/{strategy}_q{q}", matched by rule import_selection only.
-IMPORTED = [f"{m}/{stem}" for m, stems in SELECTING.imports.items() for stem in stems]
-
-
-def imported_selection(imported):
-    """(model, path of the published file) of an imported "{model}/{stem}"."""
-    model, stem = imported.split("/", 1)
-    return model, SELECTING.imports[model][stem]
 
 
 rule import_selection:

@@ -146,6 +146,13 @@ def check_experiments(config: Mapping[str, Any]) -> None:
                     f"experiments.{model}.{task}: task {task!r} is not defined under tasks "
                     f"(defined: {', '.join(tasks) or 'none'})"
                 )
+    for section in ("experiments", "external_runs"):
+        for model in config.get(section) or {}:
+            if ((models.get(model) or {}).get("analyse_only")) is True:
+                problems.append(
+                    f"{section}.{model}: model {model!r} is analyse_only (Analysing and its "
+                    "figures only); drop analyse_only to train or evaluate it"
+                )
     for model in (config.get("select") or {}).get("imports") or {}:
         if model not in models:
             problems.append(
