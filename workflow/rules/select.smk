@@ -45,6 +45,10 @@ rule select:
     params:
         q=lambda wc: float(wc.q),
         chunk_size=SELECTING.chunk_size,
+        # only the global strategies' selections depend on it
+        tie_break=lambda wc: (
+            SELECTING.tie_break if wc.strategy.startswith("global") else None
+        ),
     script:
         "../scripts/select.py"
 
