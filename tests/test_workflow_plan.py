@@ -188,3 +188,18 @@ def test_an_imported_selection_replaces_the_computed_one_and_is_trained_on(tmp_p
     # another model's or another q's selection is still computed from kva.h5
     out = _dry_run(tmp_path, text, "results/select/smollm2-135m/layer_balanced_low_q5.json")
     assert "rule select:" in out and "import_selection" not in out
+
+
+def test_a_compare_dataset_plans_its_kva_and_the_overlap(tmp_path):
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "\n  steps: 7\n" in default
+    text = default.replace(
+        "\n  steps: 7\n",
+        "\n  steps: 7\n  compare_dataset:\n    source: data/mmlu/mmlu_mini.jsonl\n"
+        "    max_per_subject: 1\n",
+    )
+    out = _dry_run(tmp_path, text, "all")
+    assert "results/select/smollm2-135m/dataset_overlap.csv" in out
+    assert "results/kva/smollm2-135m/compare/shards/0.h5" in out
+    assert "rule kva_compare_gather:" in out
+    assert "dataset_overlap.csv" not in _dry_run(tmp_path, default, "all")  # only when set

@@ -45,6 +45,13 @@ def kva_shards():
     return range(config["kva"]["shards"])
 
 
+def kva_settings(compare=False):
+    """The kva block a shard job gets: without compare_dataset (so setting it reruns no shard of
+    the main set); for the compare set, with it as the dataset."""
+    kva = {k: v for k, v in config["kva"].items() if k != "compare_dataset"}
+    return {**kva, "dataset": config["kva"]["compare_dataset"]} if compare else kva
+
+
 def all_targets():
     """Every file the config asks for; `rule all` depends on these."""
     targets = []
@@ -52,6 +59,8 @@ def all_targets():
     targets += select_targets()  # selections, figures, stability (below)
     targets += train_targets()  # training runs of `experiments` (train.smk)
     targets += report_targets()  # tables and trade-off figures (report.smk)
+    if config["kva"]["compare_dataset"] is not None:  # the second KVA set's overlap
+        targets += expand("results/select/{model}/dataset_overlap.csv", model=MODELS)
     return targets
 
 

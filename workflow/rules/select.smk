@@ -141,6 +141,27 @@ rule stability:
         "../scripts/stability.py"
 
 
+rule dataset_overlap:
+    input:
+        reference="results/kva/{model}/kva.h5",
+        compare="results/kva/{model}/compare/kva.h5",
+    output:
+        "results/select/{model}/dataset_overlap.csv",
+    log:
+        "logs/dataset_overlap/{model}.log",
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        q=SELECTING.stability_q,
+        label=lambda wc: kva_settings(compare=True)["dataset"]["source"],
+        chunk_size=SELECTING.chunk_size,
+    script:
+        "../scripts/dataset_overlap.py"
+
+
 rule figures:
     input:
         figure_targets(),

@@ -32,6 +32,8 @@ class KVASettings(StageSettings):
     schema. ``dataset`` is ``{source, split, max_per_subject}`` or a bare source."""
 
     dataset: str | os.PathLike | Mapping[str, Any] = from_schema("kva.dataset")
+    #: read by the workflow (a second KVA run and the dataset_overlap target), not by a shard
+    compare_dataset: Mapping[str, Any] | None = from_schema("kva.compare_dataset")
     steps: int = from_schema("kva.steps")
     method: str = from_schema("kva.method")
     quadrature: str = from_schema("kva.quadrature")
