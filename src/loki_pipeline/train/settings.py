@@ -2,7 +2,8 @@
 
 Resolution order for a run (task, method): the ``training`` defaults, then
 ``training.tasks[task]``, then every ``training.methods`` entry whose key matches the method
-name (shell-style pattern, e.g. ``loki_q30`` or ``lora_*``), in the config's order. A matching
+name or the run name ``{task}-{method}`` (shell-style pattern, e.g. ``loki_q30``, ``lora_*`` or
+``reranker-loki*_q30*`` for one task's runs only), in the config's order. A matching
 entry's ``lr_scale`` multiplies the learning rate: the LoKI paper trains larger q with a
 proportionally lower rate (q=30 at 0.4 x the rate of q=10).
 """
