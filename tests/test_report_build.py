@@ -223,3 +223,34 @@ def test_an_external_run_is_its_own_family_in_the_tradeoff_figure(evals, tmp_pat
     assert legend == {"base", "external"}
     assert ax.containers[1].lines[0].get_color() == FAMILY_COLOURS["external"]
     plt.close(fig)
+
+
+def test_the_tables_script_puts_external_runs_after_the_training_runs(evals, tmp_path):
+    # the rule's inputs: general/task per run (base, training runs, external runs), params
+    # only for the training runs; the script pairs them by the rule's params
+    from test_settings_stages import Named, run_script
+
+    general, task = evals
+    folder = tmp_path / "eval" / "released-x"
+    general["released-x"] = write_general(folder, {t: [1, 0] * 10 for t in TASKS})
+    task["released-x"] = write_task(folder, lambda c, i: i % 4 == 0)
+    runs = ["base", "toolace-lora_r16", "toolace-loki_q10", "released-x"]
+    params = []
+    for run, count in (("toolace-lora_r16", 42), ("toolace-loki_q10", 188)):
+        path = tmp_path / f"{run}.json"
+        path.write_text(json.dumps({"trainable_params": count}))
+        params.append(str(path))
+    out = tmp_path / "tables"
+    run_script(
+        "tables", tmp_path,
+        input=Named(general=[str(general[r]) for r in runs], task=[str(task[r]) for r in runs],
+                    params=params),
+        output=Named(forgetting=str(out / "forgetting.csv")),
+        params=Named(runs=runs, trained=["toolace-lora_r16", "toolace-loki_q10"],
+                     external={"released-x": "hf:org/released"}, reference="released-x"),
+        wildcards=Named(model="tiny", task="toolace"),
+    )  # fmt: skip
+    rows = {r["run"]: r for r in csv.DictReader((out / "forgetting.csv").open())}
+    assert rows["toolace-loki_q10"]["#params"] == "188" and rows["released-x"]["#params"] == ""
+    assert float(rows["released-x"]["Avg"]) == 0 and rows["released-x"]["external"]
+    assert "Δoverall vs released-x (%)" in (out / "task.csv").read_text()
