@@ -4,6 +4,7 @@
 import pathlib
 import re
 
+from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.sources import source_fingerprint
 from loki_pipeline.runs import (
     BASE,
@@ -82,7 +83,7 @@ def run_model_dir(model, run):
         return f"resources/external/{model}/{run}"
     if run in config["models"]:
         return f"resources/models/{run}"
-    raise ValueError(
+    raise LokiInputError(
         f"run {run!r} of model {model!r}: not a base, training or suppression run, and not "
         f"listed under external_runs.{model} or models"
     )
