@@ -46,10 +46,20 @@ def kva_shards():
     return range(config["kva"]["shards"])
 
 
-def kva_settings(compare=False):
-    """The kva block a shard job gets: without compare_dataset (so setting it reruns no shard of
-    the main set); for the compare set, with it as the dataset."""
-    kva = {k: v for k, v in config["kva"].items() if k != "compare_dataset"}
+def kva_settings(model, compare=False):
+    """The kva block a shard job of `model` gets (Snakemake reruns a job whose params change):
+    without compare_dataset, so setting it reruns no shard of the main set; prompt_format
+    resolved for the model and left out when 'chat' (the default), so a chat model's shards
+    made before the option are not redone; for the compare set, it as the dataset."""
+    kva = {
+        k: v
+        for k, v in config["kva"].items()
+        if k not in ("compare_dataset", "prompt_format")
+    }
+    fmt = config["kva"]["prompt_format"]
+    fmt = fmt.get(model, "chat") if isinstance(fmt, dict) else fmt
+    if fmt != "chat":
+        kva["prompt_format"] = fmt
     return {**kva, "dataset": config["kva"]["compare_dataset"]} if compare else kva
 
 

@@ -19,7 +19,7 @@ rule kva:
     # The script builds KVASettings from these. Snakemake records their values with each output
     # and reruns a job whose values changed, so they stay as they were (num_shards too).
     params:
-        kva=kva_settings(),
+        kva=lambda wc: kva_settings(wc.model),
         device=config["device"],
         num_shards=config["kva"]["shards"],
     script:
@@ -43,7 +43,7 @@ rule kva_compare:
         mem_mb=8000,
         gpu=1 if config["device"] == "cuda" else 0,
     params:
-        kva=kva_settings(compare=True),
+        kva=lambda wc: kva_settings(wc.model, compare=True),
         device=config["device"],
         num_shards=config["kva"]["shards"],
     script:

@@ -156,7 +156,7 @@ rule dataset_overlap:
         mem_mb=2000,
     params:
         q=SELECTING.stability_q,
-        label=lambda wc: kva_settings(compare=True)["dataset"]["source"],
+        label=lambda wc: kva_settings(wc.model, compare=True)["dataset"]["source"],
         chunk_size=SELECTING.chunk_size,
     script:
         "../scripts/dataset_overlap.py"
