@@ -300,3 +300,41 @@ def test_cli_runs_a_shard_and_reports_bad_input(tiny_checkpoint, mmlu_file, tmp_
     assert cli.main(["kva-gather", str(out), "--out", str(tmp_path / "kva.h5")]) == 0
     assert cli.main([*argv[:-4], "--steps", "0"]) == 2
     assert "steps" in capsys.readouterr().err
+
+
+def test_plain_prompts_attribute_a_model_without_a_chat_template(
+    tiny_checkpoint, mmlu_file, tmp_path
+):
+    from transformers import AutoTokenizer
+
+    from loki_pipeline.data.mmlu import format_prompt
+
+    plain_dir = tmp_path / "no-template"  # a base model such as Llama-2-7B: no chat template
+    model, tok = load_model(tiny_checkpoint)
+    tok.chat_template = None
+    model.save_pretrained(plain_dir)
+    tok.save_pretrained(plain_dir)
+    assert not AutoTokenizer.from_pretrained(plain_dir).chat_template
+    with pytest.raises(LokiInputError, match="has no chat template.*kva.prompt_format: plain"):
+        run(plain_dir, mmlu_file, tmp_path / "chat.h5")
+    out = run(plain_dir, mmlu_file, tmp_path / "0.h5",
+              prompt_format={plain_dir.name: "plain", "other": "chat"})  # fmt: skip
+    gather_shards([out], tmp_path / "kva.h5")
+    data = load_kva(tmp_path / "kva.h5")
+    assert json.loads(data.attrs["inputs"])["prompt_format"] == "plain"
+    for k, item in enumerate(load_mmlu(mmlu_file)):
+        ids = torch.tensor(tok(format_prompt(item))["input_ids"])  # the text as it is
+        direct = attribution.attribute_prompt(model, ids, steps=2)
+        np.testing.assert_allclose(
+            data.attributions[k], direct.attributions.numpy(), rtol=1e-5, atol=1e-9
+        )
+        assert data.prompt_length[k] == len(ids)
+
+
+def test_chat_prompts_keep_the_inputs_of_files_made_before_prompt_format(
+    tiny_checkpoint, mmlu_file, tmp_path
+):
+    data_path = run(tiny_checkpoint, mmlu_file, tmp_path / "0.h5")
+    with h5py.File(data_path) as f:
+        assert "prompt_format" not in json.loads(f.attrs["inputs"])
+    assert KVASettings(prompt_format={"x": "plain"}).format_for("y") == "chat"

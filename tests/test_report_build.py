@@ -174,3 +174,83 @@ def test_forgetting_notes_say_why_an_avg_has_no_interval():
     notes = forgetting_notes(rows, columns)
     undefined = [n for n in notes if n.startswith("Avg without an interval")]
     assert len(undefined) == 1 and undefined[0].endswith(": toolace-loki_q10.")
+
+
+def test_an_external_run_that_is_the_base_itself_has_avg_0_and_is_marked(evals, tmp_path):
+    general, task = evals
+    # a released model whose checkpoint is the base: the same scores item for item
+    folder = tmp_path / "eval" / "released-x"
+    general["released-x"] = write_general(folder, {t: [1, 0] * 10 for t in TASKS})
+    task["released-x"] = write_task(folder, lambda c, i: i % 4 == 0)
+    out = tmp_path / "tables"
+    build_task_tables(
+        "toolace", general, task, {}, out, reference="released-x",
+        external={"released-x": "hf:org/released"},
+    )  # fmt: skip
+    rows = {r["run"]: r for r in csv.DictReader((out / "forgetting.csv").open())}
+    assert float(rows["released-x"]["Avg"]) == 0 and rows["released-x"]["external"] == (
+        "hf:org/released"
+    )
+    assert rows["toolace-loki_q10"]["external"] == ""
+    md = (out / "forgetting.md").read_text()
+    assert "| released-x ‡ |" in md and "‡ external: a released model" in md
+    assert r"released-x $^\ddagger$" in (out / "forgetting.tex").read_text()
+    t_rows = {r["run"]: r for r in csv.DictReader((out / "task.csv").open())}
+    # the task table is relative to the named row: 0 for itself, 0 for base (same items)
+    assert float(t_rows["released-x"]["Δoverall vs released-x (%)"]) == 0
+    assert float(t_rows["base"]["Δoverall vs released-x (%)"]) == 0
+    assert float(t_rows["toolace-loki_q10"]["Δoverall vs released-x (%)"]) > 0
+    assert "| released-x † ‡ |" in (out / "task.md").read_text()  # no learning, external
+
+
+def test_an_external_run_is_its_own_family_in_the_tradeoff_figure(evals, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from loki_pipeline.figures.tradeoff import FAMILY_COLOURS, draw_tradeoff
+
+    general, task = evals
+    folder = tmp_path / "eval" / "released-x"
+    general["released-x"] = write_general(folder, {t: [1, 0] * 10 for t in TASKS})
+    task["released-x"] = write_task(folder, lambda c, i: i % 4 == 0)
+    assert build_tradeoff("toolace", general, task, tmp_path / "t.png").is_file()
+    fig, ax = plt.subplots()
+    draw_tradeoff(ax, {"base": (0.0, 25.0), "released-x": (0.0, 25.0)}, task="toolace",
+                  score_label="s")  # fmt: skip
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert legend == {"base", "external"}
+    assert ax.containers[1].lines[0].get_color() == FAMILY_COLOURS["external"]
+    plt.close(fig)
+
+
+def test_the_tables_script_puts_external_runs_after_the_training_runs(evals, tmp_path):
+    # the rule's inputs: general/task per run (base, training runs, external runs), params
+    # only for the training runs; the script pairs them by the rule's params
+    from test_settings_stages import Named, run_script
+
+    general, task = evals
+    folder = tmp_path / "eval" / "released-x"
+    general["released-x"] = write_general(folder, {t: [1, 0] * 10 for t in TASKS})
+    task["released-x"] = write_task(folder, lambda c, i: i % 4 == 0)
+    runs = ["base", "toolace-lora_r16", "toolace-loki_q10", "released-x"]
+    params = []
+    for run, count in (("toolace-lora_r16", 42), ("toolace-loki_q10", 188)):
+        path = tmp_path / f"{run}.json"
+        path.write_text(json.dumps({"trainable_params": count}))
+        params.append(str(path))
+    out = tmp_path / "tables"
+    run_script(
+        "tables", tmp_path,
+        input=Named(general=[str(general[r]) for r in runs], task=[str(task[r]) for r in runs],
+                    params=params),
+        output=Named(forgetting=str(out / "forgetting.csv")),
+        params=Named(runs=runs, trained=["toolace-lora_r16", "toolace-loki_q10"],
+                     external={"released-x": "hf:org/released"}, reference="released-x"),
+        wildcards=Named(model="tiny", task="toolace"),
+    )  # fmt: skip
+    rows = {r["run"]: r for r in csv.DictReader((out / "forgetting.csv").open())}
+    assert rows["toolace-loki_q10"]["#params"] == "188" and rows["released-x"]["#params"] == ""
+    assert float(rows["released-x"]["Avg"]) == 0 and rows["released-x"]["external"]
+    assert "Δoverall vs released-x (%)" in (out / "task.csv").read_text()

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.runs import BASE, parse_run, suppress_run, trained_run
+from loki_pipeline.runs import (
+    BASE,
+    check_external_runs,
+    external_runs,
+    parse_run,
+    suppress_run,
+    table_reference,
+    table_runs,
+    table_tasks,
+    trained_run,
+)
 
 TASKS = ["toolace", "reranker"]
 
@@ -60,3 +70,73 @@ def test_made_names_parse_back(q):
 def test_a_name_that_cannot_be_a_folder_is_refused(name):
     with pytest.raises(LokiInputError, match="run name"):
         parse_run(name, TASKS)
+
+
+def _config(**extra):
+    config = {
+        "models": {"m": {"source": "hf:o/m"}},
+        "tasks": {"toolace": {}, "reranker": {}},
+        "experiments": {"m": {"reranker": ["loki_q10", "full"]}},
+    }
+    return config | extra
+
+
+def test_table_rows_are_base_then_training_runs_then_external_runs():
+    config = _config(
+        external_runs={
+            "m": {
+                "reranker": {"lb-reranker": "hf:lightblue/x"},
+                "toolace": {"ToolACE-8B": "hf:Team-ACE/ToolACE-8B"},
+            }
+        }
+    )
+    assert table_runs(config, "m", "reranker") == [
+        "base", "reranker-loki_q10", "reranker-full", "lb-reranker"
+    ]  # fmt: skip
+    assert table_runs(config, "m", "toolace") == ["base", "ToolACE-8B"]
+    assert table_tasks(config, "m") == ["reranker", "toolace"]  # a task with external runs only
+    assert external_runs(config, "m") == {
+        "lb-reranker": "hf:lightblue/x", "ToolACE-8B": "hf:Team-ACE/ToolACE-8B"
+    }  # fmt: skip
+    # the reranker is relative to its full fine-tune unless a reference is named
+    assert table_reference(config, "m", "reranker") == "reranker-full"
+    assert table_reference(config, "m", "toolace") is None
+    config["tables"] = {"reference": {"reranker": "lb-reranker"}}
+    assert table_reference(config, "m", "reranker") == "lb-reranker"
+    check_external_runs(config, TASKS)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"external_runs": {"x": {"reranker": {"r": "hf:o/r"}}}}, r"external_runs\.x: model 'x'"),
+        ({"external_runs": {"m": {"reranker": {"reranker-full": "hf:o/r"}}}},
+         r"external_runs\.m\.reranker\.reranker-full: 'reranker-full' reads as a trained run"),
+        ({"external_runs": {"m": {"reranker": {"base": "hf:o/r"}}}}, "reads as a base run"),
+        ({"external_runs": {"m": {"reranker": {"r": "hf:o/a"}, "toolace": {"r": "hf:o/b"}}}},
+         r"run 'r' already has source 'hf:o/a'"),
+        ({"tables": {"reference": {"reranker": "lb"}}},
+         r"tables\.reference\.reranker: run 'lb' is not a row of the reranker table of model 'm'"),
+    ],
+)  # fmt: skip
+def test_external_runs_and_table_references_are_checked(extra, message):
+    with pytest.raises(LokiInputError, match=message):
+        check_external_runs(_config(**extra), TASKS)
+
+
+def test_validate_config_checks_external_runs():
+    from loki_pipeline.schemas import validate_config
+
+    config = _config(external_runs={"m": {"reranker": {"reranker-full": "hf:o/r"}}})
+    config["tasks"] = {"reranker": {}}
+    with pytest.raises(LokiInputError, match="reads as a trained run"):
+        validate_config(config)
+
+
+def test_an_analyse_only_model_is_refused_in_experiments():
+    from loki_pipeline.schemas import validate_config
+
+    config = _config()
+    config["models"]["m"]["analyse_only"] = True
+    with pytest.raises(LokiInputError, match=r"experiments\.m: model 'm' is analyse_only"):
+        validate_config(config)

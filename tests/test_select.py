@@ -308,3 +308,39 @@ def test_torch_tensor_input_gives_the_numpy_selection():
     a = np.random.default_rng(6).standard_normal((5, 2, 16)).astype(np.float32)
     for strategy in STRATEGIES:
         assert select_nodes(torch.from_numpy(a), 25, strategy) == select_nodes(a, 25, strategy)
+
+
+def test_upstream_tie_break_keeps_the_higher_index_among_equal_counts():
+    # 2 prompts, 2 layers x 4 nodes, q=25: T=2 nodes over all layers. Prompt 0 votes for flat
+    # nodes 0 and 1, prompt 1 for 6 and 7: four nodes counted once each, a tie for 2 places.
+    a = np.ones((2, 2, 4), dtype=np.float32)
+    a[0, 0, :2] = [-2.0, -1.0]
+    a[1, 1, 2:] = [-2.0, -1.0]
+    assert select_nodes(a, 25, "global_low") == [[0, 1], []]  # lower flat index
+    assert select_nodes(a, 25, "global_low", tie_break="upstream") == [[], [2, 3]]
+    # upstream's own lines (a stable ascending argsort of the counts, reversed) say the same
+    counts = np.zeros(8, dtype=int)
+    counts[[0, 1, 6, 7]] = 1
+    assert sorted(np.argsort(counts, kind="stable")[::-1][:2].tolist()) == [6, 7]
+    # G-H mirrors it; the layer-balanced strategies keep their rule whatever tie_break says
+    assert select_nodes(-a, 25, "global_high", tie_break="upstream") == [[], [2, 3]]
+    assert select_nodes(a, 25, "layer_balanced_low", tie_break="upstream") == select_nodes(
+        a, 25, "layer_balanced_low"
+    )
+    with pytest.raises(LokiInputError, match="tie_break='lowest'"):
+        select_nodes(a, 25, "global_low", tie_break="lowest")
+
+
+@pytest.mark.parametrize("strategy", ["global_low", "global_high"])
+def test_upstream_tie_break_follows_upstreams_steps_on_random_attributions(strategy):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((7, 3, 50)).astype(np.float32)
+    # 7 prompts: count ties are certain at q=10 on 150 nodes; compare against upstream's steps
+    # written out directly (normalise, argsort, count; stable ascending argsort reversed)
+    counts = np.zeros(150, dtype=int)
+    for row in a.reshape(7, -1):
+        norm = (row - row.min()) / (row.max() - row.min())
+        counts[np.argsort(-norm if strategy == "global_high" else norm)[:15]] += 1
+    flat = sorted(np.argsort(counts, kind="stable")[::-1][:15].tolist())
+    expected = [[i % 50 for i in flat if i // 50 == layer] for layer in range(3)]
+    assert select_nodes(a, 10, strategy, tie_break="upstream") == expected

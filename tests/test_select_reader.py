@@ -152,3 +152,25 @@ def test_multimodal_config_is_read_from_text_config(tmp_path, capsys):
 def test_bad_model_config_is_refused(tmp_path, config, message):
     with pytest.raises(LokiInputError, match=message):
         checkpoint_shape(_config_dir(tmp_path, config))
+
+
+def test_an_upstream_selection_file_is_imported_as_the_pipelines_own(tmp_path, checkpoint):
+    import hashlib
+
+    from loki_pipeline.select.io import import_selection
+
+    upstream = tmp_path / "pos_q10.json"  # upstream LoKI's published format: lists per layer
+    upstream.write_text(json.dumps([[5, 1], [0, 31], [7]]))
+    out = tmp_path / "layer_balanced_low_q10.json"
+    import_selection(upstream, out, checkpoint, model="tiny", strategy="layer_balanced_low", q=10)
+    doc = json.loads(out.read_text())
+    assert doc["positions"] == [[1, 5], [0, 31], [7]]  # sorted, the same nodes
+    assert (doc["model"], doc["strategy"], doc["q"], doc["num_layers"]) == (
+        "tiny", "layer_balanced_low", 10, 3
+    )  # fmt: skip
+    assert doc["nodes_per_layer"] == D_MODEL and doc["imported_from"] == str(upstream)
+    assert doc["source_sha256"] == hashlib.sha256(upstream.read_bytes()).hexdigest()
+    assert read_selection(out).positions == [[1, 5], [0, 31], [7]]
+    upstream.write_text(json.dumps([[5, 1], [0, 31]]))  # another model's: 2 layers
+    with pytest.raises(LokiInputError, match="has 2 layer lists but model .* has 3 layers"):
+        import_selection(upstream, out, checkpoint, model="tiny", strategy="global_low", q=10)

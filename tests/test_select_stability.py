@@ -120,3 +120,24 @@ def test_stability_report_writes_the_table_and_draws_it(tmp_path):
         r["label"] for r in rows
     ]
     assert all(f.stat().st_size > 0 for f in figures)
+
+
+def test_dataset_overlap_compares_the_loki_selections_of_two_prompt_sets(tmp_path):
+    from loki_pipeline.select import select_nodes
+    from loki_pipeline.select.stability import dataset_overlap
+
+    rng = np.random.default_rng(3)
+    full = rng.standard_normal((12, 3, 40)).astype(np.float32)
+    subset = full[:5] + 0.3 * rng.standard_normal((5, 3, 40)).astype(np.float32)
+    a = write_kva(tmp_path / "kva.h5", subset)
+    b = write_kva(tmp_path / "full.h5", full)
+    row = dataset_overlap(a, b, 20, label="hf:cais/mmlu")
+    # oracle: the two selections made directly, and the share of nodes both pick
+    ref, other = select_nodes(subset, 20), select_nodes(full, 20)
+    common = sum(len(set(x) & set(y)) for x, y in zip(ref, other, strict=True))
+    assert (row["kind"], row["label"], row["samples"]) == ("dataset", "hf:cais/mmlu", 12)
+    assert row["common"] == common and row["overlap"] == pytest.approx(common / 24)
+    assert 0 < row["overlap"] < 1 and row["chance_overlap"] == pytest.approx(8 / 40)
+    assert dataset_overlap(a, a, 20)["overlap"] == 1.0
+    with pytest.raises(LokiInputError, match="KVA of another model"):
+        dataset_overlap(a, write_kva(tmp_path / "o.h5", full[:, :2]), 20)

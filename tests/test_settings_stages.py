@@ -163,6 +163,7 @@ def test_kva_script_passes_the_config_values(tmp_path, monkeypatch):
         dataset=kva["dataset"], steps=kva["steps"], method=kva["method"],
         quadrature=kva["quadrature"], dtype=kva["dtype"], num_shards=kva["shards"],
         threads=1, batch_prompts=kva["batch_prompts"], device=config["device"],
+        prompt_format=kva["prompt_format"],
     )  # fmt: skip
 
 

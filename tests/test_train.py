@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from loki_pipeline.implant.selection import Selection
 from loki_pipeline.train import parse_method, resolve_settings
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import prepare_model, sft_loss, train_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_examples(n: int = 6, seed: int = 0) -> list[dict]:
@@ -75,6 +78,29 @@ def test_settings_resolve_task_then_method_overrides_and_scale_lr():
         resolve_settings({"lr": 1}, "toolace", "full")
     with pytest.raises(LokiInputError, match="warmup_ratio"):
         resolve_settings({"warmup_ratio": 1.5}, "toolace", "full")
+
+
+def test_a_method_pattern_may_name_the_task_so_scaling_applies_to_one_task_only():
+    # the LoKI paper states the q-proportional rate for the reranker only (q=30: 0.4 x q=10)
+    training = {"learning_rate": 1e-5, "methods": {"reranker-loki*_q30*": {"lr_scale": 0.4}}}
+    assert resolve_settings(training, "reranker", "loki_q30").effective_lr == pytest.approx(4e-6)
+    assert resolve_settings(training, "reranker", "loki_q10").effective_lr == pytest.approx(1e-5)
+    assert resolve_settings(training, "toolace", "loki_q30").effective_lr == pytest.approx(1e-5)
+
+
+def test_paper_config_scales_the_rate_with_q_for_the_reranker_only():
+    import yaml
+
+    from loki_pipeline.schemas import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+
+    def lr(task, method):
+        return TrainSettings.from_config(config, task, method).effective_lr
+
+    assert lr("reranker", "loki_q30") == pytest.approx(0.4 * lr("reranker", "loki_q10"))
+    for method in ("loki_q20", "loki_q30", "loki_lora_q30_r32"):
+        assert lr("toolace", method) == pytest.approx(lr("toolace", "loki_q10")) == 1e-5
 
 
 def test_from_config_is_resolve_settings_over_the_whole_config():
@@ -138,6 +164,42 @@ def _trained(tmp_path, stop_at=None, ckpt="ckpt"):
         progress=False,
     )
     return model, rows
+
+
+def test_hold_out_is_seeded_disjoint_and_ceil_of_the_fraction():
+    from loki_pipeline.train.trainer import hold_out
+
+    examples = [{"input_ids": [i], "labels": [i]} for i in range(250)]
+    train, val = hold_out(examples, 0.01, seed=42)
+    assert len(val) == 3 and len(train) == 247  # ceil(2.5), as train_test_split
+    ids = sorted(e["input_ids"][0] for e in train + val)
+    assert ids == list(range(250))  # disjoint and complete
+    assert hold_out(examples, 0.01, seed=42) == (train, val)
+    assert hold_out(examples, 0.01, seed=1)[1] != val
+    assert hold_out(examples, 0.0, seed=42) == (examples, [])
+    with pytest.raises(LokiInputError, match="nothing left to train"):
+        hold_out(examples[:1], 0.5, seed=0)
+
+
+def test_validation_loss_is_logged_at_save_steps_and_equals_the_held_out_loss(tmp_path):
+    settings = TrainSettings(learning_rate=1e-2, max_steps=5, batch_size=2, save_every=2, seed=7)
+    model = prepare_model(build_tiny_model("llama"), parse_method("full"), settings)
+    held = synthetic_examples(9, seed=3)[6:]
+    rows = train_model(model, synthetic_examples(5), settings, progress=False, val_examples=held)
+    assert [r["step"] for r in rows if r["val_loss"] is not None] == [2, 4, 5]
+    # oracle: the model's own loss over all held-out supervised tokens at once
+    ids = [torch.tensor(e["input_ids"]) for e in held]
+    labels = [torch.tensor(e["labels"]) for e in held]
+    with torch.no_grad():
+        losses = [
+            torch.nn.functional.cross_entropy(
+                model(i[None]).logits[0, :-1], lab[1:], ignore_index=-100, reduction="sum"
+            )
+            for i, lab in zip(ids, labels, strict=True)
+        ]
+    tokens = sum(int((lab[1:] != -100).sum()) for lab in labels)
+    assert rows[-1]["val_loss"] == pytest.approx(float(sum(losses)) / tokens, abs=1e-5)
+    assert rows[1]["val_loss"] != rows[-1]["val_loss"]
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
@@ -266,3 +328,79 @@ def test_cutoff_longer_than_the_models_context_is_capped_with_warnings(
     assert "6 of 6 examples truncated to 110 tokens" in caplog.text
     config = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert config["cutoff_len_effective"] == 110 and config["settings"]["cutoff_len"] == 128
+
+
+def test_a_run_holds_out_val_size_and_logs_its_loss(tmp_path, tiny_checkpoint):
+    import csv
+
+    from loki_pipeline.train.run import run_training
+
+    data = tmp_path / "toolace.json"
+    data.write_text(json.dumps(TOOLACE_ROWS))  # 6 examples
+    settings = TrainSettings(max_steps=2, batch_size=2, save_every=1, val_size=0.2)
+    run_training(tiny_checkpoint, "toolace", data, "full", tmp_path / "run", settings)
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert (config["num_examples"], config["num_val_examples"]) == (4, 2)  # ceil(1.2) held out
+    rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
+    assert [float(r["val_loss"]) > 0 for r in rows] == [True, True]
+
+
+def test_nq_open_rows_become_question_answer_prompts(tmp_path):
+    from loki_pipeline.data.nq_open import nq_open_text
+
+    row = {"question": "who painted the mona lisa", "answer": ["Leonardo da Vinci", "da Vinci"]}
+    assert (
+        nq_open_text(row, "x") == "Question: who painted the mona lisa?\nAnswer: Leonardo da Vinci"
+    )
+    with pytest.raises(LokiInputError, match="f.jsonl line 3: NQ-Open row needs 'answer'"):
+        nq_open_text({"question": "q", "answer": []}, "f.jsonl line 3")
+    with pytest.raises(LokiInputError, match="needs a non-empty 'question'"):
+        nq_open_text({"answer": ["a"]}, "f.jsonl line 1")
+
+
+@pytest.mark.parametrize("calibration", [None, "data/nq_open/calibration.jsonl"])
+def test_corda_calibrates_on_task_data_or_on_nq_open(
+    tmp_path, tiny_checkpoint, tiny_tokenizer, monkeypatch, calibration
+):
+    from loki_pipeline.train import trainer
+    from loki_pipeline.train.run import run_training
+
+    seen, original = {}, trainer.prepare_model
+
+    def capture(model, method, settings, *, selection=None, calibration=None):
+        seen["calibration"] = calibration
+        return original(model, method, settings, selection=selection, calibration=calibration)
+
+    monkeypatch.setattr(trainer, "prepare_model", capture)
+    data = tmp_path / "toolace.json"
+    data.write_text(json.dumps(TOOLACE_ROWS))
+    settings = TrainSettings(
+        max_steps=1,
+        batch_size=2,
+        corda_method="kpm",
+        corda_calibration=calibration and str(ROOT / calibration),
+        calibration_samples=3,
+    )
+    run_training(tiny_checkpoint, "toolace", data, "corda_r2", tmp_path / "run", settings)
+    assert (tmp_path / "run" / "merged" / "config.json").is_file()  # a whole run, KPM or IPM
+    got = seen["calibration"]
+    if calibration is None:  # IPM: the task's own training examples
+        assert len(got) == 6 and "labels" in got[0]
+        return
+    texts = [  # the shipped file's first three rows, written out by hand
+        "Question: what is the chemical symbol for gold?\nAnswer: Au",
+        "Question: who wrote the novel pride and prejudice?\nAnswer: Jane Austen",
+        "Question: how many bones are in the adult human body?\nAnswer: 206",
+    ]
+    assert [e["input_ids"] for e in got] == [tiny_tokenizer(t)["input_ids"] for t in texts]
+
+
+def test_paper_config_runs_corda_in_kpm_on_nq_open():
+    import yaml
+
+    from loki_pipeline.schemas import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    s = TrainSettings.from_config(config, "reranker", "corda_r8")
+    assert (s.corda_method, s.corda_calibration) == ("kpm", "hf:google-research-datasets/nq_open")
+    assert TrainSettings.from_config(config, "reranker", "dora_r8").corda_calibration is None

@@ -36,23 +36,27 @@ def plan(*args: str) -> dict[str, int]:
 def test_paper_config_plans_every_experiment_of_the_paper():
     counts = plan("--configfile", "config/paper.yaml")
     models, shards, strategies, qs = 2, 8, 4, 5
+    analysed = 1  # Llama-2-7B (Figure 4): KVA and figures only, its prompts plain
     runs = 7 + 10  # ToolACE on Llama-3.1-8B; LB reranker on Qwen2.5-0.5B (incl. G-H/G-L)
+    external = 2  # the released ToolACE-8B (Tables 1-2) and LB-Reranker (Table 3's reference)
     suppressions = 2 * models  # S-H and S-L per model
-    assert counts["prepare_model"] == models
-    assert counts["kva"] == models * shards
-    assert counts["kva_gather"] == models
-    assert counts["select"] == models * strategies * qs
-    assert counts["heatmap"] == models
+    assert counts["prepare_model"] == models + analysed
+    assert counts["prepare_external"] == external
+    assert counts["kva"] == (models + analysed) * shards
+    assert counts["kva_gather"] == models + analysed
+    # an analysed model's selections: only the global ones its layer-count figure draws
+    assert counts["select"] == models * strategies * qs + analysed * 2
+    assert counts["heatmap"] == counts["stability"] == models + analysed
     assert counts["train"] == runs
     assert counts["suppress"] == suppressions
-    assert counts["eval_general"] == models + runs + suppressions  # base + every run
-    assert counts["eval_task"] == models + runs  # base on its task + every training run
+    assert counts["eval_general"] == models + runs + external + suppressions  # base + every run
+    assert counts["eval_task"] == models + runs + external  # base on its task + every other run
     assert counts["tables"] == 2  # one (model, task) pair each
 
 
 def test_paper_config_replaces_the_embedded_default():
     counts = plan("--configfile", "config/paper.yaml")
-    assert counts["prepare_model"] == 2  # the default's SmolLM2 does not join a paper run
+    assert counts["prepare_model"] == 3  # the default's SmolLM2 does not join a paper run
 
 
 def test_default_config_plans_the_whole_pipeline():
@@ -122,3 +126,80 @@ def test_run_names_plan_the_checkpoint_each_kind_evaluates(tmp_path):
     assert "results/train/smollm2-135m/toolace/loki_q12.3456789/merged" in out
     assert "resources/models/released-x" in out
     assert "results/suppress/smollm2-135m/global_low_q2.5" in out
+
+
+def test_external_runs_are_prepared_evaluated_and_tabled_like_a_training_run(tmp_path):
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "\nexperiments:\n" in default
+    text = default.replace(
+        "\nexperiments:\n",
+        "\nexternal_runs:\n  smollm2-135m:\n    toolace:\n      released-x: hf:org/released\n"
+        "\nexperiments:\n",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "--forceall", "--quiet", "rules", "all", "--configfile", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout.split("Job stats:")[1], re.M))
+    assert counts["prepare_external"] == "1"
+    assert counts["eval_general"] == str(1 + 4 + 2 + 1) and counts["eval_task"] == str(1 + 4 + 1)
+    out = _dry_run(tmp_path, text, "results/tables/smollm2-135m/toolace/forgetting.csv")
+    assert "resources/external/smollm2-135m/released-x" in out
+    assert "results/eval/smollm2-135m/released-x/general.json" in out
+    assert "results/eval/smollm2-135m/released-x/task.json" in out
+
+
+def test_a_run_name_of_another_kind_is_refused_as_an_external_run(tmp_path):
+    default = (ROOT / "config" / "config.yaml").read_text()
+    text = default.replace(
+        "\nexperiments:\n",
+        "\nexternal_runs:\n  smollm2-135m:\n    toolace:\n      toolace-full: hf:org/x\n"
+        "\nexperiments:\n",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "all", "--configfile", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "external_runs.smollm2-135m.toolace.toolace-full" in proc.stdout + proc.stderr
+
+
+def test_an_imported_selection_replaces_the_computed_one_and_is_trained_on(tmp_path):
+    published = tmp_path / "pos_q10.json"
+    published.write_text("[[0]]")
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "\nselect:\n" in default
+    text = default.replace(
+        "\nselect:\n",
+        f"\nselect:\n  imports:\n    smollm2-135m:\n      layer_balanced_low_q10: {published}\n",
+    )
+    out = _dry_run(
+        tmp_path, text, "results/train/smollm2-135m/toolace/loki_q10/trainable_params.json"
+    )
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", out, flags=re.M)
+    rules = {rule for rule, _ in jobs}
+    assert "import_selection" in rules and "select" not in rules and "kva" not in rules
+    assert str(published) in out
+    # another model's or another q's selection is still computed from kva.h5
+    out = _dry_run(tmp_path, text, "results/select/smollm2-135m/layer_balanced_low_q5.json")
+    assert "rule select:" in out and "import_selection" not in out
+
+
+def test_a_compare_dataset_plans_its_kva_and_the_overlap(tmp_path):
+    default = (ROOT / "config" / "config.yaml").read_text()
+    assert "\n  steps: 7\n" in default
+    text = default.replace(
+        "\n  steps: 7\n",
+        "\n  steps: 7\n  compare_dataset:\n    source: data/mmlu/mmlu_mini.jsonl\n"
+        "    max_per_subject: 1\n",
+    )
+    out = _dry_run(tmp_path, text, "all")
+    assert "results/select/smollm2-135m/dataset_overlap.csv" in out
+    assert "results/kva/smollm2-135m/compare/shards/0.h5" in out
+    assert "rule kva_compare_gather:" in out
+    assert "dataset_overlap.csv" not in _dry_run(tmp_path, default, "all")  # only when set

@@ -16,8 +16,9 @@ Light (no torch) so that the Snakemake rules import it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.io import check_name
@@ -81,3 +82,85 @@ def parse_run(name: str, tasks: Iterable[str]) -> Run:
                 continue
             return Run(name, "trained", task=task, method=method)
     return Run(name, "external")
+
+
+# External runs and the runs of a table, from a validated config (``external_runs``, ``tables``).
+def external_runs(config: Mapping[str, Any], model: str, task: str | None = None) -> dict[str, str]:
+    """``external_runs`` of ``model``: run name -> source, for one ``task`` or (None) every task,
+    in the config's order."""
+    by_task = (config.get("external_runs") or {}).get(model) or {}
+    runs: dict[str, str] = {}
+    for name, entries in by_task.items():
+        if task is None or name == task:
+            runs.update(entries or {})
+    return runs
+
+
+def table_runs(config: Mapping[str, Any], model: str, task: str) -> list[str]:
+    """Rows of one (model, task) table: ``base``, the training runs of ``experiments`` in the
+    config's order, then the external runs of ``external_runs``."""
+    methods = ((config.get("experiments") or {}).get(model) or {}).get(task) or []
+    return [BASE, *(trained_run(task, m) for m in methods), *external_runs(config, model, task)]
+
+
+def table_tasks(config: Mapping[str, Any], model: str) -> list[str]:
+    """The tasks that get tables for ``model``: trained or with external runs, sorted."""
+    trained = ((config.get("experiments") or {}).get(model) or {}).keys()
+    external = ((config.get("external_runs") or {}).get(model) or {}).keys()
+    return sorted({*trained, *external})
+
+
+def table_reference(config: Mapping[str, Any], model: str, task: str) -> str | None:
+    """The run a task table is relative to: ``tables.reference[task]``, else for the reranker
+    its full fine-tune when trained (the paper's Table 3 reports Δ against a reference row),
+    else None."""
+    named = ((config.get("tables") or {}).get("reference") or {}).get(task)
+    if named is not None:
+        return named
+    full = trained_run(task, "full")
+    return full if task == "reranker" and full in table_runs(config, model, task) else None
+
+
+def check_external_runs(config: Mapping[str, Any], tasks: Iterable[str]) -> None:
+    """``external_runs`` names defined models and tasks, each run name is an external run (no
+    other kind) with one source per model, and every ``tables.reference`` is a row of each
+    table of its task; ``LokiInputError`` listing every problem. ``tasks``: every task name a
+    run name may start with (the schema's)."""
+    tasks = list(tasks)
+    models, defined = config.get("models") or {}, config.get("tasks") or {}
+    problems = []
+    for model, by_task in (config.get("external_runs") or {}).items():
+        if model not in models:
+            problems.append(f"external_runs.{model}: model {model!r} is not defined under models")
+        seen: dict[str, tuple[str, str]] = {}
+        for task, runs in (by_task or {}).items():
+            if task not in defined:
+                problems.append(
+                    f"external_runs.{model}.{task}: task {task!r} is not defined under tasks"
+                )
+            for name, source in (runs or {}).items():
+                key = f"external_runs.{model}.{task}.{name}"
+                kind = parse_run(name, tasks).kind
+                if kind != "external":
+                    problems.append(
+                        f"{key}: {name!r} reads as a {kind} run name; name a released model "
+                        "otherwise (e.g. 'toolace-8b-released')"
+                    )
+                if name in seen and seen[name][1] != source:
+                    problems.append(
+                        f"{key}: run {name!r} already has source {seen[name][1]!r} "
+                        f"(external_runs.{model}.{seen[name][0]}); one run, one checkpoint"
+                    )
+                seen.setdefault(name, (task, source))
+    for task, reference in ((config.get("tables") or {}).get("reference") or {}).items():
+        for model in models:
+            if task not in table_tasks(config, model):
+                continue
+            rows = table_runs(config, model, task)
+            if reference not in rows:
+                problems.append(
+                    f"tables.reference.{task}: run {reference!r} is not a row of the {task} "
+                    f"table of model {model!r} (rows: {', '.join(rows)})"
+                )
+    if problems:
+        raise LokiInputError("invalid config:\n  " + "\n  ".join(problems))

@@ -4,8 +4,18 @@
 import pathlib
 import re
 
+from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.sources import source_fingerprint
-from loki_pipeline.runs import BASE, parse_run, suppress_run, trained_run
+from loki_pipeline.runs import (
+    BASE,
+    external_runs,
+    parse_run,
+    suppress_run,
+    table_reference,
+    table_runs,
+    table_tasks,
+    trained_run,
+)
 from loki_pipeline.schemas import load_schema, validate_config
 
 # The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train
@@ -36,6 +46,23 @@ def kva_shards():
     return range(config["kva"]["shards"])
 
 
+def kva_settings(model, compare=False):
+    """The kva block a shard job of `model` gets (Snakemake reruns a job whose params change):
+    without compare_dataset, so setting it reruns no shard of the main set; prompt_format
+    resolved for the model and left out when 'chat' (the default), so a chat model's shards
+    made before the option are not redone; for the compare set, it as the dataset."""
+    kva = {
+        k: v
+        for k, v in config["kva"].items()
+        if k not in ("compare_dataset", "prompt_format")
+    }
+    fmt = config["kva"]["prompt_format"]
+    fmt = fmt.get(model, "chat") if isinstance(fmt, dict) else fmt
+    if fmt != "chat":
+        kva["prompt_format"] = fmt
+    return {**kva, "dataset": config["kva"]["compare_dataset"]} if compare else kva
+
+
 def all_targets():
     """Every file the config asks for; `rule all` depends on these."""
     targets = []
@@ -43,13 +70,16 @@ def all_targets():
     targets += select_targets()  # selections, figures, stability (below)
     targets += train_targets()  # training runs of `experiments` (train.smk)
     targets += report_targets()  # tables and trade-off figures (report.smk)
+    if config["kva"]["compare_dataset"] is not None:  # the second KVA set's overlap
+        targets += expand("results/select/{model}/dataset_overlap.csv", model=MODELS)
     return targets
 
 
 # A "run" names one model to evaluate (loki_pipeline.runs): "base" (the untuned model),
 # "{task}-{method}" (a training run), "suppress-{strategy}_q{q}" (a suppression ablation, the
-# LoKI paper's Table 5), or any other name: an external run, a released model prepared like a
-# base model (listed under `models`).
+# LoKI paper's Table 5), or any other name: an external run, a released model of
+# `external_runs` (prepared into resources/external/{model}/{run}) or, named after an entry of
+# `models`, that model's prepared checkpoint.
 def run_model_dir(model, run):
     """Directory of the plain Hugging Face checkpoint a run's evaluation loads."""
     parsed = parse_run(run, TASKS)
@@ -59,7 +89,14 @@ def run_model_dir(model, run):
         return f"results/suppress/{model}/{selection_stem(parsed.strategy, parsed.q)}"
     if parsed.kind == "trained":
         return f"results/train/{model}/{parsed.task}/{parsed.method.name}/merged"
-    return f"resources/models/{run}"
+    if run in external_runs(config, model):
+        return f"resources/external/{model}/{run}"
+    if run in config["models"]:
+        return f"resources/models/{run}"
+    raise LokiInputError(
+        f"run {run!r} of model {model!r}: not a base, training or suppression run, and not "
+        f"listed under external_runs.{model} or models"
+    )
 
 
 def training_runs(model):
@@ -83,6 +120,15 @@ from loki_pipeline.select.naming import (
 )
 
 SELECT = config["select"]  # the Selecting stage (select.smk)
+# Published selection files (select.imports) stand in for the computed selections they name:
+# "{model}/{strategy}_q{q}", matched by rule import_selection only.
+IMPORTED = [f"{m}/{stem}" for m, stems in SELECT["imports"].items() for stem in stems]
+
+
+def imported_selection(imported):
+    """(model, path of the published file) of an imported "{model}/{stem}"."""
+    model, stem = imported.split("/", 1)
+    return model, SELECT["imports"][model][stem]
 
 
 wildcard_constraints:
@@ -115,9 +161,11 @@ def figure_targets():
 
 def select_targets():
     """Every selection the config asks for (strategies x q) plus the figures."""
+    # an analyse_only model's figures ask for the selections they need, no more
     targets = [
         selection_file(model, strategy, q)
         for model in MODELS
+        if not config["models"][model]["analyse_only"]
         for strategy in SELECT["strategies"]
         for q in SELECT["q"]
     ]
@@ -126,6 +174,7 @@ def select_targets():
 
 # Implanting (train.smk): what each training run reads, and the runs the config asks for.
 from loki_pipeline.train.methods import parse_method
+from loki_pipeline.train.settings import TrainSettings
 
 
 wildcard_constraints:
@@ -143,6 +192,11 @@ def train_inputs(wildcards):
     method = parse_method(wildcards.method)
     if method.needs_selection:
         inputs["selection"] = selection_file(wildcards.model, method.strategy, method.q)
+    if method.kind == "corda":  # CorDA's NQ-Open rows (KPM), when a local file
+        settings = TrainSettings.from_config(config, wildcards.task, wildcards.method)
+        calibration = settings.corda_calibration
+        if calibration is not None and not calibration.startswith("hf:"):
+            inputs["corda_calibration"] = calibration
     return inputs
 
 
@@ -158,24 +212,30 @@ def train_targets():
 # Evaluating (evaluate_task.smk): the tasks a run's task.json reports.
 def run_tasks(model, run):
     """Tasks whose performance task.json of (model, run) reports: a training run's own task;
-    for any other run every task trained for the model (else every configured task)."""
+    an external run's tasks of `external_runs`; for any other run every task with a table for
+    the model (else every configured task)."""
     parsed = parse_run(run, TASKS)
     if parsed.kind == "trained":
         return [parsed.task]
-    trained = sorted({task for task, _ in training_runs(model)})
-    return trained or sorted(config["tasks"])
+    own = [
+        t for t in table_tasks(config, model) if run in external_runs(config, model, t)
+    ]
+    return own or table_tasks(config, model) or sorted(config["tasks"])
 
 
 # Reporting (report.smk): the runs of each table, suppression runs, table inputs and targets.
 def task_runs(model, task):
-    """Runs of one task's tables: the untuned base first, then the task's training runs."""
-    return [BASE] + [trained_run(task, m) for m in task_methods(model, task)]
+    """Runs of one task's tables: the untuned base first, then the task's training runs, then
+    its external runs (loki_pipeline.runs.table_runs)."""
+    return table_runs(config, model, task)
 
 
 def suppress_runs(model):
     """Suppression ablation run names from config `suppress`: a list of {strategy, q} or a
     mapping {strategies: [...], q: [...]} (empty by default)."""
     spec = config["suppress"]
+    if config["models"][model]["analyse_only"]:
+        return []
     if isinstance(spec, dict):
         spec = [
             {"strategy": s, "q": q}
@@ -202,7 +262,7 @@ def report_targets():
     """Tables and trade-off figures of every trained task, and the suppression table."""
     targets = []
     for model in MODELS:
-        for task in sorted({t for t, _ in training_runs(model)}):
+        for task in table_tasks(config, model):
             for stem in ("forgetting", "task"):
                 targets += expand(
                     "results/tables/{model}/{task}/{stem}.{ext}",

@@ -19,11 +19,55 @@ rule kva:
     # The script builds KVASettings from these. Snakemake records their values with each output
     # and reruns a job whose values changed, so they stay as they were (num_shards too).
     params:
-        kva=config["kva"],
+        kva=lambda wc: kva_settings(wc.model),
         device=config["device"],
         num_shards=config["kva"]["shards"],
     script:
         "../scripts/kva.py"
+
+
+# kva.compare_dataset: the same KVA on a second prompt set (the dataset_overlap target).
+rule kva_compare:
+    input:
+        model="resources/models/{model}",
+    output:
+        "results/kva/{model}/compare/shards/{shard}.h5",
+    log:
+        "logs/kva_compare/{model}/{shard}.log",
+    benchmark:
+        "results/benchmarks/kva_compare/{model}/{shard}.tsv"
+    conda:
+        "../../envs/loki.yaml"
+    threads: config["kva"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=1 if config["device"] == "cuda" else 0,
+    params:
+        kva=lambda wc: kva_settings(wc.model, compare=True),
+        device=config["device"],
+        num_shards=config["kva"]["shards"],
+    script:
+        "../scripts/kva.py"
+
+
+rule kva_compare_gather:
+    input:
+        lambda wc: expand(
+            "results/kva/{model}/compare/shards/{shard}.h5",
+            model=wc.model,
+            shard=kva_shards(),
+        ),
+    output:
+        "results/kva/{model}/compare/kva.h5",
+    log:
+        "logs/kva_compare_gather/{model}.log",
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/kva_gather.py"
 
 
 rule kva_gather:

@@ -20,3 +20,25 @@ rule prepare_model:
         content=lambda wc: source_fingerprint(config["models"][wc.model]["source"]),
     script:
         "../scripts/prepare_model.py"
+
+
+# A released model evaluated as a row of a task's tables (config `external_runs`), prepared
+# exactly like a base model.
+rule prepare_external:
+    output:
+        directory("resources/external/{model}/{run}"),
+    log:
+        "logs/prepare_external/{model}/{run}.log",
+    benchmark:
+        "results/benchmarks/prepare_external/{model}/{run}.tsv"
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    params:
+        source=lambda wc: external_runs(config, wc.model)[wc.run],
+        trust_remote_code=False,
+        content=lambda wc: source_fingerprint(external_runs(config, wc.model)[wc.run]),
+    script:
+        "../scripts/prepare_model.py"

@@ -1,7 +1,8 @@
 # Reporting: forgetting and task tables per (model, task), the trade-off figure, and the
-# suppression ablations' forgetting table. Suppression runs are not trained on a task, so they
-# get their own table (results/tables/{model}/suppress/) and appear in every task's trade-off
-# figure as vertical lines at their Avg.
+# suppression ablations' forgetting table. A table's rows: base, the task's training runs, then
+# its external runs (released models of config `external_runs`, marked ‡). Suppression runs
+# are not trained on a task, so they get their own table (results/tables/{model}/suppress/)
+# and appear in every task's trade-off figure as vertical lines at their Avg.
 #
 # Every score carries its item count and a 95% interval (Wilson per benchmark and per share of
 # items, fixed-seed bootstrap for Avg, BFCL means and ranking metrics; loki_pipeline.report).
@@ -42,6 +43,12 @@ rule tables:
         mem_mb=1000,
     params:
         runs=lambda wc: task_runs(wc.model, wc.task),
+        # the training runs, whose trainable_params.json are the `params` input, in its order
+        trained=lambda wc: [
+            trained_run(wc.task, m) for m in task_methods(wc.model, wc.task)
+        ],
+        external=lambda wc: external_runs(config, wc.model, wc.task),
+        reference=lambda wc: table_reference(config, wc.model, wc.task),
     script:
         "../scripts/tables.py"
 

@@ -5,6 +5,29 @@ from loki_pipeline.select.settings import SelectSettings
 SELECTING = SelectSettings.from_config(config)  # the config's select block
 
 
+rule import_selection:
+    input:
+        selection=lambda wc: imported_selection(wc.imported)[1],
+        model=lambda wc: f"resources/models/{imported_selection(wc.imported)[0]}",
+    output:
+        "results/select/{imported}.json",
+    log:
+        "logs/import_selection/{imported}.log",
+    wildcard_constraints:
+        # only the imported "{model}/{stem}" (a pattern that matches nothing when none are)
+        imported="|".join(map(re.escape, IMPORTED)) or "(?!)",
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/import_selection.py"
+
+
+ruleorder: import_selection > select
+
+
 rule select:
     input:
         "results/kva/{model}/kva.h5",
@@ -22,6 +45,10 @@ rule select:
     params:
         q=lambda wc: float(wc.q),
         chunk_size=SELECTING.chunk_size,
+        # only the global strategies' selections depend on it
+        tie_break=lambda wc: (
+            SELECTING.tie_break if wc.strategy.startswith("global") else None
+        ),
     script:
         "../scripts/select.py"
 
@@ -112,6 +139,27 @@ rule stability:
         chunk_size=SELECTING.chunk_size,
     script:
         "../scripts/stability.py"
+
+
+rule dataset_overlap:
+    input:
+        reference="results/kva/{model}/kva.h5",
+        compare="results/kva/{model}/compare/kva.h5",
+    output:
+        "results/select/{model}/dataset_overlap.csv",
+    log:
+        "logs/dataset_overlap/{model}.log",
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        q=SELECTING.stability_q,
+        label=lambda wc: kva_settings(wc.model, compare=True)["dataset"]["source"],
+        chunk_size=SELECTING.chunk_size,
+    script:
+        "../scripts/dataset_overlap.py"
 
 
 rule figures:

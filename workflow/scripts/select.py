@@ -14,4 +14,5 @@ select_to_file(
     snakemake.wildcards.strategy,
     snakemake.output[0],
     chunk_size=snakemake.params.chunk_size,
+    tie_break=snakemake.params.tie_break or "lower_index",  # None: a layer-balanced strategy
 )

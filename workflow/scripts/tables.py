@@ -15,7 +15,9 @@ build_task_tables(
     snakemake.wildcards.task,
     dict(zip(runs, snakemake.input.general, strict=True)),
     dict(zip(runs, snakemake.input.task, strict=True)),
-    dict(zip(runs[1:], snakemake.input.params, strict=True)),
+    dict(zip(snakemake.params.trained, snakemake.input.params, strict=True)),
     Path(snakemake.output.forgetting).parent,
     caption_model=snakemake.wildcards.model,
+    reference=snakemake.params.reference,
+    external=snakemake.params.external,
 )

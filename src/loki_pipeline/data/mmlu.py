@@ -83,15 +83,34 @@ def format_prompt(item: MMLUItem) -> str:
     )
 
 
-def encode_prompt(tokenizer: Any, item: MMLUItem):
+#: kva.prompt_format values: a chat user turn (the paper), or the text as it is
+PROMPT_FORMATS = ("chat", "plain")
+
+
+def encode_prompt(tokenizer: Any, item: MMLUItem, prompt_format: str = "chat"):
     """Token ids ``LongTensor [n]`` of ``format_prompt(item)`` as a single chat user turn,
-    followed by the assistant generation prompt (the last position predicts the answer)."""
+    followed by the assistant generation prompt (the last position predicts the answer);
+    ``prompt_format="plain"``: the text tokenized as it is, with the tokenizer's special tokens
+    (BOS), for a model without a chat template."""
     import torch
 
+    if prompt_format not in PROMPT_FORMATS:
+        raise LokiInputError(
+            f"kva.prompt_format={prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}"
+        )
+    if prompt_format == "plain":
+        ids = torch.as_tensor(
+            list(tokenizer(format_prompt(item), add_special_tokens=True)["input_ids"]),
+            dtype=torch.long,
+        )
+        if ids.numel() == 0:
+            raise RuntimeError("the tokenizer gave no ids for a prompt")
+        return ids
     if not getattr(tokenizer, "chat_template", None):
         raise LokiInputError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} "
-            "has no chat template; LoKI's prompts are chat turns"
+            "has no chat template; LoKI's prompts are chat turns (set kva.prompt_format: plain "
+            "for a model without one)"
         )
     out = tokenizer.apply_chat_template(
         [{"role": "user", "content": format_prompt(item)}],
@@ -110,7 +129,12 @@ def encode_prompt(tokenizer: Any, item: MMLUItem):
 
 
 def encode_prompts(
-    tokenizer: Any, items: Sequence[MMLUItem], *, max_length: int | None = None, source: str = ""
+    tokenizer: Any,
+    items: Sequence[MMLUItem],
+    *,
+    max_length: int | None = None,
+    source: str = "",
+    prompt_format: str = "chat",
 ) -> list:
     """:func:`encode_prompt` of every item; refuse prompts longer than ``max_length`` tokens.
 
@@ -118,7 +142,7 @@ def encode_prompts(
     positions the model never learned, or crash mid-run; all prompts are encoded first (only
     the tokenizer is needed) so the error counts them and comes before any weight is loaded.
     """
-    encoded = [encode_prompt(tokenizer, item) for item in items]
+    encoded = [encode_prompt(tokenizer, item, prompt_format) for item in items]
     if max_length is not None:
         long = [
             (item, len(ids))

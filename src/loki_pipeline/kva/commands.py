@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "--batch-prompts", "kva.batch_prompts",
         "prompts per pass of the exact backend (8 or more on a GPU)", type=int,
     )  # fmt: skip
+    parser.add_argument(
+        "--prompt-format", choices=["chat", "plain"], default=None,
+        help="'chat': a chat user turn (the paper's); 'plain': the text as it is, for a model "
+        "without a chat template (default: chat)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

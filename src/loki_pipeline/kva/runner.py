@@ -32,6 +32,8 @@ class KVASettings(StageSettings):
     schema. ``dataset`` is ``{source, split, max_per_subject}`` or a bare source."""
 
     dataset: str | os.PathLike | Mapping[str, Any] = from_schema("kva.dataset")
+    #: read by the workflow (a second KVA run and the dataset_overlap target), not by a shard
+    compare_dataset: Mapping[str, Any] | None = from_schema("kva.compare_dataset")
     steps: int = from_schema("kva.steps")
     method: str = from_schema("kva.method")
     quadrature: str = from_schema("kva.quadrature")
@@ -39,6 +41,7 @@ class KVASettings(StageSettings):
     num_shards: int = from_schema("kva.shards")
     threads: int = from_schema("kva.threads")
     batch_prompts: int = from_schema("kva.batch_prompts")
+    prompt_format: str | dict[str, str] = from_schema("kva.prompt_format")
     device: str = from_schema("device")
 
     @classmethod
@@ -49,6 +52,12 @@ class KVASettings(StageSettings):
             if (value := getattr(args, key, None)) is not None:
                 dataset[key] = value
         return super().from_cli(args, **{"dataset": dataset, **extra})
+
+    def format_for(self, model: str) -> str:
+        """The prompt format of ``model`` (a checkpoint folder's name, the config's model
+        name): ``prompt_format`` itself, or its entry for ``model`` ('chat' when absent)."""
+        value = self.prompt_format
+        return value.get(model, "chat") if isinstance(value, Mapping) else value
 
 
 def _dataset_spec(dataset: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -117,6 +126,7 @@ def run_kva_shard(
     if not (isinstance(batch_prompts, int) and batch_prompts >= 1):
         raise LokiInputError(f"batch_prompts={batch_prompts!r}: expected an integer >= 1")
     model_dir = Path(model_dir)
+    prompt_format = settings.format_for(model_dir.name)
     model_config = read_checkpoint_config(model_dir)  # architecture checked, no weights read
     spec = _dataset_spec(settings.dataset)
 
@@ -144,6 +154,8 @@ def run_kva_shard(
         "dtype": dtype,
         "num_shards": num_shards,
     }
+    if prompt_format != "chat":  # absent for chat, so files made before the option stay valid
+        inputs["prompt_format"] = prompt_format
     meta = {
         "model": model_dir.name,
         "steps": steps,
@@ -165,7 +177,9 @@ def run_kva_shard(
         if check_finished(out_path, meta):
             log.info("%s is already finished; nothing to do", out_path)
             return Path(out_path)
-        prompts = _encode_prompts(model_dir, mine, context_length(model_config), spec["source"])
+        prompts = _encode_prompts(
+            model_dir, mine, context_length(model_config), spec["source"], prompt_format
+        )
         writer = stack.enter_context(
             ShardWriter(out_path, meta, expected_ids=[item.question_id for item in mine])
         )
@@ -178,14 +192,18 @@ def run_kva_shard(
         return writer.finish()
 
 
-def _encode_prompts(model_dir: Path, items, max_length: int | None, source: str) -> list:
+def _encode_prompts(
+    model_dir: Path, items, max_length: int | None, source: str, prompt_format: str = "chat"
+) -> list:
     """Every prompt's token ids, from the tokenizer alone (before any weight is read)."""
     from transformers import AutoTokenizer
 
     from loki_pipeline.data.mmlu import encode_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return encode_prompts(tokenizer, items, max_length=max_length, source=source)
+    return encode_prompts(
+        tokenizer, items, max_length=max_length, source=source, prompt_format=prompt_format
+    )
 
 
 def _attribute_items(writer, todo, total, model_dir, meta, device, threads, batch_prompts):

@@ -36,6 +36,7 @@ from loki_pipeline.report.learning import (
     task_estimates,
 )
 from loki_pipeline.report.tables import (
+    MARKER,
     forgetting_columns,
     noise_note,
     read_json,
@@ -48,6 +49,28 @@ PathLike = str | os.PathLike
 log = logging.getLogger(__name__)
 
 BOOTSTRAP = f"{RESAMPLES} resamples, seed {SEED}"
+
+#: Marker of an external run (a released model evaluated as it is) in Markdown and LaTeX.
+EXTERNAL_MARKER = "‡"
+
+
+def mark_external(
+    rows: list[dict[str, Any]], columns: list, external: Mapping[str, str] | None
+) -> tuple[list, list[str]]:
+    """Mark the rows of external runs: ``‡`` after the name, their source in an ``external``
+    column (so the CSV says it too), and the footnote; (columns, notes) unchanged without any."""
+    names = [r["run"] for r in rows if r["run"] in (external or {})]
+    if not names:
+        return columns, []
+    for row in rows:
+        if row["run"] in names:
+            row["external"] = external[row["run"]]
+            row[MARKER] = f"{row.get(MARKER) or ''} {EXTERNAL_MARKER}".strip()
+    note = (
+        f"{EXTERNAL_MARKER} external: a released model evaluated as it is, not trained by this "
+        "pipeline (its source in column external): " + ", ".join(names) + "."
+    )
+    return [*columns, ("external", "external", "")], [note]
 
 
 def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], dict[str, dict]]:
@@ -89,7 +112,7 @@ def task_summary(path: PathLike, task: str) -> dict[str, Any]:
 
 def _full_reference(task: str, runs: Mapping[str, Any]) -> str | None:
     name = trained_run(task, "full")
-    return name if name in runs else None
+    return name if task == "reranker" and name in runs else None
 
 
 def task_evidence(
@@ -192,13 +215,19 @@ def build_task_tables(
     out_dir: PathLike,
     *,
     caption_model: str = "",
+    reference: str | None = None,
+    external: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """``out_dir/forgetting.{csv,md,tex}`` and ``out_dir/task.{csv,md,tex}`` for one task."""
+    """``out_dir/forgetting.{csv,md,tex}`` and ``out_dir/task.{csv,md,tex}`` for one task.
+
+    ``reference``: the run the task table is also relative to (None: the reranker's full
+    fine-tune when present); ``external``: external run -> source, rows marked ‡.
+    """
     base, runs = _general_scores(general)
     counts = {name: trainable_params(p) for name, p in params.items()}
     items = _general_items(general, list(base))
     rows = forgetting_rows(base, runs, params=counts, items=items)
-    columns = forgetting_columns(list(base))
+    columns, external_notes = mark_external(rows, forgetting_columns(list(base)), external)
     out_dir = Path(out_dir)
     written = write_table(
         rows,
@@ -206,13 +235,15 @@ def build_task_tables(
         out_dir / "forgetting",
         caption=f"Forgetting on {caption_model} ({task}): general scores (%) with n and 95% "
         "intervals, and Avg, 100/N Σ (S_o − S_t)/S_o against base.",
-        notes=forgetting_notes(rows, columns),
+        notes=forgetting_notes(rows, columns) + external_notes,
     )
     results, estimates, checks = task_evidence(task, task_results)
-    reference = _full_reference(task, results) if task == "reranker" else None
+    if reference is None:
+        reference = _full_reference(task, results)
     t_rows, t_cols = task_rows(
         task, results, reference=reference, estimates=estimates, checks=checks
     )
+    t_cols, t_external_notes = mark_external(t_rows, t_cols, external)
     primary = next(iter(results.values())).get("primary_metric")
     written += write_table(
         t_rows,
@@ -220,7 +251,7 @@ def build_task_tables(
         out_dir / "task",
         caption=f"Task performance on {caption_model} ({task}) (%), with n, 95% intervals and "
         "whether each run learned beyond noise (†: no).",
-        notes=task_notes(task, t_rows, t_cols, primary),
+        notes=task_notes(task, t_rows, t_cols, primary) + t_external_notes,
     )
     return written
 

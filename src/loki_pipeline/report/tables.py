@@ -103,7 +103,8 @@ def _tex_escape(text: str) -> str:
     for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                        ("#", r"\#"), ("$", r"\$"), ("@", "@"), ("–", "--"), ("−", "-"),
                        ("Δ", r"$\Delta$"), ("Σ", r"$\Sigma$"), ("·", r"$\cdot$"),
-                       ("×", r"$\times$"), ("†", r"$^\dagger$")):  # fmt: skip
+                       ("×", r"$\times$"), ("†", r"$^\dagger$"),
+                       ("‡", r"$^\ddagger$")):  # fmt: skip
         text = text.replace(char, repl)
     return text
 

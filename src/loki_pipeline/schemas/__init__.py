@@ -146,6 +146,19 @@ def check_experiments(config: Mapping[str, Any]) -> None:
                     f"experiments.{model}.{task}: task {task!r} is not defined under tasks "
                     f"(defined: {', '.join(tasks) or 'none'})"
                 )
+    for section in ("experiments", "external_runs"):
+        for model in config.get(section) or {}:
+            if ((models.get(model) or {}).get("analyse_only")) is True:
+                problems.append(
+                    f"{section}.{model}: model {model!r} is analyse_only (Analysing and its "
+                    "figures only); drop analyse_only to train or evaluate it"
+                )
+    for model in (config.get("select") or {}).get("imports") or {}:
+        if model not in models:
+            problems.append(
+                f"select.imports.{model}: model {model!r} is not defined under models "
+                f"(defined: {', '.join(models) or 'none'})"
+            )
     if problems:
         raise LokiInputError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -161,6 +174,9 @@ def validate_config(config: dict[str, Any], *, set_defaults: bool = True) -> dic
     if set_defaults:
         fill_defaults(config)
     check_experiments(config)
+    from loki_pipeline.runs import check_external_runs  # light, but imports the method grammar
+
+    check_external_runs(config, load_schema()["$defs"]["task"]["enum"])
     return config
 
 

@@ -22,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=int, help=help_default("prompts read at a time", "select.chunk_size")
     )
     parser.add_argument(
+        "--tie-break",
+        choices=["lower_index", "upstream"],
+        help=help_default(
+            "global strategies' ties: this pipeline's rule, or upstream LoKI's", "select.tie_break"
+        ),
+    )
+    parser.add_argument(
         "--check",
         metavar="SELECTION",
         help="validate this selection file (pipeline JSON or upstream list of lists) instead",
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     check_q(args.q)
     settings = SelectSettings.from_cli(args)
     positions = select_to_file(
-        args.kva, args.q, args.strategy, args.out, chunk_size=settings.chunk_size
-    )
+        args.kva, args.q, args.strategy, args.out, chunk_size=settings.chunk_size,
+        tie_break=settings.tie_break,
+    )  # fmt: skip
     print(f"wrote {args.out}: {sum(map(len, positions))} nodes over {len(positions)} layers")
     return 0

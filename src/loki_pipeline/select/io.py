@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.io import write_json
+from loki_pipeline.io import file_sha256, write_json
 
 #: File attributes a ``kva.h5`` must carry before anything is selected from it.
 REQUIRED_KVA_ATTRS: tuple[str, ...] = ("model", "num_layers", "d_model", "num_samples", "complete")
@@ -402,3 +402,35 @@ def load_selection(
         layers = num_layers if num_layers is not None else len(selection.positions)
         check_fits(selection, layers, nodes_per_layer, model_name="the model")
     return selection.positions
+
+
+def import_selection(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    *,
+    model: str,
+    strategy: str,
+    q: float,
+) -> Selection:
+    """Write a published selection file (upstream's list of lists, or this pipeline's JSON) as
+    this pipeline's selection of (``model``, ``strategy``, ``q``) at ``out``.
+
+    The file goes through :func:`read_selection_file` and must fit the checkpoint at
+    ``model_dir``; its path and SHA-256 are recorded (``imported_from``, ``source_sha256``), so a
+    training run on it says where its nodes came from.
+    """
+    selection = read_selection_file(source)
+    check_fits_checkpoint(selection, model_dir)
+    num_layers, d_model = checkpoint_shape(model_dir)
+    save_selection(
+        out,
+        selection.positions,
+        model=model,
+        strategy=strategy,
+        q=q,
+        num_layers=num_layers,
+        nodes_per_layer=d_model,
+        extra={"imported_from": str(source), "source_sha256": file_sha256(source)},
+    )
+    return selection

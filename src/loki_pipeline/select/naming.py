@@ -5,6 +5,7 @@ Kept free of heavy imports so that ``workflow/rules/select.smk`` can import it.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from fractions import Fraction
 
@@ -75,3 +76,14 @@ def selection_stem(strategy: str, q: float | int | str) -> str:
 def selection_filename(strategy: str, q: float | int | str) -> str:
     """``{strategy}_q{q}.json``, the name every stage uses for a selection."""
     return selection_stem(strategy, q) + ".json"
+
+
+def parse_selection_stem(stem: str) -> tuple[str, float]:
+    """(strategy, q) of a selection name ``{strategy}_q{q}``; ``LokiInputError`` otherwise."""
+    m = re.fullmatch(rf"(?P<strategy>{'|'.join(STRATEGIES)})_q(?P<q>{Q_PATTERN})", stem)
+    if m is None:
+        raise LokiInputError(
+            f"selection name {stem!r}: expected '{{strategy}}_q{{q}}' with a strategy of "
+            f"{', '.join(STRATEGIES)} (e.g. layer_balanced_low_q10)"
+        )
+    return m["strategy"], check_q(m["q"])

@@ -23,6 +23,8 @@ class SelectSettings(StageSettings):
     heatmap_q: float | dict[str, float] = from_schema("select.heatmap_q")
     heatmap_bins: int = from_schema("select.heatmap_bins")
     chunk_size: int = from_schema("select.chunk_size")
+    tie_break: str = from_schema("select.tie_break")
+    imports: dict[str, dict[str, str]] = from_schema("select.imports")
     stability_q: float = from_schema("select.stability.q")
     stability_seeds: list[int] = from_schema("select.stability.seeds")
     stability_q_list: list[float] = from_schema("select.stability.q_list")

@@ -10,7 +10,9 @@ For a quota ``q`` (percent of all ``L x D`` knowledge output nodes):
    so layers get unequal shares).
 
 Ties are broken towards the lower node index (flat ``l * D + i`` for the global strategies) in
-both steps, so a selection is a deterministic function of the attributions. The original code
+both steps, so a selection is a deterministic function of the attributions. ``tie_break=
+"upstream"`` reproduces upstream LoKI's code for the global strategies instead
+(:func:`upstream_global_counts`, :func:`upstream_keep_most_frequent`). The original code
 min-max normalises each layer first; that is monotone and does not change the order.
 
 Counting reads ``[samples, layers, nodes]`` in chunks of prompts and never loops over nodes:
@@ -180,6 +182,44 @@ def keep_most_frequent(counts: np.ndarray, k: int, *, per_layer: bool = True) ->
     return positions
 
 
+#: select.tie_break values
+TIE_BREAKS: tuple[str, ...] = ("lower_index", "upstream")
+
+
+def upstream_global_counts(
+    attributions: Attributions, q: float, strategy: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> np.ndarray:
+    """Steps 1-2 of a global strategy as upstream LoKI's code takes them: each prompt's
+    ``[L, D]`` attributions flattened and min-max normalised in float32 (all zeros when
+    constant), the ``T`` smallest (``global_high``: of the negated values) taken by numpy's
+    default ``argsort``, so values that normalise equal are ordered as numpy orders them."""
+    if not is_global(strategy):
+        raise LokiInputError(
+            f"tie_break 'upstream' applies to the global strategies, not {strategy}"
+        )
+    (_, layers, nodes), chunks = _chunks(attributions, chunk_size)
+    k = per_prompt_quota(q, strategy, layers, nodes)
+    counts = np.zeros(layers * nodes, dtype=np.int64)
+    for _, block in chunks:
+        for row in np.asarray(block, dtype=np.float32).reshape(block.shape[0], -1):
+            lo, hi = np.min(row), np.max(row)
+            norm = np.zeros_like(row) if hi == lo else (row - lo) / (hi - lo)
+            counts[np.argsort(-norm if is_high(strategy) else norm)[:k]] += 1
+    return counts.reshape(layers, nodes)
+
+
+def upstream_keep_most_frequent(counts: np.ndarray, k: int) -> list[list[int]]:
+    """Step 3 of a global strategy as upstream LoKI's code takes it: a stable ascending
+    argsort of the flat counts, reversed, its first ``k``: among equal counts the higher flat
+    index wins."""
+    layers, nodes = counts.shape
+    flat = np.argsort(counts.reshape(-1), kind="stable")[::-1][:k]
+    positions: list[list[int]] = [[] for _ in range(layers)]
+    for layer, node in zip(*np.divmod(np.sort(flat), nodes), strict=True):
+        positions[int(layer)].append(int(node))
+    return positions
+
+
 def select_from_counts(counts: np.ndarray, q: float, strategy: str) -> list[list[int]]:
     """Step 3 for a strategy, given its ``[L, D]`` counts."""
     layers, nodes = counts.shape
@@ -194,12 +234,20 @@ def select_nodes(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
+    tie_break: str = "lower_index",
 ) -> list[list[int]]:
     """Trainable nodes for quota ``q``: one sorted list of node indices per layer.
 
     ``attributions`` is a ``kva.h5`` path or an array ``[samples, layers, nodes]``.
     ``layer_balanced_*`` give every layer ``k_l`` nodes; ``global_*`` give ``T`` nodes in all.
+    ``tie_break="upstream"``: the global strategies as upstream LoKI's code breaks ties.
     """
+    if tie_break not in TIE_BREAKS:
+        raise LokiInputError(f"tie_break={tie_break!r}: expected one of {', '.join(TIE_BREAKS)}")
+    if tie_break == "upstream" and is_global(strategy):
+        counts = upstream_global_counts(attributions, q, strategy, chunk_size=chunk_size)
+        k = per_prompt_quota(q, strategy, *counts.shape)
+        return upstream_keep_most_frequent(counts, k)
     counts = count_nodes(attributions, q, (strategy,), chunk_size=chunk_size, progress=progress)[
         strategy
     ]
@@ -214,14 +262,19 @@ def select_to_file(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
+    tie_break: str = "lower_index",
 ) -> list[list[int]]:
-    """Select from a ``kva.h5`` and write the selection JSON (with where it came from)."""
+    """Select from a ``kva.h5`` and write the selection JSON (with where it came from; a
+    global selection made with ``tie_break="upstream"`` records it)."""
     import h5py
 
     from loki_pipeline.select.io import save_selection
 
     info = inspect_kva(kva_path)
-    positions = select_nodes(kva_path, q, strategy, chunk_size=chunk_size, progress=progress)
+    positions = select_nodes(
+        kva_path, q, strategy, chunk_size=chunk_size, progress=progress, tie_break=tie_break
+    )
+    upstream = tie_break == "upstream" and is_global(strategy)
     with h5py.File(kva_path, "r") as fh:
         kva_hash = fh.attrs.get("config_hash", "")
     save_selection(
@@ -230,6 +283,7 @@ def select_to_file(
         extra={
             "num_samples": info.num_samples,
             "kva_config_hash": kva_hash.decode() if isinstance(kva_hash, bytes) else str(kva_hash),
+            **({"tie_break": "upstream"} if upstream else {}),
         },
     )  # fmt: skip
     return positions

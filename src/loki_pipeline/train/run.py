@@ -118,8 +118,8 @@ def _examples_hash(examples) -> str:
     """SHA-256 of the tokenized examples: covers data, tokenizer, template, cut-off, packing."""
     digest = hashlib.sha256()
     for ex in examples:
-        for key in ("input_ids", "labels"):
-            values = array("q", ex[key])
+        for key in ("input_ids", "labels"):  # calibration prompts have no labels
+            values = array("q", ex.get(key, ()))
             digest.update(len(values).to_bytes(8, "little") + values.tobytes())
     return digest.hexdigest()
 
@@ -159,11 +159,28 @@ def _run_locked(
     )
     if not examples:
         raise LokiInputError(f"task data {data} gave no training examples")
+    all_examples = examples  # the fingerprint covers the held-out examples too
+    examples, val_examples = trainer.hold_out(examples, settings.val_size, settings.seed)
+    if val_examples:
+        log.info("holding out %d of %d examples for validation", len(val_examples),
+                 len(all_examples))  # fmt: skip
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     arch = get_adapter(model)
     total_before = sum(p.numel() for p in model.parameters())
+    calibration = examples
+    if method.kind == "corda" and settings.corda_calibration is not None:
+        from loki_pipeline.data.nq_open import nq_open_examples
+
+        calibration = nq_open_examples(
+            settings.corda_calibration,
+            tokenizer,
+            max_rows=settings.calibration_samples,
+            cutoff_len=settings.cutoff_len,
+        )
+        log.info("CorDA (%s) calibrates on %d NQ-Open rows of %s", settings.corda_method,
+                 len(calibration), settings.corda_calibration)  # fmt: skip
     model = trainer.prepare_model(
-        model, method, settings, selection=selection, calibration=examples
+        model, method, settings, selection=selection, calibration=calibration
     )
     if settings.dtype != "float32":  # optimizer state and updates in float32; compute autocast
         for p in model.parameters():
@@ -202,9 +219,11 @@ def _run_locked(
         "task": task,
         "data": inputs["data_sha256"],
         "data_options": data_options,
-        "examples": _examples_hash(examples),
+        "examples": _examples_hash(all_examples),
         "method": method.name,
         "selection": inputs["selection_sha256"],
+        # CorDA on NQ-Open: the calibration rows shape the initial adapter
+        "calibration": None if calibration is examples else _examples_hash(calibration),
     }
     trainer.remove_stale_temporaries(ckpt_dir)
     initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
@@ -216,6 +235,7 @@ def _run_locked(
         checkpoint_dir=ckpt_dir,
         fingerprint=fingerprint,
         progress=progress,
+        val_examples=val_examples,
     )
     log.info(
         "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
@@ -233,6 +253,7 @@ def _run_locked(
                     "learning_rate_effective": settings.effective_lr,
                     "cutoff_len_effective": min(settings.cutoff_len, max_context or math.inf),
                     "num_examples": len(examples),
+                    "num_val_examples": len(val_examples),
                     "steps": len(rows),
                     "package_version": __version__,
                 },

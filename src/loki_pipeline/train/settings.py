@@ -2,7 +2,8 @@
 
 Resolution order for a run (task, method): the ``training`` defaults, then
 ``training.tasks[task]``, then every ``training.methods`` entry whose key matches the method
-name (shell-style pattern, e.g. ``loki_q30`` or ``lora_*``), in the config's order. A matching
+name or the run name ``{task}-{method}`` (shell-style pattern, e.g. ``loki_q30``, ``lora_*`` or
+``reranker-loki*_q30*`` for one task's runs only), in the config's order. A matching
 entry's ``lr_scale`` multiplies the learning rate: the LoKI paper trains larger q with a
 proportionally lower rate (q=30 at 0.4 x the rate of q=10).
 """
@@ -43,11 +44,13 @@ class TrainSettings(StageSettings):
     weight_decay: float = from_schema("training.weight_decay")
     max_grad_norm: float = from_schema("training.max_grad_norm")
     save_every: int = from_schema("training.save_every")
+    val_size: float = from_schema("training.val_size")
     keep_checkpoints: bool = from_schema("training.keep_checkpoints")
     peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
     lora_dropout: float = from_schema("training.lora_dropout")
     corda_method: str = from_schema("training.corda_method")
+    corda_calibration: str | None = from_schema("training.corda_calibration")
     calibration_samples: int = from_schema("training.calibration_samples")
 
     @classmethod
@@ -94,6 +97,8 @@ class TrainSettings(StageSettings):
         for key in ("batch_size", "grad_accum", "cutoff_len", "save_every", "calibration_samples"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, "an integer >= 1")
+        if not 0 <= self.val_size < 1:
+            raise bad("val_size", "a number in [0, 1)")
         if self.max_samples < 0:
             raise bad("max_samples", "an integer >= 0 (0 = all)")
         if self.dtype not in DTYPES:
@@ -120,7 +125,7 @@ def _apply(settings: dict[str, Any], overrides: dict[str, Any], where: str) -> N
 
 
 #: keys of the config's ``tasks.{task}.train`` block that are training settings
-DATA_KEYS = ("cutoff_len", "packing", "max_samples")
+DATA_KEYS = ("cutoff_len", "packing", "max_samples", "val_size")
 
 
 def resolve_settings(
@@ -156,8 +161,9 @@ def resolve_settings(
             settings[key] = data[key]
     _apply(settings, per_task.get(task, {}), f"training.tasks.{task}")
     scale = float(settings.pop("lr_scale", 1.0))
+    run = f"{task}-{method}"  # a pattern may name the task too: 'reranker-loki*_q30*'
     for pattern, overrides in per_method.items():
-        if fnmatch.fnmatchcase(method, pattern):
+        if fnmatch.fnmatchcase(method, pattern) or fnmatch.fnmatchcase(run, pattern):
             overrides = dict(overrides)
             scale *= float(overrides.pop("lr_scale", 1.0))
             _apply(settings, overrides, f"training.methods.{pattern}")

@@ -53,7 +53,9 @@ LEGACY_CHECKPOINT = "last.pt"
 INITIAL_ADAPTER = "initial_adapter"
 #: settings that do not change the trained weights: changing them keeps a checkpoint usable
 NOT_FINGERPRINTED = ("save_every", "keep_checkpoints")
-LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s")
+LOG_FIELDS = (
+    "step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s", "val_loss",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- batches and loss
@@ -86,6 +88,50 @@ def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
         return hidden.sum() * 0.0, 0
     logits = arch.lm_head(hidden[:, :-1][keep]).float()
     return F.cross_entropy(logits, targets[keep]), n
+
+
+def hold_out(
+    examples: Sequence[dict[str, Any]], val_size: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, validation): ``ceil(val_size * n)`` examples chosen by a seeded shuffle (as
+    LLaMA-Factory's ``val_size`` through ``train_test_split``), the rest in their order; at
+    least one example is left to train on."""
+    if val_size <= 0:
+        return list(examples), []
+    n_val = math.ceil(val_size * len(examples))
+    if n_val >= len(examples):
+        raise LokiInputError(
+            f"val_size={val_size} holds out all {len(examples)} examples: nothing left to train"
+        )
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))
+    held = set(order[:n_val].tolist())
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    return train, [examples[i] for i in sorted(held)]
+
+
+@torch.no_grad()
+def validation_loss(
+    model: nn.Module, examples: Sequence[dict[str, Any]], settings: TrainSettings, pad_id: int
+) -> float:
+    """Token-weighted mean loss over ``examples`` (batches of ``batch_size``, no gradient),
+    so it does not depend on how the examples are batched."""
+    device = next(model.parameters()).device
+    autocast = (
+        torch.autocast(device.type, dtype=getattr(torch, settings.dtype))
+        if settings.dtype != "float32"
+        else contextlib.nullcontext()
+    )
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), settings.batch_size):
+        batch = pad_collate(examples[start : start + settings.batch_size], pad_id)
+        with autocast:
+            loss, n = sft_loss(model, {k: v.to(device) for k, v in batch.items()})
+        total += float(loss) * n
+        tokens += n
+    model.train(was_training)
+    return total / tokens if tokens else float("nan")
 
 
 # --------------------------------------------------------------------------- method set-up
@@ -349,6 +395,7 @@ def train_model(
     fingerprint: Mapping[str, Any] | None = None,
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool = True,
+    val_examples: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """Train the model's trainable parameters in place; returns one log row per optimizer step.
 
@@ -356,6 +403,8 @@ def train_model(
     micro-batches of a step), gradient clipping. ``on_step(step, row)`` runs after every step.
     ``fingerprint`` names the inputs the weights depend on (with fingerprints of their
     content); with the settings it must match a checkpoint for training to resume from it.
+    ``val_examples`` (held out, see :func:`hold_out`): their loss is the ``val_loss`` of every
+    ``save_every``-th step's row and of the last (None in the other rows).
     """
     from tqdm.auto import tqdm
     from transformers import get_scheduler
@@ -415,7 +464,10 @@ def train_model(
             "grad_norm": round(float(grad_norm), 6),
             "tokens": tokens,
             "elapsed_s": round(time.perf_counter() - t0, 3),
+            "val_loss": None,
         }
+        if val_examples and ((step + 1) % settings.save_every == 0 or step + 1 == steps):
+            row["val_loss"] = round(validation_loss(model, val_examples, settings, pad_id), 6)
         rows.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{total_loss:.4f}")
@@ -443,7 +495,11 @@ def plot_loss(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: st
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2, label="train")
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", ms=3, lw=1, label="validation (held out)")
+        ax.legend(fontsize=7)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (assistant tokens)")
     ax.set_title(title, fontsize=9)
