@@ -212,3 +212,27 @@ def test_miss_func_turn_gets_held_out_docs(no_eval):
     mt.run_conversation(item, respond)
     user = [m["content"] for m in seen[-1] if m["role"] == "user"]
     assert held[0]["name"] in user[int(turn)] and "more functions" in user[int(turn)]
+
+
+@needs_wheel
+def test_evaluate_counts_a_conversation_over_the_context_wrong():
+    """The task driver on single- and multi-turn items: a conversation whose prompt outgrows the
+    model's window (512 positions) fails without generating; records keep their order."""
+    from conftest import build_tiny_model, build_tiny_tokenizer
+
+    from loki_pipeline.evaluate import toolace
+    from loki_pipeline.evaluate.bfcl_data import load_bfcl
+
+    items = load_bfcl(
+        WHEEL, ["multi_turn_base", "simple_python"], max_per_category=1,
+        multi_turn_ids=["multi_turn_base_1"],
+    )  # fmt: skip
+    assert [it["id"] for it in items] == ["multi_turn_base_1", "simple_python_0"]
+    out = toolace.evaluate(
+        build_tiny_model("llama"), build_tiny_tokenizer(), items, toolace.BfclSettings()
+    )
+    mt_rec, st_rec = out["items"]
+    assert mt_rec["id"] == "multi_turn_base_1" and mt_rec["correct"] is False
+    assert mt_rec["error_type"] == "multi_turn:context_overflow" and mt_rec["output"] == []
+    assert st_rec["category"] == "simple_python"
+    assert out["metrics"]["multi_turn"] == 0.0 and out["counts"]["multi_turn_base"] == 1
