@@ -112,6 +112,11 @@ def load_bfcl(
     """
     check_categories(categories)
     multi = [c for c in categories if c in MULTI_TURN]
+    if multi_turn_ids and not multi:
+        raise LokiInputError(
+            f"tasks.toolace.eval.bfcl.multi_turn_ids {multi_turn_ids} given, but no multi-turn "
+            f"category among {categories}"
+        )
     if multi:
         from loki_pipeline.evaluate.bfcl_multi_turn import load_multi_turn
 
