@@ -2,7 +2,8 @@
 
 The wheel (Apache-2.0, on PyPI) carries the question files ``bfcl_eval/data/BFCL_v<N>_<cat>.json``
 and the answers ``bfcl_eval/data/possible_answer/BFCL_v<N>_<cat>.json``, both JSON lines (checked
-on ``bfcl-eval==2026.3.23``, whose files are ``BFCL_v4_*``). The wheel is only downloaded
+on ``bfcl-eval==2026.3.23``, whose files are ``BFCL_v4_*``, and on ``2025.6.8``, V3's
+``BFCL_v3_*``). The wheel is only downloaded
 (``pip download --no-deps``) and read as a zip: importing the package would pull in its many
 dependencies, and nothing of its code is needed.
 

@@ -21,6 +21,8 @@ below instead, the same contract (instances per model and item, loaded from ``in
 results as strings, errors as ``"Error during execution: ..."``) without ``eval``: a call text is
 parsed with ``ast`` into a name and literal arguments (the project's bounded resolver,
 ``bfcl._resolve_value``) and the instance's public method of that name is called with them.
+Checked on bfcl-eval 2026.3.23 and 2025.6.8 (V3's data): on both, every multi-turn item's
+ground truth, executed this way, passes the checker against itself (800 of 800).
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "
 #: result, as a call the API rejects would.
 MAX_CALL_INT = 10**7
 _CHECKER = "bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker"
-_BACKEND = "bfcl_eval.constants.executable_backend_config"
+#: holds CLASS_FILE_PATH_MAPPING and STATELESS_CLASSES in every release (defined there up to
+#: V3's 2025.6.x, imported there from constants/executable_backend_config.py since)
+_UTILS = "bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils"
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +79,7 @@ _BACKEND = "bfcl_eval.constants.executable_backend_config"
 
 
 def bfcl_modules(wheel: str | Path) -> tuple[ModuleType, ModuleType]:
-    """``(multi_turn_checker, executable_backend_config)`` imported from the wheel (zipimport).
+    """``(multi_turn_checker, multi_turn_utils)`` imported from the wheel (zipimport).
 
     The checker module's ``execute_multi_turn_func_call`` is replaced by this module's (no
     ``eval``); the rest is bfcl-eval's code as shipped. Raises ``LokiInputError`` when another
@@ -98,13 +102,13 @@ def bfcl_modules(wheel: str | Path) -> tuple[ModuleType, ModuleType]:
 
     try:
         checker = importlib.import_module(_CHECKER)
-        backend = importlib.import_module(_BACKEND)
+        utils = importlib.import_module(_UTILS)
     except ImportError as err:
         raise LokiInputError(
             f"{wheel}: cannot import bfcl-eval's multi-turn checker ({err})"
         ) from None
     checker.execute_multi_turn_func_call = execute_multi_turn_func_call
-    return checker, backend
+    return checker, utils
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +229,7 @@ def execute_multi_turn_func_call(
     """
     import importlib
 
-    from bfcl_eval.constants.executable_backend_config import (
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import (
         CLASS_FILE_PATH_MAPPING,
         STATELESS_CLASSES,
     )
@@ -267,14 +271,15 @@ def load_multi_turn(
     """Multi-turn items ``{"id", "category", "turns", "function", "missed_function",
     "initial_config", "involved_classes", "ground_truth"}`` read from the wheel's data.
 
-    ``function``: the docs of every involved class (``multi_turn_func_doc/``), less the held-out
+    ``function``: the docs of every involved class (``multi_turn_func_doc/<its module>.json``, the
+    file bfcl-eval's ``MULTI_TURN_FUNC_DOC_FILE_MAPPING`` names), less the held-out
     ones, which ``missed_function`` maps per turn, as bfcl-eval's
     ``utils.py::populate_test_cases_with_predefined_functions`` does. ``ids``: only these items
     (each must exist), else the first ``max_per_category`` of each file.
     """
     from loki_pipeline.evaluate.bfcl_data import _DATA, _json_lines, _member
 
-    _, backend = bfcl_modules(wheel)
+    _, utils = bfcl_modules(wheel)
     import zipfile
 
     items: list[dict[str, Any]] = []
@@ -296,10 +301,11 @@ def load_multi_turn(
                 functions: list[dict[str, Any]] = []
                 for cls in row["involved_classes"]:
                     if cls not in docs:
-                        doc = backend.MULTI_TURN_FUNC_DOC_FILE_MAPPING.get(cls)
-                        if doc is None:
-                            raise LokiInputError(f"{question_file}: unknown class {cls!r}")
-                        docs[cls] = _json_lines(zf, f"{_DATA}multi_turn_func_doc/{doc}")
+                        module = utils.CLASS_FILE_PATH_MAPPING.get(cls)
+                        doc = f"{_DATA}multi_turn_func_doc/{str(module).rsplit('.', 1)[-1]}.json"
+                        if module is None or doc not in names:
+                            raise LokiInputError(f"{question_file}: no function docs for {cls!r}")
+                        docs[cls] = _json_lines(zf, doc)
                     functions.extend(copy.deepcopy(docs[cls]))
                 missed: dict[str, list[dict[str, Any]]] = {}
                 for turn, held_out in (row.get("missed_function") or {}).items():
