@@ -3,9 +3,9 @@
 The wheel (Apache-2.0, on PyPI) carries the question files ``bfcl_eval/data/BFCL_v<N>_<cat>.json``
 and the answers ``bfcl_eval/data/possible_answer/BFCL_v<N>_<cat>.json``, both JSON lines (checked
 on ``bfcl-eval==2026.3.23``, whose files are ``BFCL_v4_*``, and on ``2025.6.8``, V3's
-``BFCL_v3_*``). The wheel is only downloaded
-(``pip download --no-deps``) and read as a zip: importing the package would pull in its many
-dependencies, and nothing of its code is needed.
+``BFCL_v3_*``). The wheel is only downloaded (``pip download --no-deps``), never installed: its
+package's dependencies are many and heavy. Single-turn items are read from it as a zip; for
+multi-turn items ``bfcl_multi_turn`` imports just the checker and simulated APIs from it.
 
 The single-turn Python categories are judged by the AST checker (relevance and irrelevance
 have no answer file); the multi-turn ones are read and run by ``bfcl_multi_turn``, which imports
