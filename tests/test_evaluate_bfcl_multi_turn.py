@@ -109,9 +109,23 @@ def test_call_method_dispatches_by_name_and_refuses_the_rest(no_eval):
     assert calls == [True]
     assert mt.call_method(methods, "rm(file_name='x')").startswith("Error during execution")
     assert "not allowed" in mt.call_method(methods, "run(a=1)")
-    assert "refused" in mt.call_method(methods, f"ls(a={10**8})")
+    assert "refused" in mt.call_method(methods, f"ls(a={10**7})")
     assert mt.call_method(methods, "ls(b=1)").startswith("Error during execution")
     assert calls == [True]
+
+
+def test_a_slow_call_is_stopped(monkeypatch):
+    import time
+
+    monkeypatch.setattr(mt, "CALL_SECONDS", 0.2)
+
+    def spin(n=1):
+        while True:
+            n += 1
+
+    start = time.monotonic()
+    result = mt.call_method({"spin": spin}, "spin()")
+    assert result.startswith("Error during execution: call over") and time.monotonic() - start < 5
 
 
 needs_wheel = pytest.mark.skipif(

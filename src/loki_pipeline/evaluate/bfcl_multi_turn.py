@@ -28,13 +28,16 @@ ground truth, executed this way, passes the checker against itself (800 of 800).
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import dataclasses
 import inspect
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import zipimport
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -65,9 +68,14 @@ BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "
 #: Largest integer argument passed to a simulated method. The simulated APIs compute with what
 #: they get (``MathAPI.power`` is ``base**exponent``, ``square_root`` sets the decimal precision),
 #: so a hostile answer such as ``power(base=9, exponent=10**4000)`` would run for hours; the
-#: items' own arguments are far smaller (ids, counts, amounts). A call over it gets an error
-#: result, as a call the API rejects would.
-MAX_CALL_INT = 10**7
+#: items' own arguments are smaller (the largest in 2026.3.23's ground truth is 987654). A call
+#: over it gets an error result, as a call the API rejects would. At this bound the slowest
+#: computations left (``power(base=10**6, exponent=10**6)``, ``square_root(..., precision=10**6)``)
+#: take seconds; Python-level ones (mpmath's ``logarithm``) are stopped by ``CALL_SECONDS``.
+MAX_CALL_INT = 10**6
+#: Wall-clock limit of one simulated call (SIGALRM, main thread on POSIX; elsewhere none): it
+#: interrupts Python code, not a single long C operation, hence ``MAX_CALL_INT`` too.
+CALL_SECONDS = 5.0
 _CHECKER = "bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker"
 #: holds CLASS_FILE_PATH_MAPPING and STATELESS_CLASSES in every release (defined there up to
 #: V3's 2025.6.x, imported there from constants/executable_backend_config.py since)
@@ -187,6 +195,27 @@ def _result_text(result: Any) -> str:
     return str(result)
 
 
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raise ``TimeoutError`` in the block after ``seconds`` (where SIGALRM can be used)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"call over {seconds} s stopped")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def call_method(methods: Mapping[str, Any], text: str) -> str:
     """Execute one call text on the public methods ``methods`` (name -> bound method)."""
     try:
@@ -197,7 +226,8 @@ def call_method(methods: Mapping[str, Any], text: str) -> str:
             raise NameError(f"name '{name}' is not defined")
         if not _ints_ok([args, kwargs]):
             raise ValueError(f"integer argument over {MAX_CALL_INT} refused")
-        return _result_text(methods[name](*args, **kwargs))
+        with _time_limit(CALL_SECONDS):
+            return _result_text(methods[name](*args, **kwargs))
     except Exception as err:  # noqa: BLE001 - as bfcl-eval: any failure is the call's result
         return f"Error during execution: {err}"
 
