@@ -58,8 +58,11 @@ def test_loader_reads_items_with_old_category_names_and_limits(tmp_path):
 
 
 def test_unsupported_or_missing_categories_are_clear_errors(tmp_path):
-    with pytest.raises(LokiInputError, match="multi_turn_base"):
-        check_categories(["simple_python", "multi_turn_base"])
+    with pytest.raises(LokiInputError, match="web_search"):
+        check_categories(["simple_python", "web_search"])
+    assert check_categories(["simple_python", "multi_turn_base"])  # run as conversations
+    with pytest.raises(LokiInputError, match="no multi-turn category"):
+        load_bfcl(fake_wheel(tmp_path / "w0.whl"), ["simple"], multi_turn_ids=["multi_turn_base_1"])
     with pytest.raises(LokiInputError, match="simple_java"):
         check_categories(["simple_java"])
     with pytest.raises(LokiInputError, match="no question file"):

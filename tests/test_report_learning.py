@@ -160,3 +160,37 @@ def test_reranker_judgements_that_do_not_reproduce_the_metrics_are_not_used(tmp_
     assert learning_check("reranker", base, good, qrels=wrong).learned is None
     assert task_estimates("reranker", base, qrels=wrong)["map@1"].lo is None
     assert "do not reproduce" in caplog.text
+
+
+def _with_multi_turn(correct_of) -> dict:
+    """BFCL V3 groups: 10 items each of simple_python, live_simple, live_relevance,
+    multi_turn_base and multi_turn_miss_func; a multi-turn output is answers per turn/step."""
+    cats = ("simple_python", "live_simple", "live_relevance", "multi_turn_base",
+            "multi_turn_miss_func")  # fmt: skip
+    records = [
+        {"id": f"{c}_{i}", "category": c, "correct": bool(correct_of(c, i)),
+         "output": [["[ls()]", "Done."], [str(correct_of(c, i))]] if "multi" in c else "[f()]"}
+        for c in cats
+        for i in range(10)
+    ]  # fmt: skip
+    metrics, counts = bfcl_summary(records)
+    return {"primary_metric": "overall", "metrics": metrics, "counts": counts, "items": records}
+
+
+def test_bfcl_v3_groups_get_intervals_and_the_learned_check():
+    base = _with_multi_turn(lambda c, i: i < 2)  # 2/10 everywhere
+    est = task_estimates("toolace", base)
+    assert est["multi_turn"].n == 20 and est["overall"].n == 50
+    assert est["relevance_detection"].n == 10
+    assert (est["relevance_detection"].lo, est["relevance_detection"].hi) == pytest.approx(
+        wilson(2, 10)
+    )
+    # live = (2 + 2) / 20 pooled: Wilson over its 20 items
+    assert (est["live"].lo, est["live"].hi) == pytest.approx(wilson(4, 20))
+    # overall = (simple + live + multi_turn) / 3, weights 1/3, 1/6 + 1/6, 1/6 + 1/6 over five
+    # categories of 10 items at p = 0.2: Var = (1/9 + 4/36)·0.016 and n_eff = 0.16 / Var = 45
+    assert (est["overall"].lo, est["overall"].hi) == pytest.approx(wilson(0.2 * 45, 45))
+    same = learning_check("toolace", base, _with_multi_turn(lambda c, i: i < 2))
+    assert same.identical is True and same.learned is False
+    better = learning_check("toolace", base, _with_multi_turn(lambda c, i: i < 9))
+    assert better.learned is True and better.delta.value == pytest.approx(0.7)

@@ -2,12 +2,14 @@
 
 The wheel (Apache-2.0, on PyPI) carries the question files ``bfcl_eval/data/BFCL_v<N>_<cat>.json``
 and the answers ``bfcl_eval/data/possible_answer/BFCL_v<N>_<cat>.json``, both JSON lines (checked
-on ``bfcl-eval==2026.3.23``, whose files are ``BFCL_v4_*``). The wheel is only downloaded
-(``pip download --no-deps``) and read as a zip: importing the package would pull in its many
-dependencies, and nothing of its code is needed.
+on ``bfcl-eval==2026.3.23``, whose files are ``BFCL_v4_*``, and on ``2025.6.8``, V3's
+``BFCL_v3_*``). The wheel is only downloaded (``pip download --no-deps``), never installed: its
+package's dependencies are many and heavy. Single-turn items are read from it as a zip; for
+multi-turn items ``bfcl_multi_turn`` imports just the checker and simulated APIs from it.
 
-Only the single-turn Python categories can be judged by the AST checker; relevance and
-irrelevance categories have no answer file. Older BFCL versions called ``simple_python``
+The single-turn Python categories are judged by the AST checker (relevance and irrelevance
+have no answer file); the multi-turn ones are read and run by ``bfcl_multi_turn``, which imports
+bfcl-eval's simulated APIs and multi-turn checker from the same wheel. Older BFCL versions called ``simple_python``
 just ``simple``; either name is accepted.
 """
 
@@ -34,7 +36,13 @@ LIVE = (
     "live_irrelevance",
     "live_relevance",
 )
-CATEGORIES = NON_LIVE + LIVE
+MULTI_TURN = (
+    "multi_turn_base",
+    "multi_turn_miss_func",
+    "multi_turn_miss_param",
+    "multi_turn_long_context",
+)
+CATEGORIES = NON_LIVE + LIVE + MULTI_TURN
 #: other names for a category across BFCL versions
 ALIASES = {"simple": "simple_python", "simple_python": "simple"}
 _DATA = "bfcl_eval/data/"
@@ -58,8 +66,8 @@ def check_categories(categories: list[str]) -> list[str]:
     bad = [c for c in categories if c not in CATEGORIES and ALIASES.get(c) not in CATEGORIES]
     if bad:
         raise LokiInputError(
-            f"BFCL categories {bad} cannot be judged by the AST checker (multi-turn, agentic and "
-            f"Java/JavaScript need execution or another parser); supported: {list(CATEGORIES)}"
+            f"BFCL categories {bad} are not run here (agentic ones need the web or memory "
+            f"backends, Java/JavaScript another parser); supported: {list(CATEGORIES)}"
         )
     if len(set(categories)) != len(categories):
         raise LokiInputError(f"BFCL categories repeat a name: {categories}")
@@ -90,14 +98,41 @@ def _json_lines(zf: zipfile.ZipFile, member: str) -> list[dict[str, Any]]:
 
 
 def load_bfcl(
-    wheel: str | os.PathLike, categories: list[str], *, max_per_category: int | None = None
+    wheel: str | os.PathLike,
+    categories: list[str],
+    *,
+    max_per_category: int | None = None,
+    multi_turn_ids: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Items ``{"id", "category", "messages", "function", "ground_truth"}`` from the wheel.
 
     ``messages`` is the first (only) turn of ``question``; ``ground_truth`` is ``None`` for
     relevance and irrelevance. The first ``max_per_category`` items of each file, in file order.
+    Multi-turn categories give ``bfcl_multi_turn.load_multi_turn``'s items (with ``turns``),
+    plus ``wheel``, the path their checker is imported from; ``multi_turn_ids`` picks them.
     """
     check_categories(categories)
+    multi = [c for c in categories if c in MULTI_TURN]
+    if multi_turn_ids and not multi:
+        raise LokiInputError(
+            f"tasks.toolace.eval.bfcl.multi_turn_ids {multi_turn_ids} given, but no multi-turn "
+            f"category among {categories}"
+        )
+    if multi:
+        from loki_pipeline.evaluate.bfcl_multi_turn import load_multi_turn
+
+        loaded = {
+            it["id"]: {**it, "wheel": str(wheel)}
+            for it in load_multi_turn(
+                wheel, multi, max_per_category=max_per_category, ids=multi_turn_ids
+            )
+        }
+        single = [c for c in categories if c not in MULTI_TURN]
+        items = load_bfcl(wheel, single, max_per_category=max_per_category) if single else []
+        by_category: dict[str, list[dict[str, Any]]] = {}
+        for it in [*items, *loaded.values()]:
+            by_category.setdefault(it["category"], []).append(it)
+        return [it for c in categories for it in by_category.get(c, [])]
     try:
         zf = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as err:

@@ -185,9 +185,10 @@ def task_notes(
 ) -> list[str]:
     """Notes under a task table: intervals, the learned flag (†) and what is within noise."""
     how = (
-        "BFCL accuracies of a category and live: 95% Wilson interval over the n items; "
-        "non_live and overall (means of category accuracies): Wilson at their effective n, "
-        "p(1 - p)/Var"
+        "BFCL V3 scores (overall = mean of non_live, live, multi_turn): a share of items (a "
+        "category, live, relevance_detection): 95% Wilson interval over the n items; a mean of "
+        "category accuracies (non_live, multi_turn, irrelevance_detection, overall): Wilson at "
+        "its effective n, p(1 - p)/Var"
         if task == "toolace"
         else "ranking metrics over the n queries: 95% Wilson interval where every query scores "
         f"0 or 1, else a bootstrap over queries ({BOOTSTRAP})"

@@ -1,11 +1,13 @@
 """Task scores with intervals, and the check that a run learned anything (from ``task.json`` items).
 
-``task.json`` keeps every item: BFCL ``{"id", "category", "output", "correct"}``, the reranker
-``{"query_id", "doc_id", "score"}``. From them:
+``task.json`` keeps every item: BFCL ``{"id", "category", "output", "correct"}`` (a multi-turn
+item's ``output`` is its answers per turn and step), the reranker ``{"query_id", "doc_id",
+"score"}``. From them:
 
-- ``task_estimates``: each task metric with its item count and 95% interval. BFCL accuracies of a
-  category and ``live`` (shares of items) get Wilson; ``non_live`` and ``overall`` (weighted
-  means of category shares) get Wilson at their effective n, ``p(1 − p) / Var`` with
+- ``task_estimates``: each task metric with its item count and 95% interval. BFCL scores that are
+  a share of items (a category, ``live``, ``relevance_detection``) get Wilson; the others
+  (``non_live``, ``multi_turn``, ``irrelevance_detection``, ``overall``: unweighted means of
+  category shares) get Wilson at their effective n, ``p(1 − p) / Var`` with
   ``Var = Σ w_c² p_c (1 − p_c) / n_c`` (all items when Var is 0: unlike a bootstrap, a score of
   0 or 100% keeps a width). Ranking metrics are recomputed per query (``at_one``), used only when
   their mean reproduces the recorded metrics, and get Wilson over queries when every query
@@ -75,22 +77,11 @@ class _Units:
 
 
 def _bfcl_compose(sums: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, Any]:
-    """BFCL's summary (``evaluate.toolace.bfcl_summary``) from per-category sums of correct items;
-    works on numbers and on arrays of bootstrap replicates alike."""
-    from loki_pipeline.evaluate.bfcl_data import LIVE
+    """BFCL's summary (``evaluate.toolace.bfcl_compose``, BFCL V3's formula) from per-category
+    sums of correct items; works on numbers and on arrays of bootstrap replicates alike."""
+    from loki_pipeline.evaluate.toolace import bfcl_compose
 
-    metrics: dict[str, Any] = {c: sums[c] / counts[c] for c in sums}
-    non_live = [metrics[c] for c in sums if c not in LIVE]
-    live = [c for c in sums if c in LIVE]
-    groups = []
-    if non_live:
-        metrics["non_live"] = sum(non_live) / len(non_live)
-        groups.append(metrics["non_live"])
-    if live:
-        metrics["live"] = sum(sums[c] for c in live) / sum(counts[c] for c in live)
-        groups.append(metrics["live"])
-    metrics["overall"] = sum(groups) / len(groups)
-    return metrics
+    return bfcl_compose(sums, counts)
 
 
 def _bfcl_units(summary: Mapping[str, Any], where: str) -> _Units:
@@ -241,26 +232,19 @@ def task_estimates(
         if any(not _close(point.get(m, math.nan), v) for m, v in metrics.items()):
             log.warning("%s: the items do not reproduce the BFCL metrics; no intervals", where)
             return {m: Estimate(v) for m, v in metrics.items()}
-        from loki_pipeline.evaluate.bfcl_data import LIVE
-
-        live = [g for g in n if g in LIVE]
-        sizes = {
-            **n,
-            "live": sum(n[g] for g in live),
-            "non_live": sum(n[g] for g in n if g not in LIVE),
-            "overall": sum(n.values()),
-        }
         out = {}
         for m, v in metrics.items():
-            if m in n or m == "live":  # a share of items: Wilson
-                hits = sums[m] if m in n else sum(sums[g] for g in live)
-                out[m] = Estimate(v, sizes[m], *wilson(hits, sizes[m]))
+            # each category's weight in the metric (its accuracy 1, the others 0)
+            weights = {g: _bfcl_compose({**dict.fromkeys(n, 0.0), g: n[g]}, n)[m] for g in n}
+            used = [g for g, w in weights.items() if w != 0]
+            size = sum(n[g] for g in used)
+            if all(_close(weights[g], n[g] / size) for g in used):  # a share of items: Wilson
+                out[m] = Estimate(v, size, *wilson(sum(sums[g] for g in used), size))
             else:  # a weighted mean of category shares: Wilson at its effective n
-                weights = {g: _bfcl_compose({**dict.fromkeys(n, 0.0), g: n[g]}, n)[m] for g in n}
                 var = sum(w * w * (sums[g] / n[g]) * (1 - sums[g] / n[g]) / n[g]
                           for g, w in weights.items())  # fmt: skip
-                n_eff = v * (1 - v) / var if var > 0 else sizes[m]
-                out[m] = Estimate(v, sizes[m], *wilson(v * n_eff, n_eff))
+                n_eff = v * (1 - v) / var if var > 0 else size
+                out[m] = Estimate(v, size, *wilson(v * n_eff, n_eff))
         return out
     if qrels is None:
         log.warning("%s: no relevance judgements; ranking metrics get no interval", where)
