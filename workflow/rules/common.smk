@@ -206,13 +206,13 @@ def report_targets():
             for stem in ("forgetting", "task"):
                 targets += expand(
                     "results/tables/{model}/{task}/{stem}.{ext}",
-                    model=model, task=task, stem=stem, ext=["csv", "md", "tex"],
+                    model=model, task=task, stem=stem, ext=["csv", "md", "tex", "html"],
                 )  # fmt: skip
             targets.append(f"results/figures/{model}/{task}/tradeoff.png")
         if suppress_runs(model):
             targets += expand(
                 "results/tables/{model}/suppress/forgetting.{ext}",
-                model=model, ext=["csv", "md", "tex"],
+                model=model, ext=["csv", "md", "tex", "html"],
             )  # fmt: skip
     return targets
 

@@ -193,7 +193,8 @@ def build_task_tables(
     *,
     caption_model: str = "",
 ) -> list[Path]:
-    """``out_dir/forgetting.{csv,md,tex}`` and ``out_dir/task.{csv,md,tex}`` for one task."""
+    """``out_dir/forgetting.{csv,md,tex,html}`` and ``out_dir/task.{csv,md,tex,html}`` for one
+    task."""
     base, runs = _general_scores(general)
     counts = {name: trainable_params(p) for name, p in params.items()}
     items = _general_items(general, list(base))
