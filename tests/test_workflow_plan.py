@@ -122,3 +122,18 @@ def test_run_names_plan_the_checkpoint_each_kind_evaluates(tmp_path):
     assert "results/train/smollm2-135m/toolace/loki_q12.3456789/merged" in out
     assert "resources/models/released-x" in out
     assert "results/suppress/smollm2-135m/global_low_q2.5" in out
+
+
+def test_long_jobs_tell_the_console_which_log_to_follow():
+    """Snakemake sends a job's stderr (its progress bars) to its log file; each long job's
+    message, printed when the job starts, names that file to `tail -f`."""
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "all", "--forceall"], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    for log in ("prepare_model/smollm2-135m.log", "kva/smollm2-135m/0.log",
+                "train/smollm2-135m/toolace/loki_q10.log", "eval_general/smollm2-135m/base.log",
+                "eval_task/smollm2-135m/base.log"):  # fmt: skip
+        assert f"progress in tail -f logs/{log}" in out or f"loss in tail -f logs/{log}" in out

@@ -1,5 +1,9 @@
 # Shared by every rule: config validation, wildcard constraints and input functions.
 # No science here; that lives in src/loki_pipeline.
+#
+# Console: Snakemake sends a job's stderr (progress bars, loss) to its log: file, so each long
+# rule (prepare_model, kva, train, eval_general, eval_task) has a message: naming that log to
+# `tail -f`, printed when the job starts; at the end of a run onsuccess prints the results.
 
 import pathlib
 import re

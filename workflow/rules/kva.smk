@@ -22,6 +22,8 @@ rule kva:
         kva=config["kva"],
         device=config["device"],
         num_shards=config["kva"]["shards"],
+    message:
+        "KVA of {wildcards.model}, shard {wildcards.shard}: progress in tail -f {log}"
     script:
         "../scripts/kva.py"
 
