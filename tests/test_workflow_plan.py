@@ -62,7 +62,10 @@ def test_default_config_plans_the_whole_pipeline():
 
 
 def test_slurm_profile_plans_the_paper_without_a_cluster():
-    pytest.importorskip("snakemake_executor_plugin_slurm")
+    pytest.importorskip(
+        "snakemake_executor_plugin_slurm",
+        reason='the SLURM executor plugin is not installed: `pip install -e ".[test,slurm]"`',
+    )
     counts = plan("--profile", "profiles/slurm", "--configfile", "config/paper.yaml")
     assert counts["train"] == 17
 
