@@ -23,6 +23,6 @@ rule eval_general:
         general=config["evaluate"]["general"],
         device=config["device"],
     message:
-        "General benchmarks of {wildcards.run} ({wildcards.model}): progress in tail -f {log}"
+        "General benchmarks of {input.model} -> {output.summary}; progress: tail -f {log}"
     script:
         "../scripts/eval_general.py"

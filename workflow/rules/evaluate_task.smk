@@ -26,6 +26,6 @@ rule eval_task:
         run_config=config["evaluate"]["task"],
         device=config["device"],
     message:
-        "Task evaluation of {wildcards.run} ({wildcards.model}): progress in tail -f {log}"
+        "Task evaluation of {input.model} -> {output}; progress: tail -f {log}"
     script:
         "../scripts/eval_task.py"

@@ -23,7 +23,7 @@ rule kva:
         device=config["device"],
         num_shards=config["kva"]["shards"],
     message:
-        "KVA of {wildcards.model}, shard {wildcards.shard}: progress in tail -f {log}"
+        "KVA shard {wildcards.shard} of {wildcards.model} -> {output}; progress: tail -f {log}"
     script:
         "../scripts/kva.py"
 

@@ -19,6 +19,6 @@ rule prepare_model:
         # a local checkpoint changed in place is prepared again (and so is all that uses it)
         content=lambda wc: source_fingerprint(config["models"][wc.model]["source"]),
     message:
-        "Preparing {wildcards.model} (download, conversion): progress in tail -f {log}"
+        "Preparing {output} (download, conversion); progress: tail -f {log}"
     script:
         "../scripts/prepare_model.py"

@@ -38,7 +38,7 @@ rule train:
         ),
         device=config["device"],
     message:
-        "Training {wildcards.method} on {wildcards.task} ({wildcards.model}): progress and loss in tail -f {log}"
+        "Training {wildcards.method} on {wildcards.task} ({wildcards.model}) -> {output.merged}; progress and loss: tail -f {log}"
     script:
         "../scripts/train.py"
 
