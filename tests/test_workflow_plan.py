@@ -140,3 +140,16 @@ def test_long_jobs_tell_the_console_which_log_to_follow():
                 "train/smollm2-135m/toolace/loki_q10.log", "eval_general/smollm2-135m/base.log",
                 "eval_task/smollm2-135m/base.log"):  # fmt: skip
         assert f"tail -f logs/{log}" in out
+
+
+def test_a_config_extending_the_default_plans_the_default_with_its_changes(tmp_path):
+    """`extends: config/config.yaml` (relative to the working directory here) keeps the
+    default's model, data and stages; the user's experiments replace the default's."""
+    user = tmp_path / "mine.yaml"
+    user.write_text(
+        "extends: config/config.yaml\ntraining:\n  learning_rate: 0.0005\n"
+        "experiments:\n  smollm2-135m:\n    toolace: [loki_q10]\n"
+    )
+    counts = plan("--configfile", str(user))
+    assert counts["prepare_model"] == 1 and counts["kva"] == 2
+    assert counts["train"] == 1 and counts["tables"] == 1

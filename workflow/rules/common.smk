@@ -10,8 +10,12 @@ import re
 
 from loki_pipeline.models.sources import source_fingerprint
 from loki_pipeline.runs import BASE, parse_run, suppress_run, trained_run
-from loki_pipeline.schemas import load_schema, validate_config
+from loki_pipeline.schemas import apply_extends, load_schema, validate_config
 
+# A user config may start with `extends: config/config.yaml` (relative to its own folder, else
+# the working directory) and give only what it changes: it is merged over the config it names
+# (schema key `extends`), then validated. Without it, a --configfile replaces the default whole.
+apply_extends(config, workflow.config_settings.configfiles)
 # The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train
 # --config` checks too: an unknown key, a wrong type or a name that is not a plain folder name
 # fails here, naming its key, before any job is planned; then every default is filled in.
