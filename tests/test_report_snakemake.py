@@ -83,3 +83,11 @@ def test_pipeline_registers_html_tables_and_keeps_csvs_as_files():
     assert sorted(p.removesuffix(".html") for p in tables) == sorted(
         p.removesuffix(".csv") for p in files
     )
+
+
+def test_every_report_caption_cites_the_paper():
+    """Captions cite the LoKI paper (arXiv 2505.22120), not a notes file."""
+    for caption in sorted((ROOT / "workflow" / "report").glob("*.rst")):
+        text = caption.read_text()
+        assert "2505.22120" in text, caption.name
+        assert not re.search(r"\b[\w/]+\.md\b", text), caption.name
