@@ -1,8 +1,8 @@
 # Shared by every rule: config validation, wildcard constraints and input functions.
 # No science here; that lives in src/loki_pipeline.
 #
-# Console: Snakemake sends a job's stderr (progress bars, loss) to its log: file, so each long
-# rule (prepare_model, kva, train, eval_general, eval_task) has a message: naming that log to
+# Console: Snakemake sends a job's stderr (progress bars, loss) to its log file, so each long
+# job (prepare_model, kva, train, eval_general, eval_task) has a message naming that log to
 # `tail -f`, printed when the job starts; at the end of a run onsuccess prints the results.
 
 import pathlib
@@ -235,3 +235,14 @@ def eval_general_data(wildcards):
     return sorted(
         str(p) for task in tasks for p in pathlib.Path(root, task).glob("*.jsonl")
     )
+
+
+def print_summary():
+    """The end-of-run summary (onsuccess in the Snakefile): each table's path and, per run, Avg
+    and the primary task score with their intervals, read from the tables this config's targets
+    name (those that exist: a run of one target reports the tables already there)."""
+    from loki_pipeline.report.summary import summarize
+
+    text = summarize(report_targets())
+    if text:
+        print(f"\n{text}", end="", flush=True)

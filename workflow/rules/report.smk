@@ -127,14 +127,3 @@ rule suppress_table:
         runs=lambda wc: suppress_runs(wc.model),
     script:
         "../scripts/suppress_table.py"
-
-
-def print_summary():
-    """The end-of-run summary (onsuccess in the Snakefile): each table's path and, per run, Avg
-    and the primary task score with their intervals, read from the tables this config's targets
-    name (those that exist: a run of one target reports the tables already there)."""
-    from loki_pipeline.report.summary import summarize
-
-    text = summarize(report_targets())
-    if text:
-        print("\n" + text, end="", flush=True)
