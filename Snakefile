@@ -30,3 +30,7 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onsuccess:
+    print_summary()  # tables and, per run, Avg and the task score (report.smk)

@@ -146,7 +146,10 @@ def small_disk(tmp_path):
         where.mkdir()
         cmd = ["mount", "-t", "tmpfs", "-o", f"size={nbytes}", "tmpfs", str(where)]
         if subprocess.run(cmd, capture_output=True).returncode != 0:
-            pytest.skip("cannot mount a tmpfs here (needs root) to simulate a full disk")
+            pytest.skip(
+                "cannot mount a tmpfs here to simulate a full disk: it needs root "
+                "(`sudo .venv/bin/pytest tests/test_io_full_disk.py`)"
+            )
         mounted.append(where)
         return where
 

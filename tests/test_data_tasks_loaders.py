@@ -288,7 +288,8 @@ SMOLLM2_DIR = ROOT / "resources" / "models" / "smollm2-135m"
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (SMOLLM2_DIR / "tokenizer.json").exists(), reason="default model not prepared"
+    not (SMOLLM2_DIR / "tokenizer.json").exists(),
+    reason="default model not prepared: run `snakemake --cores 1 resources/models/smollm2-135m`",
 )
 def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data():
     from transformers import AutoTokenizer

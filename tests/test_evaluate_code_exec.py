@@ -25,19 +25,23 @@ from loki_pipeline.evaluate.code_exec import CodeEval, isolation_mode, run_progr
 LIMIT = code_exec.FILE_SIZE_LIMIT_BYTES
 
 
+NO_BWRAP = (
+    "bubblewrap is not installed or does not work here: `apt-get install bubblewrap` "
+    "(Debian/Ubuntu; it needs unprivileged user namespaces)"
+)
+
+
 def _bwrap_usable() -> bool:
     return code_exec._bwrap() is not None
 
 
-needs_bwrap = pytest.mark.skipif(
-    not _bwrap_usable(), reason="bubblewrap is not installed or does not work here"
-)
+needs_bwrap = pytest.mark.skipif(not _bwrap_usable(), reason=NO_BWRAP)
 
 
 @pytest.fixture(params=["fallback", "bwrap"])
 def sandbox(request) -> bool:
     if request.param == "bwrap" and not _bwrap_usable():
-        pytest.skip("bubblewrap is not installed or does not work here")
+        pytest.skip(NO_BWRAP)
     return request.param == "bwrap"
 
 

@@ -32,7 +32,10 @@ from loki_pipeline.train.trainer import prepare_model, train_model
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_real_size.py"
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device and a CUDA build of torch (`pip install torch==2.13.0`)",
+)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

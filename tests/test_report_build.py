@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from html.parser import HTMLParser
 
 import pytest
 
@@ -254,3 +255,53 @@ def test_the_tables_script_puts_external_runs_after_the_training_runs(evals, tmp
     assert rows["toolace-loki_q10"]["#params"] == "188" and rows["released-x"]["#params"] == ""
     assert float(rows["released-x"]["Avg"]) == 0 and rows["released-x"]["external"]
     assert "Δoverall vs released-x (%)" in (out / "task.csv").read_text()
+
+
+class _Cells(HTMLParser):
+    """Texts of the <th>/<td> cells and <p> notes of an HTML page, and any <script> tag."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.notes, self.scripts, self._tag = [], [], 0, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th", "p"):
+            self._tag = tag
+            (self.notes.append("") if tag == "p" else self.rows[-1].append(""))
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th", "p"):
+            self._tag = None
+
+    def handle_data(self, data):
+        if self._tag == "p":
+            self.notes[-1] += data
+        elif self._tag:
+            self.rows[-1][-1] += data
+
+
+def _markdown_cells(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("|") and not ln.startswith("|---")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+
+
+def test_tables_have_a_standalone_html_page_with_every_cell_and_note(evals, tmp_path):
+    """The report shows tables as HTML (a CSV is only a download there): the page holds the
+    same header, cells and notes as the Markdown table, escaped, with no script."""
+    general, task = evals
+    out = tmp_path / "tables"
+    written = build_task_tables("toolace", general, task, {}, out, caption_model="m<1>")
+    for stem in ("forgetting", "task"):
+        page = out / f"{stem}.html"
+        assert page in written
+        text = page.read_text()
+        parsed = _Cells()
+        parsed.feed(text)
+        md = (out / f"{stem}.md").read_text()
+        assert parsed.rows == _markdown_cells(md)
+        assert parsed.notes and parsed.notes == [n.strip() for n in md.split("\n\n")[1:]]
+        assert parsed.scripts == 0 and "m&lt;1&gt;" in text and "m<1>" not in text

@@ -70,7 +70,7 @@ def test_build_writes_every_table_and_the_figure(tmp_path):
     out = tmp_path / "tables"
     written = build_task_tables("toolace", g, t, {"toolace-loki_q10": p}, out)
     assert sorted(x.name for x in written) == sorted(
-        f"{s}.{e}" for s in ("forgetting", "task") for e in ("csv", "md", "tex")
+        f"{s}.{e}" for s in ("forgetting", "task") for e in ("csv", "md", "tex", "html")
     )
     rows = {r["run"]: r for r in csv.DictReader((out / "forgetting.csv").read_text().splitlines())}
     assert float(rows["toolace-loki_q10"]["Avg"]) == pytest.approx(100 / 2 * (0 + 0.04 / 0.4))

@@ -22,7 +22,9 @@ from loki_pipeline.select.stability import (
 def test_subject_groups_cover_mmlus_57_subjects_as_lm_eval_groups_them():
     import yaml
 
-    lm_eval = pytest.importorskip("lm_eval")
+    lm_eval = pytest.importorskip(
+        "lm_eval", reason='lm-eval not installed: `pip install -e ".[test]"`'
+    )
     task_dir = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
     tags = {}
     for f in task_dir.glob("mmlu_*.yaml"):

@@ -66,7 +66,10 @@ def test_default_config_plans_the_whole_pipeline():
 
 
 def test_slurm_profile_plans_the_paper_without_a_cluster():
-    pytest.importorskip("snakemake_executor_plugin_slurm")
+    pytest.importorskip(
+        "snakemake_executor_plugin_slurm",
+        reason='the SLURM executor plugin is not installed: `pip install -e ".[test,slurm]"`',
+    )
     counts = plan("--profile", "profiles/slurm", "--configfile", "config/paper.yaml")
     assert counts["train"] == 17
 
@@ -203,3 +206,31 @@ def test_a_compare_dataset_plans_its_kva_and_the_overlap(tmp_path):
     assert "results/kva/smollm2-135m/compare/shards/0.h5" in out
     assert "rule kva_compare_gather:" in out
     assert "dataset_overlap.csv" not in _dry_run(tmp_path, default, "all")  # only when set
+
+
+def test_long_jobs_tell_the_console_which_log_to_follow():
+    """Snakemake sends a job's stderr (its progress bars) to its log file; each long job's
+    message, printed when the job starts, names that file to `tail -f`."""
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "all", "--forceall"], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    for log in ("prepare_model/smollm2-135m.log", "kva/smollm2-135m/0.log",
+                "train/smollm2-135m/toolace/loki_q10.log", "eval_general/smollm2-135m/base.log",
+                "eval_task/smollm2-135m/base.log"):  # fmt: skip
+        assert f"tail -f logs/{log}" in out
+
+
+def test_a_config_extending_the_default_plans_the_default_with_its_changes(tmp_path):
+    """`extends: config/config.yaml` (relative to the working directory here) keeps the
+    default's model, data and stages; the user's experiments replace the default's."""
+    user = tmp_path / "mine.yaml"
+    user.write_text(
+        "extends: config/config.yaml\ntraining:\n  learning_rate: 0.0005\n"
+        "experiments:\n  smollm2-135m:\n    toolace: [loki_q10]\n"
+    )
+    counts = plan("--configfile", str(user))
+    assert counts["prepare_model"] == 1 and counts["kva"] == 2
+    assert counts["train"] == 1 and counts["tables"] == 1

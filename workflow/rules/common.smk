@@ -1,5 +1,9 @@
 # Shared by every rule: config validation, wildcard constraints and input functions.
 # No science here; that lives in src/loki_pipeline.
+#
+# Console: Snakemake sends a job's stderr (progress bars, loss) to its log file, so each long
+# job (prepare_model, kva, train, eval_general, eval_task) has a message naming that log to
+# `tail -f`, printed when the job starts; at the end of a run onsuccess prints the results.
 
 import pathlib
 import re
@@ -16,8 +20,12 @@ from loki_pipeline.runs import (
     table_tasks,
     trained_run,
 )
-from loki_pipeline.schemas import load_schema, validate_config
+from loki_pipeline.schemas import apply_extends, load_schema, validate_config
 
+# A user config may start with `extends: config/config.yaml` (relative to its own folder, else
+# the working directory) and give only what it changes: it is merged over the config it names
+# (schema key `extends`), then validated. Without it, a --configfile replaces the default whole.
+apply_extends(config, workflow.config_settings.configfiles)
 # The package's schema (src/loki_pipeline/schemas/config.schema.yaml), the one `loki train
 # --config` checks too: an unknown key, a wrong type or a name that is not a plain folder name
 # fails here, naming its key, before any job is planned; then every default is filled in.
@@ -266,13 +274,13 @@ def report_targets():
             for stem in ("forgetting", "task"):
                 targets += expand(
                     "results/tables/{model}/{task}/{stem}.{ext}",
-                    model=model, task=task, stem=stem, ext=["csv", "md", "tex"],
+                    model=model, task=task, stem=stem, ext=["csv", "md", "tex", "html"],
                 )  # fmt: skip
             targets.append(f"results/figures/{model}/{task}/tradeoff.png")
         if suppress_runs(model):
             targets += expand(
                 "results/tables/{model}/suppress/forgetting.{ext}",
-                model=model, ext=["csv", "md", "tex"],
+                model=model, ext=["csv", "md", "tex", "html"],
             )  # fmt: skip
     return targets
 
@@ -287,3 +295,14 @@ def eval_general_data(wildcards):
     return sorted(
         str(p) for task in tasks for p in pathlib.Path(root, task).glob("*.jsonl")
     )
+
+
+def print_summary():
+    """The end-of-run summary (onsuccess in the Snakefile): each table's path and, per run, Avg
+    and the primary task score with their intervals, read from the tables this config's targets
+    name (those that exist: a run of one target reports the tables already there)."""
+    from loki_pipeline.report.summary import summarize
+
+    text = summarize(report_targets())
+    if text:
+        print(f"\n{text}", end="", flush=True)

@@ -22,5 +22,7 @@ rule eval_general:
     params:  # the script's GeneralEvalSettings; a changed value reruns the job
         general=config["evaluate"]["general"],
         device=config["device"],
+    message:
+        "General benchmarks of {input.model} -> {output.summary}; progress: tail -f {log}"
     script:
         "../scripts/eval_general.py"

@@ -25,5 +25,7 @@ rule eval_task:
         },
         run_config=config["evaluate"]["task"],
         device=config["device"],
+    message:
+        "Task evaluation of {input.model} -> {output}; progress: tail -f {log}"
     script:
         "../scripts/eval_task.py"

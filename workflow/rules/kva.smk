@@ -22,6 +22,8 @@ rule kva:
         kva=lambda wc: kva_settings(wc.model),
         device=config["device"],
         num_shards=config["kva"]["shards"],
+    message:
+        "KVA shard {wildcards.shard} of {wildcards.model} -> {output}; progress: tail -f {log}"
     script:
         "../scripts/kva.py"
 

@@ -18,6 +18,8 @@ rule prepare_model:
         trust_remote_code=lambda wc: config["models"][wc.model]["trust_remote_code"],
         # a local checkpoint changed in place is prepared again (and so is all that uses it)
         content=lambda wc: source_fingerprint(config["models"][wc.model]["source"]),
+    message:
+        "Preparing {output} (download, conversion); progress: tail -f {log}"
     script:
         "../scripts/prepare_model.py"
 

@@ -10,6 +10,10 @@
 # each run's lm_eval/ (written with general.json by eval_general) and the items of task.json.
 # A run that shows no learning on its task is flagged in the task table and the figure, and
 # named by a warning in the rule's log.
+#
+# The report shows each table as its HTML rendering (caption, cells, notes): Snakemake's report
+# displays HTML in place but offers a CSV only as a download, so the CSVs are listed under
+# "Table files" for that.
 
 
 rule tables:
@@ -19,19 +23,31 @@ rule tables:
         forgetting=report(
             "results/tables/{model}/{task}/forgetting.csv",
             caption="../report/forgetting_table.rst",
-            category="Tables",
+            category="Table files",
             subcategory="{model} {task}",
         ),
         forgetting_md="results/tables/{model}/{task}/forgetting.md",
         forgetting_tex="results/tables/{model}/{task}/forgetting.tex",
+        forgetting_html=report(
+            "results/tables/{model}/{task}/forgetting.html",
+            caption="../report/forgetting_table.rst",
+            category="Tables",
+            subcategory="{model} {task}",
+        ),
         task=report(
             "results/tables/{model}/{task}/task.csv",
             caption="../report/task_table.rst",
-            category="Tables",
+            category="Table files",
             subcategory="{model} {task}",
         ),
         task_md="results/tables/{model}/{task}/task.md",
         task_tex="results/tables/{model}/{task}/task.tex",
+        task_html=report(
+            "results/tables/{model}/{task}/task.html",
+            caption="../report/task_table.rst",
+            category="Tables",
+            subcategory="{model} {task}",
+        ),
     log:
         "logs/tables/{model}/{task}.log",
     benchmark:
@@ -94,11 +110,17 @@ rule suppress_table:
         csv=report(
             "results/tables/{model}/suppress/forgetting.csv",
             caption="../report/suppress_table.rst",
-            category="Tables",
+            category="Table files",
             subcategory="{model} suppression",
         ),
         md="results/tables/{model}/suppress/forgetting.md",
         tex="results/tables/{model}/suppress/forgetting.tex",
+        html=report(
+            "results/tables/{model}/suppress/forgetting.html",
+            caption="../report/suppress_table.rst",
+            category="Tables",
+            subcategory="{model} suppression",
+        ),
     log:
         "logs/suppress_table/{model}.log",
     benchmark:

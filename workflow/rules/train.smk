@@ -37,6 +37,8 @@ rule train:
             config["tasks"][wc.task]["train"] if wc.task in config["tasks"] else {}
         ),
         device=config["device"],
+    message:
+        "Training {wildcards.method} on {wildcards.task} ({wildcards.model}) -> {output.merged}; progress and loss: tail -f {log}"
     script:
         "../scripts/train.py"
 

@@ -219,7 +219,8 @@ def build_task_tables(
     reference: str | None = None,
     external: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """``out_dir/forgetting.{csv,md,tex}`` and ``out_dir/task.{csv,md,tex}`` for one task.
+    """``out_dir/forgetting.{csv,md,tex,html}`` and ``out_dir/task.{csv,md,tex,html}`` for one
+    task.
 
     ``reference``: the run the task table is also relative to (None: the reranker's full
     fine-tune when present); ``external``: external run -> source, rows marked ‡.

@@ -1,4 +1,4 @@
-"""The paper's tables as CSV, Markdown and LaTeX, one row per run.
+"""The paper's tables as CSV, Markdown, LaTeX and HTML, one row per run.
 
 ``forgetting`` table: the six general scores in percent, ``Avg`` forgetting against ``base``
 (``forgetting.forgetting_avg``) and the trainable parameters. ``task`` table: every task metric
@@ -10,12 +10,16 @@ Uncertainty: a column whose format is ``"ci"`` (``"ci+"``: signed) is a score wi
 ``report.intervals``). The CSV gets them as columns ``<header>_n``, ``<header>_lo`` and
 ``<header>_hi``; Markdown and LaTeX cells read ``45.0 [25.8, 65.8]``, with ``(n=20)`` in the
 header when every row of the column has the same n and in the cell otherwise. Notes (what a
-marker means, the differences that are within noise) go under the Markdown and LaTeX tables.
+marker means, the differences that are within noise) go under the Markdown, LaTeX and HTML
+tables. The HTML file is a standalone page (caption, table, notes, no script or external
+resource): it is what `snakemake --report` shows, since the report displays HTML in place but
+offers a CSV only as a download.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -167,6 +171,47 @@ def render_latex(
     return "\n".join(lines) + "\n"
 
 
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.2em;
+       color: #1f2328; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.6em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+th { background: #f6f8fa; text-align: right; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+th:first-child, td:first-child { text-align: left; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+p.note { max-width: 60em; font-size: 0.85em; color: #444; }
+"""
+
+
+def render_html(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    caption: str,
+    notes: Sequence[str] = (),
+) -> str:
+    """A standalone HTML page of the table: the cells as Markdown shows them, caption above,
+    notes below; every text is escaped."""
+    headers, cells = _display(rows, columns)
+    esc = html.escape
+    lines = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(caption)}</title>",
+        f"<style>{_HTML_STYLE}</style></head><body>",
+        "<table>",
+        f"<caption>{esc(caption)}</caption>",
+        "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr></thead>",
+        "<tbody>",
+    ]
+    lines += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells]
+    lines += ["</tbody></table>"]
+    lines += [f'<p class="note">{esc(note)}</p>' for note in notes]
+    lines.append("</body></html>")
+    return "\n".join(lines) + "\n"
+
+
 def noise_note(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], keys: Sequence[str]
 ) -> str | None:
@@ -205,14 +250,15 @@ def write_table(
     caption: str = "",
     notes: Sequence[str] = (),
 ) -> list[Path]:
-    """Write ``prefix.csv``, ``prefix.md`` and ``prefix.tex`` (each atomically); ``notes`` go
-    under the Markdown and LaTeX tables."""
+    """Write ``prefix.csv``, ``prefix.md``, ``prefix.tex`` and ``prefix.html`` (each
+    atomically); ``notes`` go under the Markdown, LaTeX and HTML tables."""
     prefix = Path(prefix)
     outputs = []
     for suffix, text in (
         (".csv", render_csv(rows, columns)),
         (".md", render_markdown(rows, columns, notes)),
         (".tex", render_latex(rows, columns, caption, notes)),
+        (".html", render_html(rows, columns, caption, notes)),
     ):
         path = prefix.with_name(prefix.name + suffix)
         write_text(path, text)

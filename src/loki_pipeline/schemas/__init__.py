@@ -190,3 +190,80 @@ def validate_training(training: Any, *, prefix: str = "training") -> dict[str, A
         return {}
     check(training, "/properties/training", prefix=prefix)
     return training
+
+
+def merge_configs(
+    base: Mapping[str, Any], over: Mapping[str, Any], schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``over`` deep-merged onto ``base`` (a new dict; neither is changed): mappings merge key
+    by key, ``over`` winning; lists, scalars and null replace. A key whose schema says
+    ``x-merge: replace`` (``models``, ``experiments``: what runs is the extending file's to say,
+    so the base's model does not join a run that names its own) is replaced whole."""
+    schema = _resolve(load_schema() if schema is None else schema)
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        sub = props.get(key, extra if isinstance(extra, Mapping) else {})
+        sub = _resolve(sub) if isinstance(sub, Mapping) else {}
+        old = out.get(key)
+        if (
+            isinstance(value, Mapping)
+            and isinstance(old, Mapping)
+            and sub.get("x-merge") != "replace"
+        ):
+            out[key] = merge_configs(old, value, sub)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _find(name: str, dirs: Iterable[Path]) -> Path:
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [Path(d) / path for d in dirs]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise LokiInputError(f"extends: {name!r}: no such config file (looked for {looked})")
+
+
+def resolve_extends(
+    config: Mapping[str, Any], dirs: Iterable[str | Path] = (".",)
+) -> dict[str, Any]:
+    """The config ``config`` names in ``extends`` (a path relative to one of ``dirs``: the
+    extending file's folder first, then the working directory), with ``config`` merged over it
+    (:func:`merge_configs`); a base that itself extends another is resolved first, relative to
+    its own folder. Without ``extends`` the config is returned as it is (a copy)."""
+    import yaml
+
+    config = dict(config)
+    seen: list[Path] = []
+    dirs = list(dirs)
+    while config.get("extends"):
+        path = _find(str(config["extends"]), dirs).resolve()
+        if path in seen:
+            chain = " -> ".join(map(str, [*seen, path]))
+            raise LokiInputError(f"extends: {chain}: the configs extend each other in a loop")
+        seen.append(path)
+        try:
+            base = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise LokiInputError(f"extends: {path}: cannot read it as YAML ({exc})") from exc
+        if not isinstance(base, dict):
+            raise LokiInputError(f"extends: {path}: expected a mapping of keys, got {base!r}")
+        merged = merge_configs({k: v for k, v in base.items() if k != "extends"}, config)
+        merged["extends"] = base.get("extends")  # the base's own base, if any, is next
+        config, dirs = merged, [path.parent, Path(".")]
+    config["extends"] = str(seen[0]) if seen else config.get("extends")
+    return config
+
+
+def apply_extends(config: dict[str, Any], config_files: Iterable[str | Path]) -> dict[str, Any]:
+    """Resolve ``extends`` in place (the workflow's ``config`` is a global dict): paths are
+    looked up beside the given config files (the last first), then in the working directory."""
+    dirs = [Path(f).parent for f in reversed(list(config_files))] + [Path(".")]
+    resolved = resolve_extends(config, dirs)
+    config.clear()
+    config.update(resolved)
+    return config

@@ -1,0 +1,92 @@
+"""The end-of-run summary: where the tables are and, per run, Avg and the primary task score.
+
+Snakemake's ``onsuccess:`` prints it so that a finished ``snakemake all`` tells the user what
+happened without opening a file. It reads the CSV tables the run wrote
+(``results/tables/{model}/{task}/{forgetting,task}.csv`` and
+``results/tables/{model}/suppress/forgetting.csv``), whose score columns ``<c>`` have
+companions ``<c>_n``, ``<c>_lo`` and ``<c>_hi`` (``report.tables``). The primary task metric is
+the task table's first column after ``run`` (``tables.task_rows`` puts it there).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from loki_pipeline.errors import LokiInputError
+
+PathLike = str | os.PathLike
+
+#: Formats a table is written in beside its CSV (``tables.write_table``).
+FORMATS = ("csv", "md", "tex", "html")
+
+
+def _read(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(header, rows by run name) of a table CSV."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = {row["run"]: row for row in reader}
+    except (OSError, KeyError, csv.Error) as exc:
+        raise LokiInputError(f"{path}: not a table CSV with a 'run' column ({exc})") from exc
+    return header, rows
+
+
+def _score(row: dict[str, str] | None, column: str) -> str:
+    """``45.0 [25.8, 65.8] n=20`` (two decimals and "no interval" where the table has none, as
+    the Markdown table shows it); ``–`` where the run has no value."""
+    if row is None or not row.get(column):
+        return "–"
+    lo, hi, n = row.get(f"{column}_lo"), row.get(f"{column}_hi"), row.get(f"{column}_n")
+    if lo and hi:
+        text = f"{float(row[column]):.1f} [{float(lo):.1f}, {float(hi):.1f}]"
+    else:
+        text = f"{float(row[column]):.2f} (no interval)"
+    return text + (f" n={n}" if n else "")
+
+
+def _table_block(folder: Path) -> list[str]:
+    """Lines for one table folder: its files, then one aligned line per run."""
+    forgetting, task = folder / "forgetting.csv", folder / "task.csv"
+    lines = [f"  {folder / stem}.{{{','.join(FORMATS)}}}"
+             for stem in ("forgetting", "task") if (folder / f"{stem}.csv").exists()]  # fmt: skip
+    _, f_rows = _read(forgetting) if forgetting.exists() else ([], {})
+    primary, t_rows = None, {}
+    if task.exists():
+        header, t_rows = _read(task)
+        primary = header[1] if len(header) > 1 else None
+    table = [["run", "Avg forgetting %"] + ([f"{primary} %"] if primary else [])]
+    for run in dict.fromkeys([*f_rows, *t_rows]):
+        cells = [run, _score(f_rows.get(run), "Avg")]
+        if primary:
+            cells.append(_score(t_rows.get(run), primary))
+            if t_rows.get(run, {}).get("learned") == "no":
+                cells[-1] += "  † no learning beyond noise"
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for cells in table:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)] + [cells[-1]]
+        lines.append("    " + "  ".join(padded).rstrip())
+    return lines
+
+
+def summarize(paths: Iterable[PathLike]) -> str:
+    """A short text naming each table and giving, per run, Avg forgetting and the primary task
+    score with their 95% intervals. ``paths`` are the pipeline's targets (any files); the tables'
+    CSVs among them that exist are read, the rest ignored. Empty when there is no table."""
+    folders = sorted({Path(p).parent for p in map(Path, paths)
+                      if p.suffix == ".csv" and p.stem in ("forgetting", "task") and p.exists()})  # fmt: skip
+    if not folders:
+        return ""
+    lines = [
+        "LoKI pipeline: results (Avg: the paper's forgetting, lower is better; task score: "
+        "primary metric; 95% intervals in brackets, n = items)"
+    ]
+    for folder in folders:
+        lines.append(f"{folder.parent.name} / {folder.name}:")
+        lines += _table_block(folder)
+    lines.append("All of it, with figures and loss curves: snakemake --report results/report.html")
+    return "\n".join(lines) + "\n"
