@@ -259,3 +259,15 @@ def test_sandbox_kills_a_child_that_leaves_the_process_group():
     finally:
         for pid in running(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
+    """The sandbox's /tmp is private: a virtualenv made under /tmp (a CI clone) is bound again,
+    read-only, or the probe fails and HumanEval silently loses its sandbox."""
+    from loki_pipeline.evaluate import code_exec
+
+    monkeypatch.setattr(code_exec.sys, "prefix", "/tmp/clone/.venv")
+    argv = code_exec._bwrap_argv("bwrap", "/tmp/loki-code-x/work")
+    tmpfs = argv.index("--tmpfs")
+    assert argv[tmpfs + 2 : tmpfs + 5] == ["--ro-bind", "/tmp/clone/.venv", "/tmp/clone/.venv"]
+    assert "/tmp/clone/.venv" not in code_exec._bwrap_argv("bwrap", "/w")[:tmpfs]

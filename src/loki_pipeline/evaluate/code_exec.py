@@ -99,6 +99,7 @@ def _bwrap_argv(bwrap: str, workdir: str) -> list[str]:
         "/proc",
         "--tmpfs",
         "/tmp",
+        *[arg for path in _interpreter_dirs_under_tmp() for arg in ("--ro-bind", path, path)],
         "--bind",
         workdir,
         workdir,
@@ -106,6 +107,14 @@ def _bwrap_argv(bwrap: str, workdir: str) -> list[str]:
         workdir,
         "--",
     ]
+
+
+def _interpreter_dirs_under_tmp() -> list[str]:
+    """This Python's folders that the sandbox's private ``/tmp`` would hide (a virtualenv made
+    under /tmp, as CI clones often are): bound read-only again, so the interpreter still runs."""
+    dirs = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    under = [d for d in dirs if os.path.realpath(d).startswith("/tmp/")]
+    return sorted({os.path.realpath(d) for d in under} | set(under))
 
 
 def _env(workdir: str) -> dict[str, str]:
