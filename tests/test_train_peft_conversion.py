@@ -47,6 +47,9 @@ def _train(tmp_path, checkpoint, method, out, **kw):
 def _assert_adapter_fits_original_base(tmp_path, checkpoint, run):
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert config["init_lora_weights"] is True  # a plain LoRA: loading it leaves the base alone
+    # written sorted, not in peft's set (hash-seed) order: the same run writes the same bytes
+    assert config["target_modules"] == sorted(config["target_modules"])
+    assert len(config["target_modules"]) > 1
     merged = merge_adapter(checkpoint, run / "adapter", tmp_path / f"{run.name}-remerged")
     expected = _logits(run / "merged")
     assert not torch.allclose(expected, _logits(checkpoint), atol=1e-3)  # it did train

@@ -252,8 +252,20 @@ def _save_peft(model, method: Method, adapter_dir: Path, *, model_dir, initial_a
                 None if initial_adapter is None else str(initial_adapter)
             ),
         )
+    _sort_target_modules(adapter_dir / "adapter_config.json")
     record_base_fingerprint(adapter_dir, model_dir)  # merge checks the base
     return model.merge_and_unload()
+
+
+def _sort_target_modules(config_path: Path) -> None:
+    """peft keeps ``target_modules`` as a set and writes it in hash order, which changes with
+    Python's hash seed: sorted, the same run writes the same bytes."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _merge_peft(model, adapter_dir: Path):
