@@ -208,24 +208,20 @@ def _samples_file(results: Path, task: str) -> Path | None:
 
 def read_samples(path: str | os.PathLike, key: str) -> ItemScores:
     """Per-item scores of the lm-eval result ``key`` ("metric,filter") from a samples file."""
+    from loki_pipeline.data.records import read_records
+
     path = Path(path)
     metric, _, flt = key.partition(",")
     keys, values = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LokiInputError(f"{path} line {lineno}: not JSON ({err})") from None
+    for where, record in read_records(path):
         if record.get("filter", flt) != flt:
             continue
         if metric not in record or "doc_id" not in record:
-            raise LokiInputError(f"{path} line {lineno}: no 'doc_id' or {metric!r} in the record")
+            raise LokiInputError(f"{where}: no 'doc_id' or {metric!r} in the record")
         try:
             values.append(float(record[metric]))
         except (TypeError, ValueError):
-            raise LokiInputError(f"{path} line {lineno}: {metric!r} is not a number") from None
+            raise LokiInputError(f"{where}: {metric!r} is not a number") from None
         keys.append(str(record["doc_id"]))
     if not values:
         raise LokiInputError(f"{path}: no item scored by {key!r}")
