@@ -35,6 +35,17 @@ from loki_pipeline.evaluate.general import (
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 
 
+#: lm-eval's official task file of each benchmark (under lm_eval/tasks/)
+OFFICIAL_YAML = {
+    "triviaqa": "triviaqa/default.yaml",
+    "gsm8k": "gsm8k/gsm8k.yaml",
+    "hellaswag": "hellaswag/hellaswag.yaml",
+    "winogrande": "winogrande/default.yaml",
+    "humaneval": "humaneval/humaneval.yaml",
+    "ifeval": "ifeval/ifeval.yaml",
+}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -120,14 +131,7 @@ def test_local_task_is_the_official_task_on_project_files(task, tmp_path):
 
     include = write_local_tasks(tmp_path, DATA, [task])
     local = load_yaml(include / f"{task}.yaml", resolve_func=False)
-    official_yaml = {
-        "triviaqa": "triviaqa/default.yaml",
-        "gsm8k": "gsm8k/gsm8k.yaml",
-        "hellaswag": "hellaswag/hellaswag.yaml",
-        "winogrande": "winogrande/default.yaml",
-        "humaneval": "humaneval/humaneval.yaml",
-        "ifeval": "ifeval/ifeval.yaml",
-    }[task]
+    official_yaml = OFFICIAL_YAML[task]
     official = load_yaml(official_tasks_dir() / official_yaml, resolve_func=False)
     data_keys = {"dataset_path", "dataset_name", "dataset_kwargs", "training_split"}
     assert {k: v for k, v in local.items() if k not in data_keys} == {

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_evaluate_general import OFFICIAL_YAML
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.general import (
@@ -88,14 +89,7 @@ def test_hub_tasks_read_the_same_items_as_lm_evals_official_tasks(task):
     manager = TaskManager(include_path=str(opencompass_tasks_dir()), include_defaults=False)
     assert set(TASKS) <= set(manager.all_tasks)
     ours = load_yaml(opencompass_tasks_dir() / f"{task}.yaml", resolve_func=False)
-    official_yaml = {
-        "triviaqa": "triviaqa/default.yaml",
-        "gsm8k": "gsm8k/gsm8k.yaml",
-        "hellaswag": "hellaswag/hellaswag.yaml",
-        "winogrande": "winogrande/default.yaml",
-        "humaneval": "humaneval/humaneval.yaml",
-        "ifeval": "ifeval/ifeval.yaml",
-    }[task]
+    official_yaml = OFFICIAL_YAML[task]
     official = load_yaml(official_tasks_dir() / official_yaml, resolve_func=False)
     used = ("validation_split", "test_split")
     assert ours["task"] == task and ours["output_type"] == "generate_until"
