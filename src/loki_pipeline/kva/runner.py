@@ -136,7 +136,8 @@ def run_kva_shard(
     if not items:
         raise LokiInputError(f"{spec['source']}: the dataset is empty")
     mine = items[shard::num_shards]
-    from loki_pipeline.kva.storage import ShardWriter, check_finished, check_string, output_lock
+    from loki_pipeline.io import exclusive_lock
+    from loki_pipeline.kva.storage import ShardWriter, check_finished, check_string
 
     for item in mine:  # the file's fixed-length fields: refuse what won't fit, now
         check_string(item.question_id, "question_id")
@@ -173,7 +174,7 @@ def run_kva_shard(
     }
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(output_lock(out_path))
+        stack.enter_context(exclusive_lock(out_path))
         if check_finished(out_path, meta):
             log.info("%s is already finished; nothing to do", out_path)
             return Path(out_path)

@@ -50,7 +50,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,18 +204,6 @@ def _close(f: h5py.File, path: Path) -> None:
     except _H5_ERRORS as err:
         _abandon(f)
         raise _write_failed(path, err) from err
-
-
-@contextlib.contextmanager
-def output_lock(out_path: str | os.PathLike) -> Iterator[None]:
-    """:func:`~loki_pipeline.io.exclusive_lock` on ``out_path``; a lock file that cannot be
-    written (full disk) is a ``LokiWriteError`` naming the output, not a traceback."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(exclusive_lock(out_path))
-        except OSError as err:
-            raise write_error(Path(out_path), err) from err
-        yield
 
 
 def _early() -> h5py.h5p.PropDCID:
@@ -693,7 +681,7 @@ def gather_shards(shard_paths: Sequence[str | os.PathLike], out_path: str | os.P
     if not shard_paths:
         raise LokiInputError("kva-gather: no shard files given")
     out_path = Path(out_path)
-    with output_lock(out_path):
+    with exclusive_lock(out_path):
         shards, first = _check_shards([Path(p) for p in shard_paths])
         num_shards = int(first["num_shards"])
         counts = [int(shards[i][1]["num_samples"]) for i in range(num_shards)]
