@@ -18,10 +18,10 @@ from loki_pipeline.data.chat import IGNORE_INDEX, tokenize_conversation
 from loki_pipeline.data.sft import (
     SFTCollator,
     build_sft_dataset,
-    context_length,
     pack_examples,
 )
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.models.loading import context_length
 
 # SmolLM2-135M-Instruct's template (public tokenizer_config.json): ChatML with a default system
 # prompt when the conversation has none.

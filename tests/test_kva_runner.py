@@ -14,9 +14,9 @@ from loki_pipeline import cli
 from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
 from loki_pipeline.errors import LokiBusyError, LokiInputError
 from loki_pipeline.kva import attribution
-from loki_pipeline.kva.runner import KVASettings, context_length, run_kva_shard
+from loki_pipeline.kva.runner import KVASettings, run_kva_shard
 from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path, stale_path
-from loki_pipeline.models.loading import load_model
+from loki_pipeline.models.loading import context_length, load_model
 
 SUBJECTS = ["astronomy", "virology", "world_religions"]
 

@@ -7,7 +7,7 @@ Truncation: a conversation longer than ``cutoff_len`` keeps its first ``cutoff_l
 One that keeps no assistant token at all is dropped; each is counted and reported in one
 warning, and more than ``max_drop_fraction`` of the rows dropped is an error (the cutoff is too
 small for the data), so rows are never silently dropped in bulk. A ``cutoff_len`` beyond the
-model's context (``max_context``, from :func:`context_length`) is lowered to it with a warning:
+model's context (``max_context``, from :func:`~loki_pipeline.models.loading.context_length`) is lowered to it with a warning:
 positions past the context were never trained, and RoPE models would run past them silently.
 
 Packing (LLaMA-Factory's ``packing: true``): whole examples are concatenated in order into
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,16 +72,6 @@ def loader_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
         raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
     keys = ("split", *TASK_ONLY_OPTIONS.get(task, ()))
     return {k: train_config[k] for k in keys if k in train_config}
-
-
-def context_length(config: Mapping[str, Any]) -> int | None:
-    """A model's context in tokens from its ``config.json`` (the LM's ``text_config`` if nested)."""
-    config = config.get("text_config") or config
-    for key in ("max_position_embeddings", "n_positions"):
-        value = config.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def build_sft_dataset(

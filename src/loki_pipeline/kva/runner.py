@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.models.loading import context_length, read_checkpoint_config
 from loki_pipeline.settings import StageSettings, from_schema, schema_default, schema_node
 
 log = logging.getLogger(__name__)
@@ -71,18 +72,6 @@ def _dataset_spec(dataset: str | os.PathLike | Mapping[str, Any]) -> dict[str, A
     return spec
 
 
-def context_length(model_config: Mapping[str, Any]) -> int | None:
-    """The most tokens a prompt may have: ``max_position_embeddings`` of ``config.json``, or of
-    its nested ``text_config`` (multimodal checkpoints); the smaller if both; None if neither."""
-    found = [
-        sub.get("max_position_embeddings")
-        for sub in (model_config, model_config.get("text_config"))
-        if isinstance(sub, Mapping)
-    ]
-    found = [v for v in found if isinstance(v, int) and not isinstance(v, bool) and v > 0]
-    return min(found) if found else None
-
-
 def run_kva_shard(
     model_dir: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -107,7 +96,6 @@ def run_kva_shard(
     from loki_pipeline.io import config_hash, content_fingerprint
     from loki_pipeline.kva.attribution import check_method
     from loki_pipeline.kva.quadrature import check_quadrature, check_steps
-    from loki_pipeline.models.loading import read_checkpoint_config
 
     settings = KVASettings.resolve(settings, **overrides)
     steps = check_steps(settings.steps)

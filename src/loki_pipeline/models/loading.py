@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,18 @@ _CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.txt"
 
 # --------------------------------------------------------------------------------------------
 # loading
+
+
+def context_length(config: Mapping[str, Any]) -> int | None:
+    """A model's context in tokens from its ``config.json`` (the language model's ``text_config``
+    where a multimodal config nests it); None if it names none. KVA refuses longer prompts and
+    training caps ``cutoff_len`` at it."""
+    config = config.get("text_config") or config
+    for key in ("max_position_embeddings", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -140,9 +140,9 @@ def _run_locked(
     data_options: dict[str, Any],
 ) -> Path:
     """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
-    from loki_pipeline.data.sft import build_sft_dataset, context_length, default_source
+    from loki_pipeline.data.sft import build_sft_dataset, default_source
     from loki_pipeline.models.architecture import get_adapter
-    from loki_pipeline.models.loading import load_model, read_checkpoint_config
+    from loki_pipeline.models.loading import context_length, load_model, read_checkpoint_config
     from loki_pipeline.train import trainer
 
     model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=device)
