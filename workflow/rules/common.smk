@@ -20,7 +20,8 @@ from loki_pipeline.runs import (
     table_tasks,
     trained_run,
 )
-from loki_pipeline.schemas import apply_extends, load_schema, validate_config
+from loki_pipeline.schemas import apply_extends, validate_config
+from loki_pipeline.tasks import eval_config, train_data, task_names
 
 # A user config may start with `extends: config/config.yaml` (relative to its own folder, else
 # the working directory) and give only what it changes: it is merged over the config it names
@@ -35,8 +36,9 @@ if not workflow.modifier.skip_validation:
 
 
 MODELS = list(config["models"])
-# The fine-tuning tasks the schema knows; run names are parsed against them (runs.parse_run).
-TASKS = load_schema()["$defs"]["task"]["enum"]
+# The fine-tuning tasks: the paper's two and any of the user's the config declares (the task
+# registry, loki_pipeline.tasks); run names are parsed against them (runs.parse_run).
+TASKS = task_names(config)
 
 
 wildcard_constraints:
@@ -208,6 +210,13 @@ def train_inputs(wildcards):
     return inputs
 
 
+def task_train_data(task):
+    """What a training run of `task` reads of its config block: tasks.<task>.train ({} for a
+    paper task the config does not declare: its shipped set), and for a task of the user's the
+    held-out split it leaves out (loki_pipeline.tasks.train_data)."""
+    return train_data(task, config["tasks"][task] if task in config["tasks"] else None)
+
+
 def train_targets():
     """Every training run's directory files the config asks for."""
     return [
@@ -229,6 +238,12 @@ def run_tasks(model, run):
         t for t in table_tasks(config, model) if run in external_runs(config, model, t)
     ]
     return own or table_tasks(config, model) or sorted(config["tasks"])
+
+
+def task_eval_configs(model, run):
+    """Task -> what the run's task evaluation reads of tasks.<task>: a paper task's eval object,
+    a task of the user's whole block (loki_pipeline.tasks.eval_config)."""
+    return {t: eval_config(t, config["tasks"][t]) for t in run_tasks(model, run)}
 
 
 # Reporting (report.smk): the runs of each table, suppression runs, table inputs and targets.

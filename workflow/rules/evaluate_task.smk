@@ -1,5 +1,5 @@
-# Evaluating, task performance of one run's checkpoint: BFCL AST accuracy (toolace) and/or
-# reranking (reranker). A training run "{task}-{method}" is evaluated on its own task; "base"
+# Evaluating, task performance of one run's checkpoint: BFCL AST accuracy (toolace), reranking
+# (reranker), the held-out split and lm-eval tasks of a task of the user's (loki_pipeline.tasks). A training run "{task}-{method}" is evaluated on its own task; "base"
 # (and any other run) on every task the config trains for the model, loading the model once.
 
 
@@ -20,9 +20,7 @@ rule eval_task:
         gpu=1 if config["device"] == "cuda" else 0,
     params:  # the script's TaskEvalSettings; a changed value reruns the job
         tasks=lambda wc: run_tasks(wc.model, wc.run),
-        eval_configs=lambda wc: {
-            t: config["tasks"][t]["eval"] for t in run_tasks(wc.model, wc.run)
-        },
+        eval_configs=lambda wc: task_eval_configs(wc.model, wc.run),
         run_config=config["evaluate"]["task"],
         device=config["device"],
     message:

@@ -32,10 +32,8 @@ rule train:
         checkpoint_dir="results/train/.checkpoints/{model}/{task}/{method}",
         # the script's TrainSettings.from_config; a changed value reruns the job
         training=config["training"],
-        # tasks.<task>.train; a task the config does not declare: {} (its shipped set)
-        data=lambda wc: (
-            config["tasks"][wc.task]["train"] if wc.task in config["tasks"] else {}
-        ),
+        # tasks.<task>.train (+ the held-out split of a task of the user's); common.smk
+        data=lambda wc: task_train_data(wc.task),
         device=config["device"],
     message:
         "Training {wildcards.method} on {wildcards.task} ({wildcards.model}) -> {output.merged}; progress and loss: tail -f {log}"

@@ -7,10 +7,11 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from loki_pipeline.evaluate.task import TaskEvalSettings, run_task_eval  # noqa: E402
+from loki_pipeline.tasks import task_block  # noqa: E402
 
 params = snakemake.params
 config = {
-    "tasks": {task: {"eval": eval_config} for task, eval_config in params.eval_configs.items()},
+    "tasks": {task: task_block(task, param) for task, param in params.eval_configs.items()},
     "evaluate": {"task": params.run_config},
     "device": params.device,
 }

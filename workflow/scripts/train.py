@@ -8,13 +8,13 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from loki_pipeline.data.sft import loader_options  # noqa: E402
+from loki_pipeline.tasks import loader_options  # noqa: E402
 from loki_pipeline.train.run import run_training  # noqa: E402
 from loki_pipeline.train.settings import TrainSettings  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 task, method = snakemake.wildcards.task, snakemake.wildcards.method
-data = snakemake.params.data  # tasks.<task>.train ({} for a task the config does not declare)
+data = snakemake.params.data  # tasks.<task>.train ({} for a paper task the config does not declare)
 config = {"training": snakemake.params.training, "tasks": {task: {"train": data}}}
 run_training(
     model_dir=snakemake.input.model,

@@ -70,6 +70,19 @@ def encode_conversation(
     return {"input_ids": input_ids[:cutoff_len], "labels": labels[:cutoff_len]}, len(input_ids)
 
 
+def encode_answer(
+    tokenizer: Any, messages: list[dict[str, str]], *, cutoff_len: int
+) -> tuple[dict[str, list[int]], int]:
+    """Like ``encode_conversation``, but only the last turn (an assistant's: the answer) is
+    labelled; the earlier turns are its context. What a held-out evaluation scores."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise LokiInputError("conversation does not end with an assistant turn to score")
+    example, full_length = encode_conversation(tokenizer, messages, cutoff_len=cutoff_len)
+    start = len(_render(tokenizer, messages[:-1], generation_prompt=True))
+    labels = [IGNORE_INDEX if i < start else t for i, t in enumerate(example["labels"])]
+    return {"input_ids": example["input_ids"], "labels": labels}, full_length
+
+
 def _render(
     tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool
 ) -> list[int]:

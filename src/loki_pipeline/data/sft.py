@@ -1,6 +1,7 @@
 """Supervised fine-tuning examples for a task, ready for a Hugging Face ``Trainer``.
 
-``build_sft_dataset`` = task loader (ToolACE / reranker) -> chat template with assistant-only
+``build_sft_dataset`` = task loader (``loki_pipeline.tasks``: ToolACE, reranker, or a task of
+the user's in LLaMA-Factory's formats) -> chat template with assistant-only
 labels (``chat.tokenize_conversation``) -> optional packing. ``SFTCollator`` pads a batch.
 
 Truncation: a conversation longer than ``cutoff_len`` keeps its first ``cutoff_len`` tokens.
@@ -22,56 +23,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from loki_pipeline.data import reranker, toolace
 from loki_pipeline.data.chat import IGNORE_INDEX, encode_conversation
 from loki_pipeline.errors import LokiInputError
 
 log = logging.getLogger(__name__)
 
-#: task name -> loader; adding a task is one entry here
-TASK_LOADERS: dict[str, Callable[..., list[list[dict[str, str]]]]] = {
-    "toolace": toolace.load_toolace,
-    "reranker": reranker.load_reranker,
-}
-
-#: the project's shipped default training file of each task
-DEFAULT_SOURCES = {
-    "toolace": toolace.DEFAULT_SOURCE,
-    "reranker": reranker.DEFAULT_SOURCE,
-}
-
-
-def default_source(task: str) -> Path:
-    """The shipped default file of ``task``: relative to the working directory (the workflow's
-    root), else to this source checkout (so an editable install works from anywhere)."""
-    rel = Path(DEFAULT_SOURCES[task])
-    checkout = Path(__file__).resolve().parents[3] / rel
-    return rel if rel.exists() or not checkout.exists() else checkout
-
 
 def load_task(task: str, source: str | os.PathLike | None = None, **kwargs) -> list[list[dict]]:
-    """Conversations of ``task`` from ``source`` (the shipped default file when ``None``)."""
-    if task not in TASK_LOADERS:
-        raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
-    return TASK_LOADERS[task](default_source(task) if source is None else source, **kwargs)
+    """Conversations of ``task`` (its loader in the registry, ``loki_pipeline.tasks``) from
+    ``source`` (the shipped default file when ``None``)."""
+    from loki_pipeline.tasks import default_source, task_spec
 
-
-#: config keys of ``tasks.<task>.train`` that only one task's loader takes
-TASK_ONLY_OPTIONS = {"toolace": ("tool_role",), "reranker": ("columns",)}
-
-
-def loader_options(task: str, train_config: dict[str, Any]) -> dict[str, Any]:
-    """The keys of a ``tasks.<task>.train`` block that ``task``'s loader takes (``split`` and
-    its own options: ``tool_role`` for ToolACE, ``columns`` for the reranker)."""
-    if task not in TASK_LOADERS:
-        raise LokiInputError(f"unknown task {task!r}; expected one of {sorted(TASK_LOADERS)}")
-    keys = ("split", *TASK_ONLY_OPTIONS.get(task, ()))
-    return {k: train_config[k] for k in keys if k in train_config}
+    return task_spec(task).load(default_source(task) if source is None else source, **kwargs)
 
 
 def build_sft_dataset(
@@ -88,7 +55,8 @@ def build_sft_dataset(
 ) -> list[dict[str, list[int]]]:
     """Tokenized (and optionally packed) examples ``{"input_ids", "labels"}`` of a task.
 
-    ``loader_kwargs`` go to the task's loader (``split``, ``tool_role``, ``columns``).
+    ``loader_kwargs`` go to the task's loader (``tasks.loader_options``: ``split``,
+    ``tool_role``, ``columns``; a generic task's ``format``, ``columns``, ``tags``, ``heldout``).
     ``max_context`` (the model's context) caps ``cutoff_len``, with a warning.
     """
     from tqdm.auto import tqdm
@@ -122,8 +90,10 @@ def build_sft_dataset(
             dropped,
         )
     if dropped > max_drop_fraction * len(conversations):
+        from loki_pipeline.tasks import default_source
+
         raise LokiInputError(
-            f"{task} data {source or DEFAULT_SOURCES[task]}: {dropped} of {len(conversations)} "
+            f"{task} data {source or default_source(task)}: {dropped} of {len(conversations)} "
             f"conversations have no assistant token within cutoff_len={cutoff_len}; raise "
             "cutoff_len"
         )

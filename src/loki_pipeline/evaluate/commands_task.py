@@ -1,10 +1,14 @@
-"""``loki eval-task``: task performance of one model (BFCL for ToolACE, reranking for the reranker)."""
+"""``loki eval-task``: task performance of one model (BFCL for ToolACE, reranking for the
+reranker, held-out rows and lm-eval tasks for a task of the user's)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Evaluate a model on its task (BFCL AST accuracy or BEIR-style reranking) -> task.json."
+HELP = (
+    "Evaluate a model on its task (BFCL AST accuracy, BEIR-style reranking, or a held-out "
+    "split) -> task.json."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     key = "evaluate.task."
     parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
     parser.add_argument(
-        "--task", required=True, action="append", choices=list(TASKS),
-        help="task to evaluate (repeat for several; the model is loaded once)",
+        "--task", required=True, action="append",
+        help=f"task to evaluate (repeat for several; the model is loaded once): "
+        f"{', '.join(TASKS)}, or a task of your own, whose data and held-out split --eval-config "
+        "gives (a pipeline config, or {task: {train: {...}, eval: {...}}})",
     )  # fmt: skip
     parser.add_argument("--out", required=True, help="task.json to write")
     parser.add_argument(

@@ -41,13 +41,21 @@ def generate_greedy(
     tokenizer: Any,
     conversations: Sequence[list[dict[str, str]]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 8,
 ) -> list[str]:
-    """The model's greedy answer (special tokens removed) to each chat, in input order."""
+    """The model's greedy answer (special tokens removed) to each chat, in input order.
+
+    ``max_new_tokens``: one cap for all, or one per chat (a batch decodes up to the largest
+    of its members'; each answer is then cut at its own cap)."""
     from tqdm import tqdm
 
     prompts = [chat_prompt(tokenizer, c) for c in conversations]
+    caps = (
+        [max_new_tokens] * len(prompts)
+        if isinstance(max_new_tokens, int)
+        else [int(c) for c in max_new_tokens]
+    )
     answers: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
     for batch in tqdm(length_batches(tokenizer, prompts, batch_size), desc="generate"):
@@ -56,10 +64,11 @@ def generate_greedy(
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max(caps[i] for i in batch),
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
             )
         for row, i in enumerate(batch):
-            answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True)
+            new = out[row, ids.shape[1] : ids.shape[1] + caps[i]]
+            answers[i] = tokenizer.decode(new, skip_special_tokens=True)
     return answers

@@ -1,9 +1,10 @@
 """Task performance: what a fine-tuned model learned (the LoKI paper's task metrics).
 
-A task is one entry of ``TASKS``: the settings of its ``tasks.<task>.eval.<key>`` object, how
-its data is prepared (read and checked before any model is loaded) and evaluated, and its
-primary metric. ``toolace`` (BFCL AST accuracy) and ``reranker`` (BEIR-style ranking)
-implement them; this module evaluates one model on its tasks and writes ``task.json``.
+A task is an entry of the registry (``loki_pipeline.tasks``): the settings of its
+``tasks.<task>.eval`` object, how its data is prepared (read and checked before any model is
+loaded) and evaluated, and its primary metric. ``toolace`` (BFCL AST accuracy), ``reranker``
+(BEIR-style ranking) and a task of the user's own (held-out rows, lm-eval tasks) implement
+them; this module evaluates one model on its tasks and writes ``task.json``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ import copy
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate import reranker, toolace
 from loki_pipeline.evaluate.reranker import rank_metrics
 from loki_pipeline.evaluate.toolace import bfcl_summary
 from loki_pipeline.settings import StageSettings, from_schema, lookup
+from loki_pipeline.tasks import TASKS, TaskSpec, is_generic, task_spec
 
 log = logging.getLogger(__name__)
 
 #: ``rank_metrics`` and ``bfcl_summary`` (the report's tests import them from here) live with
-#: their tasks.
+#: their tasks; ``TASKS``, ``TaskSpec`` and ``task_spec`` with the registry.
 __all__ = [
     "TASKS",
     "TaskEvalSettings",
@@ -42,48 +43,34 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """What evaluating a task takes; ``evaluate`` returns ``metrics``, ``counts``, ``items`` and
-    any further keys of the task's summary (the reranker's ``protocol`` and ``qrels``)."""
+def benchmark_settings(
+    task: str,
+    eval_config: Mapping[str, Any] | None,
+    train_config: Mapping[str, Any] | None = None,
+) -> Any:
+    """The task's settings from its ``tasks.<task>.eval`` object; absent keys: the schema's.
 
-    eval_key: str  # its object under tasks.<task>.eval
-    settings: type  # dataclass of that object, defaults from the schema
-    prepare: Callable[[Any, str | os.PathLike], tuple[Any, str]]  # -> (data, benchmark)
-    evaluate: Callable[..., dict[str, Any]]  # (model, tokenizer, data, settings, *, batch_size)
-    primary_metric: str
-
-
-#: Task name -> how it is evaluated. Adding a task is one entry (and its module).
-TASKS: dict[str, TaskSpec] = {
-    "toolace": TaskSpec("bfcl", toolace.BfclSettings, toolace.prepare, toolace.evaluate, "overall"),
-    "reranker": TaskSpec(
-        "beir", reranker.BeirSettings, reranker.prepare, reranker.evaluate, "map@1"
-    ),
-}
-
-
-def task_spec(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise LokiInputError(f"unknown task {task!r}; expected one of {list(TASKS)}")
-    return TASKS[task]
-
-
-def benchmark_settings(task: str, eval_config: Mapping[str, Any] | None) -> Any:
-    """The task's settings from its ``tasks.<task>.eval`` object; absent keys: the schema's."""
+    A paper task reads its own key of it (``bfcl``, ``beir``); a task of the user's reads the
+    whole object, and ``train_config`` (its ``tasks.<task>.train``: the held-out rows' data).
+    """
     spec = task_spec(task)
-    given = dict((eval_config or {}).get(spec.eval_key) or {})
-    known = sorted(f.name for f in dataclasses.fields(spec.settings))
+    given = dict((eval_config or {}) if spec.eval_key is None else
+                 ((eval_config or {}).get(spec.eval_key) or {}))  # fmt: skip
+    where = f"tasks.{task}.eval" + (f".{spec.eval_key}" if spec.eval_key else "")
+    known = sorted(f.name for f in dataclasses.fields(spec.settings) if f.name != "data")
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise LokiInputError(
-            f"tasks.{task}.eval.{spec.eval_key}: unknown keys {unknown}; known {known}"
-        )
-    return spec.settings(**copy.deepcopy(given))
+        raise LokiInputError(f"{where}: unknown keys {unknown}; known {known}")
+    given = copy.deepcopy(given)
+    if spec.eval_key is None:
+        given["data"] = copy.deepcopy(dict(train_config or {}))
+    return spec.settings(**given)
 
 
 def read_eval_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Task -> eval object, from a pipeline config (its ``tasks.<task>.eval``) or a mapping."""
+    """Task -> its ``tasks.<task>`` block (``eval``, and ``train`` for a task of the user's),
+    from a pipeline config or a mapping task -> eval object (a task of the user's: its whole
+    ``{train, eval}`` block)."""
     import yaml
 
     path = Path(path)
@@ -93,8 +80,8 @@ def read_eval_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise LokiInputError(f"--eval-config {path}: expected a mapping")
     if "tasks" in loaded:  # a whole pipeline config
-        loaded = {t: (c or {}).get("eval", {}) for t, c in (loaded["tasks"] or {}).items()}
-    return loaded
+        return {t: dict(c or {}) for t, c in (loaded["tasks"] or {}).items()}
+    return {t: dict(c or {}) if is_generic(t) else {"eval": c or {}} for t, c in loaded.items()}
 
 
 @dataclasses.dataclass
@@ -116,14 +103,22 @@ class TaskEvalSettings(StageSettings):
         cls, config: Mapping[str, Any], tasks: Sequence[str], **extra: Any
     ) -> TaskEvalSettings:
         """From a pipeline config, for ``tasks`` (their ``tasks.<task>.eval`` objects)."""
-        chosen = {t: benchmark_settings(t, lookup(config, f"tasks.{t}.eval", None)) for t in tasks}
+        chosen = {
+            t: benchmark_settings(
+                t, lookup(config, f"tasks.{t}.eval", None), lookup(config, f"tasks.{t}.train", None)
+            )
+            for t in tasks
+        }
         return super().from_config(config, tasks=chosen, **extra)
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, **extra: Any) -> TaskEvalSettings:
         """From ``loki eval-task``'s arguments (``--task`` repeated, ``--eval-config``)."""
-        eval_configs = read_eval_config(args.eval_config) if args.eval_config else {}
-        chosen = {t: benchmark_settings(t, eval_configs.get(t)) for t in dict.fromkeys(args.task)}
+        blocks = read_eval_config(args.eval_config) if args.eval_config else {}
+        chosen = {
+            t: benchmark_settings(t, blocks.get(t, {}).get("eval"), blocks.get(t, {}).get("train"))
+            for t in dict.fromkeys(args.task)
+        }
         return super().from_cli(args, tasks=chosen, **extra)
 
 
@@ -148,7 +143,7 @@ def evaluate_task(model: Any, tokenizer: Any, prepared: Mapping[str, Any], *, ba
     return {
         "task": task,
         "benchmark": prepared["benchmark"],
-        "primary_metric": spec.primary_metric,
+        "primary_metric": result.pop("primary_metric", spec.primary_metric),
         "metrics": result.pop("metrics"),
         "counts": result.pop("counts"),
         "settings": dataclasses.asdict(prepared["settings"]),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.evaluate.sft import KIND as SFT_KIND
 from loki_pipeline.report.forgetting import (
     ItemScores,
     forgetting_avg,
@@ -38,6 +39,7 @@ from loki_pipeline.report.learning import (
 from loki_pipeline.report.tables import (
     MARKER,
     forgetting_columns,
+    metric_scales,
     noise_note,
     read_json,
     task_rows,
@@ -180,26 +182,57 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
     return notes
 
 
+#: How a task of the user's is scored, under its task table.
+SFT_HOW = (
+    "Held-out rows of the task's own data, never trained on. exact_match (%): the share of rows "
+    "whose greedy answer equals the reference (both whitespace-stripped), 95% Wilson interval "
+    "over the n rows; loss: the token-weighted mean cross-entropy (nats) of the reference "
+    "answers, perplexity = exp(loss), 95% percentile bootstrap interval over rows "
+    f"({BOOTSTRAP}; perplexity: exp of the loss interval). lm-eval metrics <task>/<metric,filter> "
+    ": Wilson over documents where each scores 0 or 1, else a "
+    "bootstrap over documents"
+)
+
+
 def task_notes(
-    task: str, rows: list[dict[str, Any]], columns: list, primary: str | None
+    task: str,
+    rows: list[dict[str, Any]],
+    columns: list,
+    primary: str | None,
+    *,
+    kind: str | None = None,
+    lower_is_better: bool = False,
 ) -> list[str]:
-    """Notes under a task table: intervals, the learned flag (†) and what is within noise."""
-    how = (
-        "BFCL V3 scores (overall = mean of non_live, live, multi_turn): a share of items (a "
-        "category, live, relevance_detection): 95% Wilson interval over the n items; a mean of "
-        "category accuracies (non_live, multi_turn, irrelevance_detection, overall): Wilson at "
-        "its effective n, p(1 - p)/Var"
-        if task == "toolace"
-        else "ranking metrics over the n queries: 95% Wilson interval where every query scores "
-        f"0 or 1, else a bootstrap over queries ({BOOTSTRAP})"
+    """Notes under a task table: intervals, the learned flag (†) and what is within noise.
+    ``kind``: the summaries' (``sft`` for a task of the user's; default the task's name)."""
+    kind = kind or task
+    if kind == SFT_KIND:
+        how = SFT_HOW
+    elif kind == "toolace":
+        how = (
+            "BFCL V3 scores (overall = mean of non_live, live, multi_turn): a share of items (a "
+            "category, live, relevance_detection): 95% Wilson interval over the n items; a mean "
+            "of category accuracies (non_live, multi_turn, irrelevance_detection, overall): "
+            "Wilson at its effective n, p(1 - p)/Var"
+        )
+    else:
+        how = (
+            "ranking metrics over the n queries: 95% Wilson interval where every query scores "
+            f"0 or 1, else a bootstrap over queries ({BOOTSTRAP})"
+        )
+    outputs = (
+        "the greedy answers; for loss and perplexity every row's loss"
+        if kind == SFT_KIND
+        else "BFCL: the generated text; reranker: the candidate order of every query"
     )
+    side = "below" if lower_is_better else "above"
+    units = "Scores in percent where they are shares" if kind == SFT_KIND else "Scores in percent"
     notes = [
-        f"Scores in percent; {how}. Δ vs base: paired bootstrap ({BOOTSTRAP}).",
-        f"† learned = no: the run's task outputs equal base's on every item (BFCL: the "
-        f"generated text; reranker: the candidate order of every query), or the paired 95% "
-        f"bootstrap interval of Δ{primary} vs base (the same items resampled for both runs) does "
-        f"not lie above 0, so no learning is shown at this n. unknown: no per-item records to "
-        f"test.",
+        f"{units}; {how}. Δ vs base: paired bootstrap ({BOOTSTRAP}).",
+        f"† learned = no: the run's task outputs equal base's on every item ({outputs}), or the "
+        f"paired 95% bootstrap interval of Δ{primary} vs base (the same items resampled for "
+        f"both runs) does not lie {side} 0, so no learning is shown at this n. unknown: no "
+        "per-item records to test.",
     ]
     metrics = [key for key, _, fmt in columns if fmt == "ci"]
     noise = noise_note(rows, columns, metrics)
@@ -246,14 +279,23 @@ def build_task_tables(
         task, results, reference=reference, estimates=estimates, checks=checks
     )
     t_cols, t_external_notes = mark_external(t_rows, t_cols, external)
-    primary = next(iter(results.values())).get("primary_metric")
+    first = next(iter(results.values()))
+    primary = first.get("primary_metric")
     written += write_table(
         t_rows,
         t_cols,
         out_dir / "task",
         caption=f"Task performance on {caption_model} ({task}) (%), with n, 95% intervals and "
         "whether each run learned beyond noise (†: no).",
-        notes=task_notes(task, t_rows, t_cols, primary) + t_external_notes,
+        notes=task_notes(
+            task,
+            t_rows,
+            t_cols,
+            primary,
+            kind=first.get("kind"),
+            lower_is_better=primary in (first.get("lower_is_better") or []),
+        )  # fmt: skip
+        + t_external_notes,
     )
     return written
 
@@ -290,7 +332,9 @@ def build_tradeoff(
     tasks = list(base)
     items = _general_items(general, tasks)
     results, estimates, checks = task_evidence(task, task_results)
-    primary = next(iter(results.values()))["primary_metric"]
+    first = next(iter(results.values()))
+    primary = first["primary_metric"]
+    scale = metric_scales(first).get(primary, 100)  # a loss is plotted as it is, not in %
     points, intervals = {}, {}
     for name, result in results.items():
         score = estimates[name].get(primary) or Estimate(float(result["metrics"][primary]))
@@ -299,8 +343,8 @@ def build_tradeoff(
         else:
             avg = forgetting_avg(base, runs[name])
             x_interval = forgetting_avg_interval(items[BASE], items.get(name, {}), tasks)
-        y_interval = None if score.lo is None else (100 * score.lo, 100 * score.hi)
-        points[name] = (avg, 100 * float(result["metrics"][primary]))
+        y_interval = None if score.lo is None else (scale * score.lo, scale * score.hi)
+        points[name] = (avg, scale * float(result["metrics"][primary]))
         intervals[name] = (x_interval, y_interval)
     vlines, vline_intervals = {}, {}
     for name, path in (suppress_general or {}).items():
@@ -313,7 +357,9 @@ def build_tradeoff(
         points,
         out_path,
         task=task,
-        score_label=f"{task}: {primary} (%)",
+        score_label=f"{task}: {primary}"
+        + (" (%)" if scale == 100 else "")
+        + (", lower is better" if primary in (first.get("lower_is_better") or []) else ""),
         title=title,
         vlines=vlines,
         intervals=intervals,

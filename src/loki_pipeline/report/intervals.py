@@ -4,6 +4,9 @@ The embedded default evaluates a handful of items per benchmark, so a table with
 invites reading noise as forgetting or learning. Conventions used by every table and figure:
 
 - an accuracy (the share of ``n`` items scored 1) gets the Wilson score interval;
+- a ratio of sums over items (a token-weighted mean loss) gets the percentile interval of a
+  bootstrap over items (``ratio_estimate``), and a monotone function of it (perplexity =
+  exp(loss)) the function of its ends;
 - a score that is not a plain share (the forgetting ``Avg``, BFCL's ``non_live``/``overall``
   means over categories, a per-query ranking metric) gets the percentile interval of
   ``RESAMPLES`` bootstrap resamples over items (queries for ranking metrics), drawn from
@@ -112,6 +115,25 @@ def mean_estimate(values: np.ndarray, *, seed: int = SEED, resamples: int = RESA
         (means,) = resample_means(np.random.default_rng(seed), [values], resamples)
         lo, hi = percentile(means)
     return Estimate(float(values.mean()), n, lo, hi)
+
+
+def ratio_estimate(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    *,
+    seed: int = SEED,
+    resamples: int = RESAMPLES,
+) -> Estimate:
+    """``Σ numerator / Σ denominator`` over items (a token-weighted mean loss: summed loss over
+    summed tokens) with the percentile interval of a bootstrap over items. Items differ in
+    length, so the item is the unit resampled, not the token (tokens of one answer are not
+    independent), and no t interval of item means applies to a ratio of sums."""
+    num, den = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    if len(num) == 0 or den.sum() <= 0:
+        raise ValueError("no items, or no denominator")
+    nums, dens = resample_means(np.random.default_rng(seed), [num, den], resamples)
+    lo, hi = percentile(nums / dens)
+    return Estimate(float(num.sum() / den.sum()), len(num), lo, hi)
 
 
 def bootstrap_estimate(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.evaluate.sft import KIND as SFT_KIND
 from loki_pipeline.report.intervals import (
     RESAMPLES,
     SEED,
@@ -40,6 +41,7 @@ from loki_pipeline.report.intervals import (
     percentile,
     wilson,
 )
+from loki_pipeline.report.sft import sft_delta, sft_estimates, sft_identical
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +220,8 @@ def task_estimates(
     Without per-item records (or, for the reranker, relevance judgements) the metrics keep
     only what is known (the point, and ``n`` where the counts give it).
     """
+    if summary.get("kind") == SFT_KIND:  # a task of the user's: report.sft
+        return sft_estimates(summary, where=where, resamples=resamples, seed=seed)
     metrics = {m: float(v) for m, v in (summary.get("metrics") or {}).items()}
     counts = summary.get("counts") or {}
     if not _has_items(summary):
@@ -290,6 +294,8 @@ def learning_check(
     primary = run.get("primary_metric") or base.get("primary_metric")
     base_point, run_point = float(base["metrics"][primary]), float(run["metrics"][primary])
     point = run_point - base_point
+    if run.get("kind") == SFT_KIND:
+        return _sft_check(base, run, primary, where=where, resamples=resamples, seed=seed)
     if not (_has_items(base) and _has_items(run)):
         return LearningCheck(None, None, Estimate(point), "no per-item task records to test")
     if _identical(task, base, run, where):
@@ -345,4 +351,35 @@ def learning_check(
         delta,
         f"{primary} − base = {100 * point:+.1f} points, {paired} 95% interval "
         f"[{100 * lo:+.1f}, {100 * hi:+.1f}] not above 0 at n={n}",
+    )
+
+
+def _sft_check(
+    base: Mapping[str, Any], run: Mapping[str, Any], primary: str, *, where: str,
+    resamples: int, seed: int,
+) -> LearningCheck:  # fmt: skip
+    """``learning_check`` of a task of the user's (``report.sft``): better is higher, or lower
+    for a metric the summary lists in ``lower_is_better`` (loss, perplexity)."""
+    point = float(run["metrics"][primary]) - float(base["metrics"][primary])
+    lower = primary in (run.get("lower_is_better") or [])
+    if sft_identical(base, run, primary, where):
+        n = len(run.get("items") or []) or len((run.get("lm_eval_items") or {}).get(primary, []))
+        return LearningCheck(False, True, Estimate(point, n, 0.0, 0.0),
+                             "outputs equal base's on every item")  # fmt: skip
+    found = sft_delta(base, run, primary, where=where, resamples=resamples, seed=seed)
+    if found is None:
+        return LearningCheck(None, None, Estimate(point), "no per-item task records to test")
+    delta, paired = found
+    how = "paired" if paired else "unpaired"
+    if (delta.hi < 0) if lower else (delta.lo > 0):
+        side = "below" if lower else "above"
+        return LearningCheck(True, False, delta, f"{primary} {side} base ({how} 95% interval)")
+    scale = 100 if primary in (run.get("percent") or []) else 1
+    return LearningCheck(
+        False,
+        False,
+        delta,
+        f"{primary} − base = {scale * point:+.3g}, {how} 95% interval "
+        f"[{scale * delta.lo:+.3g}, {scale * delta.hi:+.3g}] not {'below' if lower else 'above'} "
+        f"0 at n={delta.n}",
     )

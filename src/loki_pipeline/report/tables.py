@@ -5,7 +5,8 @@
 in percent, and for the reranker the change relative to the full fine-tune, as the paper's Table 3
 reports it: ``Δ = 100 · (x − x_full) / x_full``.
 
-Uncertainty: a column whose format is ``"ci"`` (``"ci+"``: signed) is a score with companions
+Uncertainty: a column whose format is ``"ci"`` (``"ci+"``: signed; ``"ci:.3f"``: with its own
+number format, for a score that is not in percent, such as a loss) is a score with companions
 ``<key>_n``, ``<key>_lo`` and ``<key>_hi`` in each row (item count and 95% interval, see
 ``report.intervals``). The CSV gets them as columns ``<header>_n``, ``<header>_lo`` and
 ``<header>_hi``; Markdown and LaTeX cells read ``45.0 [25.8, 65.8]``, with ``(n=20)`` in the
@@ -73,7 +74,7 @@ def _ci_cell(row: Mapping[str, Any], key: str, fmt: str, *, decimals: str, cell_
     value = row.get(key)
     if _missing(value):
         return "–"
-    sign = "+" if fmt == "ci+" else ""
+    sign = "+" if fmt.startswith("ci+") else ""
     text = format(value, sign + decimals)
     lo, hi, n = row.get(f"{key}_lo"), row.get(f"{key}_hi"), row.get(f"{key}_n")
     if not (_missing(lo) or _missing(hi)):
@@ -94,7 +95,7 @@ def _display(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]):
             continue
         n = common_n(rows, key)
         headers.append(header if n is None else f"{header} (n={n})")
-        decimals = ".1f" if _has_interval(rows, key) else ".2f"
+        decimals = fmt.partition(":")[2] or (".1f" if _has_interval(rows, key) else ".2f")
         for out, row in zip(cells, rows, strict=True):
             out.append(_ci_cell(row, key, fmt, decimals=decimals, cell_n=n is None))
     for out, row in zip(cells, rows, strict=True):
@@ -301,10 +302,12 @@ def task_rows(
     if primary in metric_names:  # primary metric first, then the rest in their own order
         metric_names.remove(primary)
         metric_names.insert(0, primary)
+    scale = metric_scales(first)
     columns: list[Column] = [("run", "run", "")]
-    columns += [(m, m, "ci") for m in metric_names]
+    columns += [(m, m, "ci" if scale[m] == 100 else "ci:.3f") for m in metric_names]
     if checks is not None:
-        columns += [("delta_base", f"Δ{primary} vs base", "ci+"), ("learned", "learned", "")]
+        delta_fmt = "ci+" if scale.get(primary, 100) == 100 else "ci+:.3f"
+        columns += [("delta_base", f"Δ{primary} vs base", delta_fmt), ("learned", "learned", "")]
     ref = results.get(reference) if reference else None
     if reference and ref is None:
         raise LokiInputError(f"reference run {reference!r} is not among {sorted(results)}")
@@ -321,12 +324,13 @@ def task_rows(
         for m in metric_names:
             known = estimates.get(name, {}).get(m) or Estimate(float(metrics[m]))
             put_estimate(
-                row, m, Estimate(float(metrics[m]), known.n, known.lo, known.hi).scaled(100)
+                row, m, Estimate(float(metrics[m]), known.n, known.lo, known.hi).scaled(scale[m])
             )
         if checks is not None:
             check = checks.get(name)
             delta = check.delta if check is not None else None
-            put_estimate(row, "delta_base", delta.scaled(100) if delta else None)
+            factor = scale.get(primary, 100)
+            put_estimate(row, "delta_base", delta.scaled(factor) if delta else None)
             row["learned"] = _learned_word(check)
             if check is not None and check.learned is False:
                 row[MARKER] = "†"
@@ -336,6 +340,14 @@ def task_rows(
                 row[f"delta:{m}"] = 100 * (metrics[m] - base) / base if base else None
         rows.append(row)
     return rows, columns
+
+
+def metric_scales(summary: Mapping[str, Any]) -> dict[str, int]:
+    """Metric -> 100 for a fraction shown in percent, 1 for a value shown as it is. A summary
+    that lists its fractions (``percent``: a task of the user's, whose loss is in nats) says
+    which; the paper's tasks report fractions only."""
+    percent = summary.get("percent")
+    return {m: 100 if percent is None or m in percent else 1 for m in summary.get("metrics", {})}
 
 
 def _learned_word(check: LearningCheck | None) -> str | None:

@@ -175,8 +175,12 @@ def validate_config(config: dict[str, Any], *, set_defaults: bool = True) -> dic
         fill_defaults(config)
     check_experiments(config)
     from loki_pipeline.runs import check_external_runs  # light, but imports the method grammar
+    from loki_pipeline.tasks import check_task_configs, task_names
 
-    check_external_runs(config, load_schema()["$defs"]["task"]["enum"])
+    problems = check_task_configs(config)
+    if problems:
+        raise LokiInputError("invalid config:\n  " + "\n  ".join(problems))
+    check_external_runs(config, task_names(config))
     return config
 
 

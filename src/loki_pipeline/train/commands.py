@@ -13,8 +13,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from loki_pipeline.train.settings import DTYPES
 
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
-    parser.add_argument("--task", required=True, choices=["toolace", "reranker"])
+    parser.add_argument(
+        "--task",
+        required=True,
+        help="toolace or reranker (the paper's), or any other name: a task of your own, its "
+        "data in LLaMA-Factory's alpaca or sharegpt format (--format, or tasks.<task>.train "
+        "of --config)",
+    )
     parser.add_argument("--data", default=None, help="training data file (default: shipped set)")
+    parser.add_argument(
+        "--format",
+        choices=["alpaca", "sharegpt"],
+        default=None,
+        help="a task of your own: its data's format (default: tasks.<task>.train.format of "
+        "--config); the held-out rows of tasks.<task>.eval.heldout are left out",
+    )
     parser.add_argument(
         "--method",
         required=True,
@@ -32,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         default=None,
         help="YAML/JSON file with a 'training' block (defaults and overrides), checked against "
-        "the pipeline config's schema; other keys of the file are ignored",
+        "the pipeline config's schema, and for a task of your own its 'tasks.<task>' block "
+        "(data, format, held-out split); other keys of the file are ignored",
     )
     add_device(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -58,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
     from loki_pipeline.errors import LokiInputError
     from loki_pipeline.schemas import validate_training
+    from loki_pipeline.tasks import is_generic, loader_options, train_data
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training
     from loki_pipeline.train.settings import TrainSettings
 
     parse_method(args.method)  # a bad name fails before anything is read
     training: dict = {}
+    task_config: dict = {}
     if args.config:
         path = Path(args.config)
         if not path.is_file():
@@ -79,8 +95,16 @@ def run(args: argparse.Namespace) -> int:
             raise LokiInputError(f"config file {path}: expected a mapping with a 'training' key")
         # The same schema as the pipeline's `training` block (one definition of every setting).
         training = dict(validate_training((cfg or {}).get("training"), prefix=f"{path}: training"))
+        if is_generic(args.task):  # a paper task's data options stay the command line's
+            task_config = dict(((cfg or {}).get("tasks") or {}).get(args.task) or {})
+    data = train_data(args.task, task_config)
+    if args.format is not None:
+        data["format"] = args.format
+    data_options = loader_options(args.task, data)  # a task without a format fails here
     threads = args.threads or training.get("threads")  # a setting of the job, not of the run
-    settings = TrainSettings.from_cli(args, config={"training": training})
+    settings = TrainSettings.from_cli(
+        args, config={"training": training, "tasks": {args.task: {"train": data}}}
+    )
     if threads:
         import torch
 
@@ -88,13 +112,14 @@ def run(args: argparse.Namespace) -> int:
     run_training(
         args.model,
         args.task,
-        args.data,
+        args.data if args.data is not None else data.get("source"),
         args.method,
         args.out,
         settings,
         selection_path=args.selection,
         checkpoint_dir=args.checkpoint_dir,
         device=args.device,
+        data_options=data_options,
     )
     print(f"run written to {args.out}")
     return 0

@@ -87,7 +87,7 @@ def run_training(
 ) -> Path:
     """Train one run and write its directory; every input is checked before training starts.
 
-    ``data_options`` go to the task's loader (``split``, ``tool_role``, ``columns``). The run
+    ``data_options`` go to the task's loader (``loki_pipeline.tasks.loader_options``). The run
     holds the locks of ``out_dir`` and of its checkpoint directory throughout, so a second run
     on the same output fails at once ("in use by another run") instead of mixing checkpoints.
     """
@@ -140,9 +140,10 @@ def _run_locked(
     data_options: dict[str, Any],
 ) -> Path:
     """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
-    from loki_pipeline.data.sft import build_sft_dataset, default_source
+    from loki_pipeline.data.sft import build_sft_dataset
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.models.loading import context_length, load_model, read_checkpoint_config
+    from loki_pipeline.tasks import default_source
     from loki_pipeline.train import trainer
 
     model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=device)
