@@ -183,8 +183,8 @@ def test_hub_source_streams_only_the_requested_rows(monkeypatch):
 def test_load_task_uses_the_shipped_default(monkeypatch):
     monkeypatch.chdir(ROOT)
     assert load_task("toolace", max_samples=2) == load_toolace(TOOLACE, max_samples=2)
-    with pytest.raises(LokiInputError, match="unknown task"):
-        load_task("summarise")
+    with pytest.raises(LokiInputError, match="task 'summarise' has no shipped data"):
+        load_task("summarise")  # any other name is a task of your own: its data is named
 
 
 # -- bad input: a clear error naming file and row ------------------------------------------
@@ -306,7 +306,8 @@ def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data(
 
 @pytest.mark.parametrize("task", ["toolace", "reranker"])
 def test_loader_options_of_a_schema_filled_block_load_the_shipped_data(task):
-    from loki_pipeline.data.sft import load_task, loader_options
+    from loki_pipeline.data.sft import load_task
+    from loki_pipeline.tasks import loader_options
 
     block = {
         "source": None,

@@ -11,6 +11,7 @@ from loki_pipeline.cli import build_parser
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate import task as task_module
 from loki_pipeline.evaluate.reranker import BeirSettings
+from loki_pipeline.evaluate.sft import SftEvalSettings
 from loki_pipeline.evaluate.task import (
     TASKS,
     TaskEvalSettings,
@@ -30,7 +31,7 @@ def _filled(tasks: dict) -> dict:
 
 
 def test_task_settings_defaults_are_the_schemas():
-    eval_schema = load_schema()["properties"]["tasks"]["additionalProperties"]["properties"]["eval"]
+    eval_schema = load_schema()["$defs"]["paper_task"]["properties"]["eval"]
     for cls, key in ((BfclSettings, "bfcl"), (BeirSettings, "beir")):
         properties = eval_schema["properties"][key]["properties"]
         assert dataclasses.asdict(cls()) == {k: p["default"] for k, p in properties.items()}
@@ -67,8 +68,9 @@ def test_from_config_reads_the_task_and_run_sections():
 def test_unknown_keys_and_tasks_are_named():
     with pytest.raises(LokiInputError, match=r"tasks.reranker.eval.beir: unknown keys \['topk'\]"):
         benchmark_settings("reranker", {"beir": {"topk": 3}})
-    with pytest.raises(LokiInputError, match="unknown task 'qa'"):
-        benchmark_settings("qa", None)
+    with pytest.raises(LokiInputError, match="task name '../qa'"):
+        benchmark_settings("../qa", None)
+    assert benchmark_settings("qa", None) == SftEvalSettings()  # a task of your own
     assert benchmark_settings("toolace", {"beir": {"top_k": 3}}) == BfclSettings()  # not its key
 
 
@@ -106,7 +108,7 @@ def test_help_states_the_schemas_defaults():
 
 
 def test_registry_names_the_schemas_tasks():
-    assert sorted(TASKS) == sorted(load_schema()["$defs"]["task"]["enum"])
+    assert sorted(TASKS) == sorted(load_schema()["properties"]["tasks"]["properties"])
 
 
 @dataclasses.dataclass

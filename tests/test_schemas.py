@@ -133,7 +133,7 @@ def test_one_definition_of_the_training_settings():
         ),
         (
             lambda c: c["experiments"]["smollm2-135m"].update({"toolacee": ["full"]}),
-            "experiments.smollm2-135m: key 'toolacee' is not one of",
+            "experiments.smollm2-135m.toolacee: task 'toolacee' is not defined under tasks",
         ),
     ],
     ids=["model", "task", "unknown_task"],

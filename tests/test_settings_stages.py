@@ -193,7 +193,7 @@ def test_train_script_passes_the_resolved_settings(tmp_path, monkeypatch, task, 
     import torch
 
     import loki_pipeline.train.run as train_run
-    from loki_pipeline.data.sft import loader_options
+    from loki_pipeline.tasks import loader_options
 
     config = default_config()
     data = config["tasks"][task]["train"]

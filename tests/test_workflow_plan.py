@@ -234,3 +234,32 @@ def test_a_config_extending_the_default_plans_the_default_with_its_changes(tmp_p
     counts = plan("--configfile", str(user))
     assert counts["prepare_model"] == 1 and counts["kva"] == 2
     assert counts["train"] == 1 and counts["tables"] == 1
+
+
+def test_a_task_of_your_own_goes_through_the_whole_plan():
+    """config/example_task.yaml: an alpaca task named capitals, no code of its own; base and
+    both runs are evaluated on it, and it gets its tables and trade-off figure."""
+    counts = plan("--configfile", "config/example_task.yaml")
+    assert counts["train"] == 2 and counts["eval_general"] == 1 + 2
+    assert counts["eval_task"] == 1 + 2 and counts["tables"] == counts["tradeoff"] == 1
+    assert "suppress" not in counts
+
+
+def test_a_sharegpt_task_with_a_hyphenated_name_plans_its_runs_and_tables(tmp_path):
+    data = tmp_path / "chats.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                    '{"role": "assistant", "content": "hello"}]}\n')  # fmt: skip
+    text = (
+        "extends: config/config.yaml\n"
+        "tasks:\n  my-chat.v2:\n    train:\n"
+        f"      source: {data}\n      format: sharegpt\n"
+        "      columns: {messages: messages}\n"
+        "      tags: {role_tag: role, content_tag: content, user_tag: user, "
+        "assistant_tag: assistant}\n"
+        "experiments:\n  smollm2-135m:\n    my-chat.v2: [loki_q10]\n"
+    )
+    out = _dry_run(tmp_path, text, "all")
+    assert "results/train/smollm2-135m/my-chat.v2/loki_q10/merged" in out
+    assert "results/eval/smollm2-135m/my-chat.v2-loki_q10/task.json" in out
+    assert "results/tables/smollm2-135m/my-chat.v2/task.md" in out
+    assert "results/figures/smollm2-135m/my-chat.v2/tradeoff.png" in out
