@@ -22,8 +22,8 @@ GENERAL = ("gsm8k", "winogrande")
 def summary(em: list[int], loss: list[float], tokens: list[int], outputs=None, primary="exact_match"):
     items = [
         {"id": str(10 + i), "answer": "a", "output": (outputs or ["x"] * len(em))[i],
-         "exact_match": bool(e), "loss": l, "tokens": t}
-        for i, (e, l, t) in enumerate(zip(em, loss, tokens, strict=True))
+         "exact_match": bool(e), "loss": nats, "tokens": t}
+        for i, (e, nats, t) in enumerate(zip(em, loss, tokens, strict=True))
     ]  # fmt: skip
     mean_loss = sum(loss) / sum(tokens)
     return {
