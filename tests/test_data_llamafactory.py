@@ -78,7 +78,10 @@ SHAREGPT = [
     {
         "conversations": [
             {"from": "human", "value": "Weather in Oslo?"},
-            {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+            {
+                "from": "function_call",
+                "value": '{"name": "weather", "arguments": {"city": "Oslo"}}',
+            },
             {"from": "observation", "value": '{"temp": 3}'},
             {"from": "gpt", "value": "It is 3 degrees."},
         ],

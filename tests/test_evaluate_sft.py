@@ -80,9 +80,7 @@ def _data(tmp_path, n=20):
     return {"source": str(path), "format": "alpaca"}
 
 
-def test_task_json_of_a_task_of_your_own_scores_exactly_the_heldout_rows(
-    tiny_checkpoint, tmp_path
-):
+def test_task_json_of_a_task_of_your_own_scores_exactly_the_heldout_rows(tiny_checkpoint, tmp_path):
     data = _data(tmp_path)
     heldout = {"fraction": 0.25, "seed": 2}
     settings = TaskEvalSettings(

@@ -19,7 +19,9 @@ from tests.test_report_build import write_general
 GENERAL = ("gsm8k", "winogrande")
 
 
-def summary(em: list[int], loss: list[float], tokens: list[int], outputs=None, primary="exact_match"):
+def summary(
+    em: list[int], loss: list[float], tokens: list[int], outputs=None, primary="exact_match"
+):
     items = [
         {"id": str(10 + i), "answer": "a", "output": (outputs or ["x"] * len(em))[i],
          "exact_match": bool(e), "loss": nats, "tokens": t}
@@ -47,7 +49,9 @@ def test_ratio_interval_is_the_percentile_of_resampled_sums_of_rows():
 
 
 def test_estimates_wilson_for_exact_match_bootstrap_for_loss_and_exp_for_perplexity():
-    s = summary([1, 0, 1, 1, 0, 0, 0, 1], [3.0, 9.0, 2.5, 4.0, 8.0, 7.5, 6.0, 1.0], [3, 4, 2, 5, 3, 4, 2, 3])
+    s = summary(
+        [1, 0, 1, 1, 0, 0, 0, 1], [3.0, 9.0, 2.5, 4.0, 8.0, 7.5, 6.0, 1.0], [3, 4, 2, 5, 3, 4, 2, 3]
+    )
     est = task_estimates("capitals", s)
     assert (est["exact_match"].lo, est["exact_match"].hi) == pytest.approx(wilson(4, 8))
     assert est["exact_match"].n == 8
