@@ -344,7 +344,6 @@ def evaluate_general(
     lm_eval_dir = Path(lm_eval_dir) if lm_eval_dir else out_path.parent / "lm_eval"
 
     import torch
-    from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -423,25 +422,18 @@ def evaluate_general(
             dtype=settings.dtype,
         )
         tracker = EvaluationTracker(output_path=str(Path(scratch) / "out" / "results.json"))
-        results = simple_evaluate(
+        results = seeded_evaluate(
             model=lm,
             tasks=tasks,
             limit=limit,
-            log_samples=True,
             evaluation_tracker=tracker,
             apply_chat_template=chat,
             gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None,
             num_fewshot=num_fewshot,
             task_manager=task_manager,
             confirm_run_unsafe_code=allow_code_execution,
-            random_seed=SEED,
-            numpy_random_seed=SEED,
-            torch_random_seed=SEED,
-            fewshot_random_seed=SEED,
             **({"fewshot_as_multiturn": True} if protocol == "opencompass" else {}),
         )
-        if results is None:  # only non-zero ranks of a distributed run get None
-            raise RuntimeError("lm-eval returned no results")
         samples = results.pop("samples")
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
@@ -465,6 +457,24 @@ def evaluate_general(
     write_json(out_path, summary)
     log.info("general abilities of %s: %s", summary["model"], scores)
     return summary
+
+
+def seeded_evaluate(**kwargs: Any) -> dict[str, Any]:
+    """lm-eval's ``simple_evaluate`` with its samples logged and every random draw seeded
+    (:data:`SEED`), so a run repeats; ``kwargs`` are its other arguments."""
+    from lm_eval import simple_evaluate
+
+    results = simple_evaluate(
+        log_samples=True,
+        random_seed=SEED,
+        numpy_random_seed=SEED,
+        torch_random_seed=SEED,
+        fewshot_random_seed=SEED,
+        **kwargs,
+    )
+    if results is None:  # only non-zero ranks of a distributed run get None
+        raise RuntimeError("lm-eval returned no results")
+    return results
 
 
 def _keep_lm_eval_output(written: Path, dest: Path, tasks: Sequence[str]) -> Path:

@@ -44,9 +44,6 @@ FRACTION_METRICS = frozenset(
      "prompt_level_loose_acc", "inst_level_strict_acc", "inst_level_loose_acc"}
 )  # fmt: skip
 
-#: seed of every random draw lm-eval makes (as ``evaluate.general``)
-SEED = 1234
-
 
 def _sft(key: str) -> Any:
     return task_eval_default(key, "sft_task")
@@ -235,27 +232,21 @@ def run_lm_eval(
     batch_size: int,
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """lm-eval's ``(results, samples)`` of ``tasks`` on the loaded model; a YAML's folder is
-    searched for tasks as lm-eval's ``--include_path`` does."""
-    from lm_eval import simple_evaluate
+    searched for tasks as lm-eval's ``--include_path`` does (a YAML that ``include:``s one of
+    lm-eval's own tasks names its file, which needs no index)."""
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    from loki_pipeline.evaluate.general import seeded_evaluate
+
     include = sorted({str(path.resolve().parent) for _, path in tasks if path is not None})
-    manager = TaskManager(include_path=include or None)
+    # lm-eval's own tasks are indexed (tens of seconds) only when one is asked for by name
+    by_name = any(path is None for _, path in tasks)
+    manager = TaskManager(include_path=include or None, include_defaults=by_name)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    results = simple_evaluate(
-        model=lm,
-        tasks=[name for name, _ in tasks],
-        limit=limit,
-        log_samples=True,
-        task_manager=manager,
-        random_seed=SEED,
-        numpy_random_seed=SEED,
-        torch_random_seed=SEED,
-        fewshot_random_seed=SEED,
+    results = seeded_evaluate(
+        model=lm, tasks=[name for name, _ in tasks], limit=limit, task_manager=manager
     )
-    if results is None:  # only non-zero ranks of a distributed run get None
-        raise RuntimeError("lm-eval returned no results")
     return results, results.pop("samples")
 
 
