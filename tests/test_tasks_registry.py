@@ -86,9 +86,17 @@ def test_a_bad_task_block_is_refused_naming_its_key(tasks, message):
     assert message in str(info.value)
 
 
-def test_an_experiment_on_an_undeclared_task_is_refused():
+@pytest.mark.parametrize(
+    "extra",
+    [{"experiments": {"m": {"capital": ["full"]}}},
+     {"training": {"tasks": {"capital": {"max_steps": 3}}}},
+     {"tables": {"reference": {"capital": "base"}}}],
+    ids=["experiments", "training", "reference"],
+)  # fmt: skip
+def test_a_key_naming_an_undeclared_task_is_refused(extra):
+    # any name is a valid task name now, so a misspelt one is caught by what is declared
     with pytest.raises(LokiInputError, match="task 'capital' is not defined under tasks"):
-        _config({"capitals": MINE}, experiments={"m": {"capital": ["full"]}})
+        _config({"capitals": MINE}, **extra)
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])

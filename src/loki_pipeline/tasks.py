@@ -158,9 +158,19 @@ def task_block(task: str, eval_param: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_task_configs(config: Mapping[str, Any]) -> list[str]:
-    """Problems of the config's tasks the schema cannot see: a reserved name, column or tag
-    names of the other format, a primary metric the evaluation will not report."""
+    """Problems of the config's tasks the schema cannot see: a per-task setting or table
+    reference of a task not defined, a reserved name, column or tag names of the other format,
+    a primary metric the evaluation will not report."""
     problems = []
+    known = task_names(config)
+    for section in ("training.tasks", "tables.reference"):
+        first, second = section.split(".")
+        for task in (config.get(first) or {}).get(second) or {}:
+            if task not in known:
+                problems.append(
+                    f"{section}.{task}: task {task!r} is not defined under tasks (known: "
+                    f"{', '.join(known)})"
+                )
     for task, block in (config.get("tasks") or {}).items():
         if task in RESERVED:
             problems.append(f"tasks.{task}: the name {task!r} is reserved; choose another")
