@@ -212,6 +212,49 @@ def test_train_script_passes_the_resolved_settings(tmp_path, monkeypatch, task, 
     assert seen["data"] == data["source"] and seen["data_options"] == loader_options(task, data)
 
 
+def test_train_and_eval_task_scripts_pass_a_task_of_your_own_its_heldout_split(
+    tmp_path, monkeypatch
+):
+    """The rules' params of a task of the user's (loki_pipeline.tasks.train_data / eval_config)
+    reach the loader (rows left out) and the evaluation (rows scored) as one split."""
+    import torch
+
+    import loki_pipeline.evaluate.task as task_eval
+    import loki_pipeline.train.run as train_run
+    from loki_pipeline.evaluate.sft import SftEvalSettings
+    from loki_pipeline.schemas import resolve_extends
+    from loki_pipeline.tasks import eval_config, train_data
+
+    monkeypatch.chdir(ROOT)
+    raw = yaml.safe_load((ROOT / "config" / "example_task.yaml").read_text())
+    config = validate_config(resolve_extends(raw))
+    block = config["tasks"]["capitals"]
+    seen = {}
+    monkeypatch.setattr(train_run, "run_training", lambda **kw: seen.update(train=kw))
+    monkeypatch.setattr(task_eval, "run_task_eval", lambda *a, **kw: seen.update(eval=a))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    run_script(
+        "train", tmp_path,
+        input=Named(model="m", data=block["train"]["source"]),
+        wildcards=Named(task="capitals", method="loki_q10"),
+        params=Named(run_dir="r", checkpoint_dir="c", training=config["training"],
+                     data=train_data("capitals", block), device="cpu"),
+    )  # fmt: skip
+    heldout = {"fraction": 0.2, "seed": 0}
+    assert seen["train"]["data_options"]["heldout"] == heldout
+    assert seen["train"]["settings"].cutoff_len == 128
+    run_script(
+        "eval_task", tmp_path,
+        input=Named(model="m"), output=["task.json"],
+        wildcards=Named(model="smollm2-135m", run="base"),
+        params=Named(tasks=["capitals"], eval_configs={"capitals": eval_config("capitals", block)},
+                     run_config=config["evaluate"]["task"], device="cpu"),
+    )  # fmt: skip
+    settings = seen["eval"][2].tasks["capitals"]
+    assert settings == SftEvalSettings(data=block["train"], **block["eval"])
+    assert settings.heldout == heldout
+
+
 def parse(*argv: str):
     from loki_pipeline.cli import build_parser
 
