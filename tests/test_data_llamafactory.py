@@ -237,3 +237,16 @@ def test_the_generic_task_trains_through_the_registry_without_its_heldout_rows(
     assert len(examples) == 15
     with pytest.raises(LokiInputError, match="has no shipped data"):
         load_task("my-task", None, **options)
+
+
+def test_the_worked_examples_data_is_its_generators_and_loads_as_alpaca():
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = root / "data" / "example_task" / "train.json"
+    rows = runpy.run_path(str(root / "data" / "make_example_task.py"))["rows"]()
+    assert json.loads(shipped.read_text(encoding="utf-8")) == rows
+    conversations = load_llamafactory(shipped, format="alpaca", part="all")
+    assert len(conversations) == len({json.dumps(c) for c in conversations}) == 146
+    assert {len(c) for c in conversations} == {2}  # one question, one bare answer
