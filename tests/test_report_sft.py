@@ -118,7 +118,8 @@ def test_task_table_shows_exact_match_in_percent_and_loss_as_it_is(evals, tmp_pa
     assert "| capitals-lora_r16 † |" in md
     assert "| exact_match (n=30) | loss (n=30) | perplexity (n=30) |" in md
     assert "1.000 [1.000, 1.000]" in md and "60.0 [" in md
-    assert "Held-out rows of the task's own data" in md and "does not lie above 0" in md
+    assert "Scores in percent where they are shares; held-out rows of the task's own" in md
+    assert "does not lie above 0" in md
 
 
 def test_tradeoff_plots_a_loss_primary_as_it_is(evals, tmp_path, monkeypatch):

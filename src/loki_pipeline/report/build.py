@@ -184,13 +184,13 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
 
 #: How a task of the user's is scored, under its task table.
 SFT_HOW = (
-    "Held-out rows of the task's own data, never trained on. exact_match (%): the share of rows "
+    "held-out rows of the task's own data, never trained on. exact_match (%): the share of rows "
     "whose greedy answer equals the reference (both whitespace-stripped), 95% Wilson interval "
     "over the n rows; loss: the token-weighted mean cross-entropy (nats) of the reference "
     "answers, perplexity = exp(loss), 95% percentile bootstrap interval over rows "
-    f"({BOOTSTRAP}; perplexity: exp of the loss interval). lm-eval metrics <task>/<metric,filter> "
-    ": Wilson over documents where each scores 0 or 1, else a "
-    "bootstrap over documents"
+    f"({BOOTSTRAP}; perplexity: exp of the loss interval); lm-eval metrics "
+    "<task>/<metric,filter>: Wilson over documents where each scores 0 or 1, else a bootstrap "
+    "over documents"
 )
 
 
