@@ -4,14 +4,16 @@
 
 ``example_task/train.json`` is a small task in LLaMA-Factory's alpaca format (a JSON list of
 ``{"instruction", "input", "output"}`` rows, its default columns), written for this project:
-one row per country, asking for its capital in one of three phrasings (two put the country in
-the instruction, one in ``input``), answered with the city's name and nothing else.
+a sentence that mentions one city, and the question which city it is, answered with the city's
+name and nothing else. Two of every three rows put the sentence in ``input``; the third puts it
+in the instruction, so both prompt columns are used.
 
-Why this skill: SmolLM2-135M-Instruct knows many capitals but answers in a sentence ("The
-capital of France is Paris."), so its exact match on held-out countries starts near 0 and a
-few dozen training steps on CPU visibly teach it the bare answer, while the knowledge the
-answers draw on is the kind LoKI is meant to protect. Countries whose capital is disputed or
-split (Bolivia, South Africa, ...) are left out, so every answer has one right spelling.
+Why this skill: SmolLM2-135M-Instruct finds the city but answers in a sentence ("The city
+mentioned in the sentence is Oslo."), so its exact match on held-out rows starts near 0, and a
+few dozen training steps on a CPU visibly teach it the bare answer. The answer is in the
+prompt, so what is learned is the task, not facts: capitals (an earlier draft of this set) were
+answered from the model's knowledge, which it only reaches in a sentence of its own; their
+exact match stayed near 10% however the task was trained.
 """
 
 from __future__ import annotations
@@ -21,70 +23,46 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-CAPITALS = [
-    ("Afghanistan", "Kabul"), ("Albania", "Tirana"), ("Algeria", "Algiers"),
-    ("Andorra", "Andorra la Vella"), ("Angola", "Luanda"), ("Argentina", "Buenos Aires"),
-    ("Armenia", "Yerevan"), ("Australia", "Canberra"), ("Austria", "Vienna"),
-    ("Azerbaijan", "Baku"), ("Bahrain", "Manama"), ("Bangladesh", "Dhaka"),
-    ("Belarus", "Minsk"), ("Belgium", "Brussels"), ("Belize", "Belmopan"),
-    ("Bhutan", "Thimphu"), ("Botswana", "Gaborone"), ("Brazil", "Brasília"),
-    ("Bulgaria", "Sofia"), ("Burkina Faso", "Ouagadougou"), ("Burundi", "Gitega"),
-    ("Cambodia", "Phnom Penh"), ("Cameroon", "Yaoundé"), ("Canada", "Ottawa"),
-    ("Chad", "N'Djamena"), ("Chile", "Santiago"), ("China", "Beijing"),
-    ("Colombia", "Bogotá"), ("Costa Rica", "San José"), ("Croatia", "Zagreb"),
-    ("Cuba", "Havana"), ("Cyprus", "Nicosia"), ("Czechia", "Prague"),
-    ("Denmark", "Copenhagen"), ("Djibouti", "Djibouti"), ("Dominican Republic", "Santo Domingo"),
-    ("Ecuador", "Quito"), ("Egypt", "Cairo"), ("El Salvador", "San Salvador"),
-    ("Eritrea", "Asmara"), ("Estonia", "Tallinn"), ("Ethiopia", "Addis Ababa"),
-    ("Fiji", "Suva"), ("Finland", "Helsinki"), ("France", "Paris"),
-    ("Gabon", "Libreville"), ("Georgia", "Tbilisi"), ("Germany", "Berlin"),
-    ("Ghana", "Accra"), ("Greece", "Athens"), ("Guatemala", "Guatemala City"),
-    ("Guinea", "Conakry"), ("Guyana", "Georgetown"), ("Haiti", "Port-au-Prince"),
-    ("Honduras", "Tegucigalpa"), ("Hungary", "Budapest"), ("Iceland", "Reykjavik"),
-    ("India", "New Delhi"), ("Indonesia", "Jakarta"), ("Iran", "Tehran"),
-    ("Iraq", "Baghdad"), ("Ireland", "Dublin"), ("Italy", "Rome"),
-    ("Jamaica", "Kingston"), ("Japan", "Tokyo"), ("Jordan", "Amman"),
-    ("Kazakhstan", "Astana"), ("Kenya", "Nairobi"), ("Kuwait", "Kuwait City"),
-    ("Kyrgyzstan", "Bishkek"), ("Laos", "Vientiane"), ("Latvia", "Riga"),
-    ("Lebanon", "Beirut"), ("Liberia", "Monrovia"), ("Libya", "Tripoli"),
-    ("Lithuania", "Vilnius"), ("Luxembourg", "Luxembourg"), ("Madagascar", "Antananarivo"),
-    ("Malawi", "Lilongwe"), ("Malaysia", "Kuala Lumpur"), ("Mali", "Bamako"),
-    ("Malta", "Valletta"), ("Mauritania", "Nouakchott"), ("Mexico", "Mexico City"),
-    ("Moldova", "Chișinău"), ("Monaco", "Monaco"), ("Mongolia", "Ulaanbaatar"),
-    ("Montenegro", "Podgorica"), ("Morocco", "Rabat"), ("Mozambique", "Maputo"),
-    ("Namibia", "Windhoek"), ("Nepal", "Kathmandu"), ("Netherlands", "Amsterdam"),
-    ("New Zealand", "Wellington"), ("Nicaragua", "Managua"), ("Niger", "Niamey"),
-    ("Nigeria", "Abuja"), ("North Korea", "Pyongyang"), ("North Macedonia", "Skopje"),
-    ("Norway", "Oslo"), ("Oman", "Muscat"), ("Pakistan", "Islamabad"),
-    ("Panama", "Panama City"), ("Paraguay", "Asunción"), ("Peru", "Lima"),
-    ("Philippines", "Manila"), ("Poland", "Warsaw"), ("Portugal", "Lisbon"),
-    ("Qatar", "Doha"), ("Romania", "Bucharest"), ("Russia", "Moscow"),
-    ("Rwanda", "Kigali"), ("Saudi Arabia", "Riyadh"), ("Senegal", "Dakar"),
-    ("Serbia", "Belgrade"), ("Sierra Leone", "Freetown"), ("Singapore", "Singapore"),
-    ("Slovakia", "Bratislava"), ("Slovenia", "Ljubljana"), ("Somalia", "Mogadishu"),
-    ("South Korea", "Seoul"), ("South Sudan", "Juba"), ("Spain", "Madrid"),
-    ("Sudan", "Khartoum"), ("Suriname", "Paramaribo"), ("Sweden", "Stockholm"),
-    ("Switzerland", "Bern"), ("Syria", "Damascus"), ("Tajikistan", "Dushanbe"),
-    ("Thailand", "Bangkok"), ("Togo", "Lomé"), ("Tunisia", "Tunis"),
-    ("Turkey", "Ankara"), ("Turkmenistan", "Ashgabat"), ("Uganda", "Kampala"),
-    ("Ukraine", "Kyiv"), ("United Arab Emirates", "Abu Dhabi"),
-    ("United Kingdom", "London"), ("United States", "Washington, D.C."),
-    ("Uruguay", "Montevideo"), ("Uzbekistan", "Tashkent"), ("Venezuela", "Caracas"),
-    ("Vietnam", "Hanoi"), ("Yemen", "Sana'a"), ("Zambia", "Lusaka"), ("Zimbabwe", "Harare"),
+CITIES = [
+    "Lisbon", "Oslo", "Nairobi", "Lima", "Toronto", "Cairo", "Sydney", "Mumbai", "Berlin",
+    "Seoul", "Mexico City", "Reykjavik", "Denver", "Istanbul", "Buenos Aires", "Hanoi",
+    "Cape Town", "Vienna", "Santiago", "Kyoto", "Marrakesh", "Edinburgh", "Montreal", "Dublin",
+    "Helsinki", "Bangkok", "Rio de Janeiro", "Prague", "Auckland", "Seville", "Krakow",
+    "Vancouver", "Accra", "Manila", "Florence", "Tbilisi", "Havana", "Porto", "Osaka", "Bogotá",
+    "Zurich", "Kuala Lumpur", "Glasgow", "Valencia", "Chicago", "Dakar", "Hamburg", "Quito",
 ]  # fmt: skip
+
+SENTENCES = [
+    "My cousin moved to {city} last spring.",
+    "The conference in {city} was postponed until next year.",
+    "We changed planes in {city} on the way home.",
+    "She grew up in {city} before studying abroad.",
+    "The best pastry I ever ate came from a small bakery in {city}.",
+    "Our team opened a new office in {city} this month.",
+    "He sent me a postcard from {city} with a picture of the harbour.",
+    "The night train to {city} leaves at seven.",
+    "They spent a week walking around {city} in the rain.",
+    "A science museum opened in {city} yesterday.",
+    "Runners from forty countries came to the marathon in {city}.",
+    "After two days of meetings in {city}, the delegates flew back.",
+]
+
+QUESTIONS = ("Which city is mentioned in this sentence?", "Name the city in the sentence below.")
 
 
 def rows() -> list[dict[str, str]]:
-    """One alpaca row per country; the phrasing rotates so both prompt columns are used."""
+    """Three rows per city, each with another sentence; every third asks in one line."""
     out = []
-    for i, (country, capital) in enumerate(CAPITALS):
-        if i % 3 == 0:
-            row = {"instruction": f"What is the capital of {country}?", "input": ""}
-        elif i % 3 == 1:
-            row = {"instruction": "Name the capital city of this country.", "input": country}
-        else:
-            row = {"instruction": f"Which city is the capital of {country}?", "input": ""}
-        out.append({**row, "output": capital})
+    for i, city in enumerate(CITIES):
+        for j in range(3):
+            k = 3 * i + j
+            sentence = SENTENCES[(i + 5 * j) % len(SENTENCES)].format(city=city)
+            if j == 2:
+                row = {"instruction": f"Which city does this sentence mention: {sentence}",
+                       "input": ""}  # fmt: skip
+            else:
+                row = {"instruction": QUESTIONS[k % 2], "input": sentence}
+            out.append({**row, "output": city})
     return out
 
 
@@ -92,7 +70,7 @@ def main() -> None:
     path = HERE / "example_task" / "train.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {path} ({len(CAPITALS)} rows)")
+    print(f"wrote {path} ({len(rows())} rows)")
 
 
 if __name__ == "__main__":

@@ -248,5 +248,5 @@ def test_the_worked_examples_data_is_its_generators_and_loads_as_alpaca():
     rows = runpy.run_path(str(root / "data" / "make_example_task.py"))["rows"]()
     assert json.loads(shipped.read_text(encoding="utf-8")) == rows
     conversations = load_llamafactory(shipped, format="alpaca", part="all")
-    assert len(conversations) == len({json.dumps(c) for c in conversations}) == 146
+    assert len(conversations) == len({json.dumps(c) for c in conversations}) == 144
     assert {len(c) for c in conversations} == {2}  # one question, one bare answer

@@ -228,7 +228,7 @@ def test_train_and_eval_task_scripts_pass_a_task_of_your_own_its_heldout_split(
     monkeypatch.chdir(ROOT)
     raw = yaml.safe_load((ROOT / "config" / "example_task.yaml").read_text())
     config = validate_config(resolve_extends(raw))
-    block = config["tasks"]["capitals"]
+    block = config["tasks"]["cities"]
     seen = {}
     monkeypatch.setattr(train_run, "run_training", lambda **kw: seen.update(train=kw))
     monkeypatch.setattr(task_eval, "run_task_eval", lambda *a, **kw: seen.update(eval=a))
@@ -236,9 +236,9 @@ def test_train_and_eval_task_scripts_pass_a_task_of_your_own_its_heldout_split(
     run_script(
         "train", tmp_path,
         input=Named(model="m", data=block["train"]["source"]),
-        wildcards=Named(task="capitals", method="loki_q10"),
+        wildcards=Named(task="cities", method="loki_q10"),
         params=Named(run_dir="r", checkpoint_dir="c", training=config["training"],
-                     data=train_data("capitals", block), device="cpu"),
+                     data=train_data("cities", block), device="cpu"),
     )  # fmt: skip
     heldout = {"fraction": 0.2, "seed": 0}
     assert seen["train"]["data_options"]["heldout"] == heldout
@@ -247,10 +247,10 @@ def test_train_and_eval_task_scripts_pass_a_task_of_your_own_its_heldout_split(
         "eval_task", tmp_path,
         input=Named(model="m"), output=["task.json"],
         wildcards=Named(model="smollm2-135m", run="base"),
-        params=Named(tasks=["capitals"], eval_configs={"capitals": eval_config("capitals", block)},
+        params=Named(tasks=["cities"], eval_configs={"cities": eval_config("cities", block)},
                      run_config=config["evaluate"]["task"], device="cpu"),
     )  # fmt: skip
-    settings = seen["eval"][2].tasks["capitals"]
+    settings = seen["eval"][2].tasks["cities"]
     assert settings == SftEvalSettings(data=block["train"], **block["eval"])
     assert settings.heldout == heldout
 

@@ -237,7 +237,7 @@ def test_a_config_extending_the_default_plans_the_default_with_its_changes(tmp_p
 
 
 def test_a_task_of_your_own_goes_through_the_whole_plan():
-    """config/example_task.yaml: an alpaca task named capitals, no code of its own; base and
+    """config/example_task.yaml: an alpaca task named cities, no code of its own; base and
     both runs are evaluated on it, and it gets its tables and trade-off figure."""
     counts = plan("--configfile", "config/example_task.yaml")
     assert counts["train"] == 2 and counts["eval_general"] == 1 + 2
