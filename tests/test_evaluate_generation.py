@@ -15,6 +15,10 @@ WHEEL = (
     Path(__file__).resolve().parents[1]
     / "resources/cache/wheels/bfcl_eval-2026.3.23-py3-none-any.whl"
 )
+NEEDS_WHEEL = (
+    "bfcl-eval wheel not in resources/cache (tests never download): "
+    "`pip download bfcl-eval==2026.3.23 --no-deps -d resources/cache/wheels`"
+)
 
 
 class FreshChat:
@@ -55,7 +59,7 @@ def test_prefix_cached_chat_answers_as_a_fresh_prompt(arch):
     assert cached.reused_tokens > 2 * cached.computed_tokens > 0
 
 
-@pytest.mark.skipif(not WHEEL.is_file(), reason="needs the bfcl-eval wheel (.ci/run downloads it)")
+@pytest.mark.skipif(not WHEEL.is_file(), reason=NEEDS_WHEEL)
 def test_multi_turn_item_with_and_without_the_cache(monkeypatch):
     """A real BFCL multi-turn item through ``toolace.evaluate`` (its API docs cut to three
     functions: the tiny tokenizer spends ~4x SmolLM2's tokens on text): the cached conversation
