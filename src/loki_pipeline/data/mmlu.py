@@ -43,7 +43,6 @@ MMLU_SUBJECTS: tuple[str, ...] = (
 )  # fmt: skip
 
 NUM_CHOICES = 4
-LETTERS = "ABCD"
 REQUIRED_FIELDS = ("question", "subject", "choices", "answer")
 HUB_SPLITS = ("test", "validation", "dev", "auxiliary_train")
 #: The default local data set shipped with the project (path relative to the repository root).
