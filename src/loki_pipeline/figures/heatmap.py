@@ -80,7 +80,7 @@ def plot_kva_heatmap(
         axes[-1].set_xticks(range(0, layers, step))
         axes[-1].set_xlabel("layer")
         on = attributed or f"{num_samples} prompts"
-        fig.suptitle(f"KVA of {model} on {on} (q = {q:g}%)", fontsize=10)
+        fig.suptitle(f"KVA of {model} on {on}, q = {q:g}%", fontsize=10)
         save_figure(fig, paths)
 
 
