@@ -1,0 +1,258 @@
+"""Data-parallel training through torch.distributed, as launched by ``torchrun``.
+
+``torchrun --nproc-per-node N`` (or ``accelerate launch``, which runs torchrun) starts N copies
+of the same command and gives each its ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. Each copy
+joins one process group here (gloo on CPU, NCCL on CUDA, each rank on a GPU of its own) and the
+trainer wraps its loss in DDP, or, for full fine-tuning of a model that does not fit one GPU,
+shards it with FSDP. torchrun is the launcher: this module never starts processes, so the same
+code runs under a workstation's torchrun, a SLURM job's or accelerate's.
+
+Which rank does what: every rank reads the inputs and trains; rank 0 alone takes the output
+locks and writes checkpoints and outputs (see :func:`on_main_rank`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import torch
+from torch import nn
+
+from loki_pipeline.errors import LokiInputError, LokiWriteError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: ``rank`` of ``size`` processes, on ``device``."""
+
+    rank: int = 0
+    size: int = 1
+    device: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+_joined: World | None = None  # set while process_group() holds the group
+
+
+def current() -> World:
+    """The world of the running process group (one process when there is none)."""
+    if _joined is not None:
+        return _joined
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return World(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return World()
+
+
+def launched_size() -> int:
+    """How many processes torchrun started (``WORLD_SIZE``; 1 without torchrun)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise LokiInputError(f"environment WORLD_SIZE={value!r}: expected an integer") from None
+
+
+def launched_by_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "RANK" in os.environ
+
+
+def _rank_device(device: str) -> str:
+    """This rank's device: CUDA ranks each claim a free GPU (``devices.resolve_device``'s lock
+    per GPU, so several multi-GPU jobs on one machine never share one), CPU ranks use the CPU."""
+    from loki_pipeline.devices import resolve_device
+
+    if device.startswith("cuda:"):
+        raise LokiInputError(
+            f"device {device!r} with {launched_size()} processes: every process would use the "
+            "same GPU; pass 'cuda' or 'auto' and each claims a GPU of its own"
+        )
+    return resolve_device(device)
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[World]:
+    """Join torchrun's process group for the block (with ``WORLD_SIZE`` > 1) and yield this
+    process's :class:`World`, its ``device`` resolved; otherwise yield a one-process world with
+    ``device`` as given. The group is left at the end; one that someone else initialised is
+    used as it is and left alone."""
+    global _joined
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        yield World(dist.get_rank(), dist.get_world_size(), device)
+        return
+    if launched_size() <= 1:
+        yield World(device=device)
+        return
+    if not launched_by_torchrun():
+        raise LokiInputError(
+            "WORLD_SIZE > 1 without RANK and LOCAL_RANK: launch with torchrun --nproc-per-node N"
+        )
+    rank_device = _rank_device(device)
+    if rank_device.startswith("cuda"):
+        torch.cuda.set_device(rank_device)
+        dist.init_process_group("nccl", device_id=torch.device(rank_device))
+    else:
+        dist.init_process_group("gloo")
+    _joined = World(dist.get_rank(), dist.get_world_size(), rank_device)
+    if not _joined.main:  # rank 0 speaks for the run; the others only report errors
+        logging.getLogger("loki_pipeline").setLevel(logging.ERROR)
+    log.info("process %d of %d on %s (%s)", _joined.rank, _joined.size, rank_device,
+             dist.get_backend())  # fmt: skip
+    try:
+        yield _joined
+    finally:
+        _joined = None
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- collectives
+def _collective_device() -> torch.device:
+    world = current()
+    cuda = world.device is not None and world.device.startswith("cuda")
+    return torch.device(world.device if cuda else "cpu")
+
+
+def all_sum(values: Sequence[float]) -> list[float]:
+    """Element-wise sum over the ranks (float64, so token counts stay exact)."""
+    if current().size == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (pickled between this job's own processes)."""
+    if current().size == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0, device=_collective_device())
+    return box[0]
+
+
+def check_same(value: Any, what: str) -> None:
+    """Fail on every rank whose ``value`` differs from rank 0's (``what`` names it)."""
+    main = from_main(value)
+    if main != value:
+        raise LokiInputError(
+            f"process {current().rank} sees other {what} than process 0: every process must "
+            "read the same files"
+        )
+
+
+def barrier() -> None:
+    if current().size > 1:
+        torch.distributed.barrier()
+
+
+@contextlib.contextmanager
+def on_main_rank(enter: Callable[[], AbstractContextManager]) -> Iterator[None]:
+    """Hold the context ``enter()`` (an output's lock) on rank 0 only, and fail on every rank
+    when rank 0 cannot enter it: the locks are per process, so rank 1 asking for rank 0's lock
+    would be refused, and a rank that went on alone would wait for rank 0 forever."""
+    if current().size == 1:
+        with enter():
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        error: Exception | None = None
+        if current().main:
+            try:
+                stack.enter_context(enter())
+            except (LokiInputError, LokiWriteError) as err:
+                error = err
+        shared = from_main(error)
+        if shared is not None:
+            raise error or shared
+        yield
+
+
+# --------------------------------------------------------------------------- wrapping
+def wrap(objective: nn.Module, strategy: str, layers: Sequence[nn.Module]) -> nn.Module:
+    """``objective`` (a module whose forward returns the loss) made data-parallel.
+
+    ``ddp``: every rank holds the whole model; gradients are averaged over the ranks after the
+    last micro-batch of a step (the caller runs the others under ``no_sync()``). Buffers are
+    not broadcast each step: they are equal on every rank (same checkpoint, same seed).
+    ``fsdp``: FSDP2 ``fully_shard`` per decoder layer, then the rest (embeddings, norm, LM head)
+    with the objective as root, so each rank holds 1/N of the parameters, gradients and AdamW
+    state, moved to this rank's device; gradients are averaged like DDP's.
+    """
+    world = current()
+    device = torch.device(world.device or "cpu")
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
+    if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device.type, (world.size,))
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        return fully_shard(objective, mesh=mesh)
+    raise LokiInputError(f"training setting distributed={strategy!r}: expected 'ddp' or 'fsdp'")
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP shard (a collective: every rank calls it), else ``tensor``."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``value`` (a whole tensor every rank read from the same file) sharded as ``like``."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(like, DTensor):
+        return value
+    value = value.to(device=like.device, dtype=like.dtype)
+    return distribute_tensor(value, like.device_mesh, like.placements, src_data_rank=None)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def gather_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict on CPU, on rank 0 ({} on the others; every rank calls)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def torchrun_command(processes: int, script: str) -> list[str]:
+    """The command that runs ``script`` as ``processes`` data-parallel processes on this node
+    (``--standalone``: a rendezvous on a free local port, so jobs sharing a machine never
+    collide)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={processes}", script]  # fmt: skip
+
+
+def exec_torchrun(processes: int, script: str, log_path: str) -> NoReturn:
+    """Replace this process by torchrun running ``script`` as ``processes`` processes, with
+    torchrun's and every process's stderr appended to ``log_path`` (emptied first)."""
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    command = torchrun_command(processes, script)
+    os.execv(command[0], command)
