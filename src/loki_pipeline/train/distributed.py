@@ -64,6 +64,11 @@ def launched_size() -> int:
         raise LokiInputError(f"environment WORLD_SIZE={value!r}: expected an integer") from None
 
 
+def launched_rank() -> int:
+    """This process's rank among those torchrun started (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "RANK" in os.environ
 
@@ -196,7 +201,7 @@ def wrap(objective: nn.Module, strategy: str, layers: Sequence[nn.Module]) -> nn
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(objective, device_ids=ids, forward_sync_buffers=False)
     if strategy == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
