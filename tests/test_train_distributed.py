@@ -35,15 +35,19 @@ TWO = {**BASE, "grad_accum": 1}  # each of 2 processes: the same global batch of
 RESUMED = {**BASE, "save_every": 2}  # killed after step 3: resumes from step 2
 
 
-def torchrun(*args: str, cwd: Path) -> str:
-    """``python -m torch.distributed.run --standalone --nproc-per-node 2 ARGS``; its output."""
+def torchrun(script: Path, *args: str, cwd: Path) -> str:
+    """``script ARGS`` as 2 processes, started as the train rule starts them
+    (``launch.exec_torchrun``: torchrun --standalone); their stdout and stderr (its log)."""
     path = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node=2", *args]  # fmt: skip
+    log = cwd / "torchrun.log"
+    code = (
+        "import sys; from loki_pipeline.train.launch import exec_torchrun as x; x(2, *sys.argv[1:])"
+    )
+    command = [sys.executable, "-c", code, str(script), str(log), *args]
     proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    output = proc.stdout + proc.stderr
+    output = proc.stdout + log.read_text()
     assert proc.returncode == 0, output[-4000:]
     return output
 
@@ -79,8 +83,7 @@ def launched(tmp_path_factory):
         job["kind"] = "train"
     jobs.append({"kind": "cli", "argv": _loki_train_fsdp(tmp)})
     (tmp / "jobs.json").write_text(json.dumps(jobs))
-    output = torchrun(str(ROOT / "tests" / "distributed_worker.py"), str(tmp / "jobs.json"),
-                      cwd=tmp)  # fmt: skip
+    output = torchrun(ROOT / "tests" / "distributed_worker.py", str(tmp / "jobs.json"), cwd=tmp)
     return tmp, output
 
 

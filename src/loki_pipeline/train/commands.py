@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loki_pipeline.errors import LokiInputError
     from loki_pipeline.schemas import validate_training
-    from loki_pipeline.train.distributed import launched_rank
+    from loki_pipeline.train.launch import launched_rank
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training
     from loki_pipeline.train.settings import TrainSettings

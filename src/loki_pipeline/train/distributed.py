@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from torch import nn
 
 from loki_pipeline.errors import LokiInputError, LokiWriteError
+from loki_pipeline.train.launch import launched_by_torchrun, launched_size
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +52,6 @@ def current() -> World:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return World(torch.distributed.get_rank(), torch.distributed.get_world_size())
     return World()
-
-
-def launched_size() -> int:
-    """How many processes torchrun started (``WORLD_SIZE``; 1 without torchrun)."""
-    value = os.environ.get("WORLD_SIZE", "1")
-    try:
-        return int(value)
-    except ValueError:
-        raise LokiInputError(f"environment WORLD_SIZE={value!r}: expected an integer") from None
-
-
-def launched_rank() -> int:
-    """This process's rank among those torchrun started (0 without torchrun)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def launched_by_torchrun() -> bool:
-    return "LOCAL_RANK" in os.environ and "RANK" in os.environ
 
 
 def _rank_device(device: str) -> str:
@@ -242,22 +223,3 @@ def gather_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options)
-
-
-def torchrun_command(processes: int, script: str) -> list[str]:
-    """The command that runs ``script`` as ``processes`` data-parallel processes on this node
-    (``--standalone``: a rendezvous on a free local port, so jobs sharing a machine never
-    collide)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={processes}", script]  # fmt: skip
-
-
-def exec_torchrun(processes: int, script: str, log_path: str) -> NoReturn:
-    """Replace this process by torchrun running ``script`` as ``processes`` processes, with
-    torchrun's and every process's stderr appended to ``log_path`` (emptied first)."""
-    sys.stderr.flush()
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
-    command = torchrun_command(processes, script)
-    os.execv(command[0], command)
