@@ -208,3 +208,13 @@ def test_processes_without_torchrun_train_in_one_process_and_say_so(caplog):
         settings = _launched_settings(TrainSettings(processes=4), 1)
     assert settings.processes == 1
     assert "launch it with torchrun --nproc-per-node 4" in caplog.text
+
+
+def test_processes_resolve_per_task_and_method_like_any_training_setting():
+    config = {"training": {"processes": 2, "methods": {"lora_*": {"processes": 4}}}}
+    assert TrainSettings.from_config(config, "toolace", "lora_r16").processes == 4
+    assert TrainSettings.from_config(config, "toolace", "loki_q10").processes == 2
+    with pytest.raises(LokiInputError, match="processes"):
+        TrainSettings.from_config({"training": {"processes": 0}}, "toolace", "full")
+    with pytest.raises(LokiInputError, match="distributed"):
+        TrainSettings.from_config({"training": {"distributed": "zero3"}}, "toolace", "full")

@@ -64,7 +64,7 @@ def _rank_device(device: str) -> str:
             f"device {device!r} with {launched_size()} processes: every process would use the "
             "same GPU; pass 'cuda' or 'auto' and each claims a GPU of its own"
         )
-    return resolve_device(device)
+    return resolve_device(device, share=False)
 
 
 @contextlib.contextmanager
