@@ -3,7 +3,7 @@
 ``python -m torch.distributed.run --nproc-per-node N tests/distributed_worker.py JOBS.json``
 runs the jobs in order, in one launch (starting processes is most of the time): ``train``
 jobs through the trainer, rank 0 saving what each trained; ``cli`` jobs through ``loki``'s
-``main``, as ``torchrun -m loki_pipeline.cli`` runs it. The tests import :func:`train_job`
+``main``, as ``torchrun -m loki_pipeline.cli`` runs it (with the exit code they expect). The tests import :func:`train_job`
 too, so the one-process reference runs the very same code.
 """
 
@@ -66,7 +66,7 @@ def main(spec_path: str) -> None:
             if job["kind"] == "cli":
                 from loki_pipeline.cli import main as loki
 
-                assert loki(job["argv"]) == 0
+                assert loki(job["argv"]) == job.get("exit_code", 0)
                 continue
             try:
                 trained, rows = train_job(job)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from test_train import TOOLACE_ROWS
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.io import exclusive_lock
 from loki_pipeline.train import distributed
 from loki_pipeline.train.settings import TrainSettings
 
@@ -81,9 +82,14 @@ def launched(tmp_path_factory):
     ]  # fmt: skip
     for job in jobs:
         job["kind"] = "train"
-    jobs.append({"kind": "cli", "argv": _loki_train_fsdp(tmp)})
+    fsdp_argv = _loki_train_fsdp(tmp)
+    jobs.append({"kind": "cli", "argv": fsdp_argv})
+    busy = [f"{tmp}/busy" if arg == f"{tmp}/run" else arg for arg in fsdp_argv]
+    jobs.append({"kind": "cli", "argv": busy, "exit_code": 2})  # its lock held by this process
     (tmp / "jobs.json").write_text(json.dumps(jobs))
-    output = torchrun(ROOT / "tests" / "distributed_worker.py", str(tmp / "jobs.json"), cwd=tmp)
+    with exclusive_lock(tmp / "busy"):
+        output = torchrun(ROOT / "tests" / "distributed_worker.py", str(tmp / "jobs.json"),
+                          cwd=tmp)  # fmt: skip
     return tmp, output
 
 
@@ -184,6 +190,13 @@ def test_loki_train_under_torchrun_shards_full_fine_tuning_and_equals_one_proces
     config = json.loads((tmp / "run/train_config.json").read_text())
     assert (config["settings"]["processes"], config["settings"]["distributed"]) == (2, "fsdp")
     assert not (tmp / ".checkpoints" / "run").exists()  # rank 0 cleaned up after itself
+
+
+def test_a_run_in_use_elsewhere_stops_every_process_with_the_lock_message(launched):
+    """Rank 0 alone takes the locks; the others learn it was refused and stop too."""
+    tmp, output = launched
+    assert output.count(f"{tmp}/busy: in use by another run (process {os.getpid()}") == 2
+    assert not (tmp / "busy").exists()
 
 
 # --------------------------------------------------------------------------- clear refusals
