@@ -105,9 +105,10 @@ def process_group(device: str) -> Iterator[World]:
 
 # --------------------------------------------------------------------------- collectives
 def _collective_device() -> torch.device:
-    world = current()
-    cuda = world.device is not None and world.device.startswith("cuda")
-    return torch.device(world.device if cuda else "cpu")
+    """NCCL collectives take tensors on this rank's GPU (the current device), gloo on the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_sum(values: Sequence[float]) -> list[float]:
@@ -176,8 +177,8 @@ def wrap(objective: nn.Module, strategy: str, layers: Sequence[nn.Module]) -> nn
     with the objective as root, so each rank holds 1/N of the parameters, gradients and AdamW
     state, moved to this rank's device; gradients are averaged like DDP's.
     """
-    world = current()
-    device = torch.device(world.device or "cpu")
+    world = current()  # a group joined elsewhere: the device the model is on
+    device = torch.device(world.device or next(objective.parameters()).device)
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -194,27 +195,32 @@ def wrap(objective: nn.Module, strategy: str, layers: Sequence[nn.Module]) -> nn
     raise LokiInputError(f"training setting distributed={strategy!r}: expected 'ddp' or 'fsdp'")
 
 
-def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of an FSDP shard (a collective: every rank calls it), else ``tensor``."""
+def _is_shard(tensor: torch.Tensor) -> bool:
+    """An FSDP2 shard (a DTensor); never on a torch built without torch.distributed."""
+    if not torch.distributed.is_available():
+        return False
     from torch.distributed.tensor import DTensor
 
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+    return isinstance(tensor, DTensor)
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP shard (a collective: every rank calls it), else ``tensor``."""
+    return tensor.full_tensor() if _is_shard(tensor) else tensor
 
 
 def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``value`` (a whole tensor every rank read from the same file) sharded as ``like``."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    if not isinstance(like, DTensor):
+    if not _is_shard(like):
         return value
+    from torch.distributed.tensor import distribute_tensor
+
     value = value.to(device=like.device, dtype=like.dtype)
     return distribute_tensor(value, like.device_mesh, like.placements, src_data_rank=None)
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return any(_is_shard(p) for p in model.parameters())
 
 
 def gather_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
