@@ -135,20 +135,20 @@ def _locks(out_dir, ckpt_dir):
 
 
 def _launched_settings(settings: TrainSettings, size: int) -> TrainSettings:
-    """``settings`` with ``processes`` = the processes torchrun started (the weights are the
-    same for any count, so a mismatch is only worth a line in the log)."""
+    """``settings`` with ``processes`` = the processes torchrun started: as in the HF Trainer,
+    the global batch is batch_size x (processes launched) x grad_accum, so a launch that
+    differs from training.processes trains another global batch, which the log says."""
     if settings.processes == size:
         return settings
-    if size == 1:
-        log.warning(
-            "training.processes=%d, but this is one process: same weights, about %d times the "
-            "time; launch it with torchrun --nproc-per-node %d",
-            settings.processes, settings.processes, settings.processes,
-        )  # fmt: skip
-    else:
-        log.info("%d processes (torchrun) rather than training.processes=%d", size,
-                 settings.processes)  # fmt: skip
-    return dataclasses.replace(settings, processes=size)
+    launched = dataclasses.replace(settings, processes=size)
+    log.warning(
+        "training.processes=%d, but %d process(es) run (launch: torchrun --nproc-per-node %d): "
+        "global batch %d examples instead of %d",
+        settings.processes, size, settings.processes,
+        launched.batch_size * size * launched.grad_accum,
+        settings.batch_size * settings.processes * settings.grad_accum,
+    )  # fmt: skip
+    return launched
 
 
 def _examples_hash(examples) -> str:

@@ -261,7 +261,8 @@ def total_steps(num_examples: int, settings: TrainSettings) -> int:
 
 def _micro_batch(examples, m: int, settings: TrainSettings) -> tuple[list[int], int]:
     """Example indices of micro-batch ``m`` and its epoch: a pure function of (seed, m)."""
-    epoch, j = divmod(m, math.ceil(len(examples) / settings.batch_size))
+    per_epoch = math.ceil(len(examples) / settings.batch_size)
+    epoch, j = divmod(m, per_epoch)
     order = torch.randperm(
         len(examples), generator=torch.Generator().manual_seed(settings.seed + epoch)
     )
