@@ -220,8 +220,9 @@ def test_processes_without_torchrun_train_in_one_process_and_say_so(caplog):
     with caplog.at_level(logging.WARNING):
         settings = _launched_settings(TrainSettings(processes=4, batch_size=2, grad_accum=3), 1)
     assert settings.processes == 1
-    assert "but 1 process(es) run (launch: torchrun --nproc-per-node 4)" in caplog.text
-    assert "global batch 6 examples instead of 24" in caplog.text
+    assert "processes=4, but 1 process(es) run: global batch 6 examples instead of 24" in (
+        caplog.text
+    )
 
 
 def test_processes_resolve_per_task_and_method_like_any_training_setting():

@@ -137,14 +137,15 @@ def _locks(out_dir, ckpt_dir):
 def _launched_settings(settings: TrainSettings, size: int) -> TrainSettings:
     """``settings`` with ``processes`` = the processes torchrun started: as in the HF Trainer,
     the global batch is batch_size x (processes launched) x grad_accum, so a launch that
-    differs from training.processes trains another global batch, which the log says."""
+    differs from training.processes trains another global batch, which the log says (a
+    warning when the config asked for more than one process)."""
     if settings.processes == size:
         return settings
     launched = dataclasses.replace(settings, processes=size)
-    log.warning(
-        "training.processes=%d, but %d process(es) run (launch: torchrun --nproc-per-node %d): "
-        "global batch %d examples instead of %d",
-        settings.processes, size, settings.processes,
+    log.log(
+        logging.WARNING if settings.processes > 1 else logging.INFO,
+        "training.processes=%d, but %d process(es) run: global batch %d examples instead of %d",
+        settings.processes, size,
         launched.batch_size * size * launched.grad_accum,
         settings.batch_size * settings.processes * settings.grad_accum,
     )  # fmt: skip
