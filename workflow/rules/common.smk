@@ -230,6 +230,12 @@ def train_inputs(wildcards):
     return inputs
 
 
+def train_processes(wildcards):
+    """training.processes of one run (per task or method, like any training setting): the
+    train rule runs it under torchrun as that many processes, one GPU each on CUDA."""
+    return TrainSettings.from_config(config, wildcards.task, wildcards.method).processes
+
+
 def train_targets():
     """Every training run's directory files the config asks for."""
     return [
