@@ -25,7 +25,8 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=1 if config["device"] == "cuda" else 0,
+        # training.processes GPUs: one per data-parallel process (each claims its own)
+        gpu=lambda wc: train_processes(wc) if config["device"] == "cuda" else 0,
     params:
         run_dir="results/train/{model}/{task}/{method}",
         # outside the rule's outputs: Snakemake never deletes it, so a killed job resumes
@@ -35,6 +36,8 @@ rule train:
         # tasks.<task>.train (+ the held-out split of a task of the user's); common.smk
         data=lambda wc: task_train_data(wc.task),
         device=config["device"],
+        # > 1: the script runs itself under torchrun as that many processes
+        processes=train_processes,
     message:
         "Training {wildcards.method} on {wildcards.task} ({wildcards.model}) -> {output.merged}; progress and loss: tail -f {log}"
     script:
