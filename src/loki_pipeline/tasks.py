@@ -49,32 +49,38 @@ class TaskSpec:
 #: The LoKI paper's tasks. Adding a task of its kind is one entry (and its modules).
 TASKS: dict[str, TaskSpec] = {
     "toolace": TaskSpec(
-        "bfcl",
-        eval_toolace.BfclSettings,
-        eval_toolace.prepare,
-        eval_toolace.evaluate,
-        "overall",
-        toolace.load_toolace,
-        toolace.DEFAULT_SOURCE,
-        ("tool_role",),
-    ),  # fmt: skip
+        eval_key="bfcl",
+        settings=eval_toolace.BfclSettings,
+        prepare=eval_toolace.prepare,
+        evaluate=eval_toolace.evaluate,
+        primary_metric="overall",
+        load=toolace.load_toolace,
+        default_source=toolace.DEFAULT_SOURCE,
+        options=("tool_role",),
+    ),
     "reranker": TaskSpec(
-        "beir",
-        eval_reranker.BeirSettings,
-        eval_reranker.prepare,
-        eval_reranker.evaluate,
-        "map@1",
-        reranker.load_reranker,
-        reranker.DEFAULT_SOURCE,
-        ("columns",),
-    ),  # fmt: skip
+        eval_key="beir",
+        settings=eval_reranker.BeirSettings,
+        prepare=eval_reranker.prepare,
+        evaluate=eval_reranker.evaluate,
+        primary_metric="map@1",
+        load=reranker.load_reranker,
+        default_source=reranker.DEFAULT_SOURCE,
+        options=("columns",),
+    ),
 }
 
 #: Any other task: LLaMA-Factory data, a held-out split, optionally lm-eval tasks.
 GENERIC = TaskSpec(
-    None, eval_sft.SftEvalSettings, eval_sft.prepare, eval_sft.evaluate, "exact_match",
-    llamafactory.load_llamafactory, None, ("format", "columns", "tags", "heldout"),
-)  # fmt: skip
+    eval_key=None,
+    settings=eval_sft.SftEvalSettings,
+    prepare=eval_sft.prepare,
+    evaluate=eval_sft.evaluate,
+    primary_metric="exact_match",
+    load=llamafactory.load_llamafactory,
+    default_source=None,
+    options=("format", "columns", "tags", "heldout"),
+)
 
 #: Names no task may take: the suppression ablations' table folder is results/tables/{model}/suppress.
 RESERVED = ("suppress",)
