@@ -12,7 +12,7 @@ device is the host). Run from the repository root once the model is prepared
 Cases: kva (exact backend, 4 prompts of 128 tokens, 7 steps), train_loki (loki_q10) and
 train_lora (lora_r16) with 2 sequences of 1024 and 1000 tokens, a quarter of them supervised,
 two optimizer steps (the default config's cutoff and batch), train_loki_gc (the same with
-gradient checkpointing), eval (greedy generation, 8 prompts of ~512 tokens, 64 new tokens).
+gradient checkpointing), eval (greedy generation, 8 prompts of up to ~550 tokens, 64 new tokens).
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ def rss_kb(field: str) -> int:
 
 def run_case(case: str, model_dir: str) -> dict:
     """Inside the subprocess: imports, baseline, the job, peak. Returns what it measured."""
-    import torch
-
     import peft  # noqa: F401  (the training job imports it)
+    import torch
     import transformers  # noqa: F401
 
     torch.set_num_threads(1)
@@ -83,7 +82,9 @@ def run_case(case: str, model_dir: str) -> dict:
             selection = Selection(positions=positions)
         model = prepare_model(model, method, settings, selection=selection)
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         examples = []
         for n in SEQS:
             ids = torch.randint(10, 40000, (n,)).tolist()

@@ -14,9 +14,8 @@ import pytest
 import torch
 from conftest import build_tiny_model
 
-from loki_pipeline.implant.apply import apply_loki
 from loki_pipeline.plan.activations import layer_bytes
-from loki_pipeline.plan.dims import LINEARS, ModelDims, known_dims
+from loki_pipeline.plan.dims import ModelDims, known_dims
 from loki_pipeline.plan.memory import (
     generation_parts,
     kva_memory,
@@ -111,9 +110,9 @@ def test_shipped_smollm2_matches_the_prepared_checkpoint():
 def test_trainable_parameters_match_the_prepared_model(name):
     model, method = trained_model("qwen2", name, 3, **SHAPE)
     measured = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable_params(dims_of(build_tiny_model("qwen2", **SHAPE)), method, TrainSettings()) == (
-        measured
-    )
+    assert trainable_params(
+        dims_of(build_tiny_model("qwen2", **SHAPE)), method, TrainSettings()
+    ) == (measured)
 
 
 @pytest.mark.parametrize("name", ["loki_q10", "lora_r4", "full"])
@@ -208,8 +207,13 @@ def per_token_slope(arch, name, dtype, padded, settings=None, layers=(2, 3), **s
     per_layer = {}
     for seq in (16, 32):
         total = {
-            n: saved_bytes(trained_model(arch, name, n, dtype, settings, **shape)[0], 2, seq,
-                           padded=padded, dtype=dtype)  # fmt: skip
+            n: saved_bytes(
+                trained_model(arch, name, n, dtype, settings, **shape)[0],
+                2,
+                seq,
+                padded=padded,
+                dtype=dtype,
+            )  # fmt: skip
             for n in layers
         }
         per_layer[seq] = total[layers[1]] - total[layers[0]]
@@ -259,9 +263,12 @@ def test_whole_model_activations_equal_what_autograd_saves(name):
     """All blocks (the first one's savings with frozen embeddings included) and the loss's
     saved float32 log-probabilities, per token."""
     settings = TrainSettings(dtype="float32", batch_size=2)
-    totals = {seq: saved_bytes(trained_model("llama", name, 3, None, settings, **SHAPE)[0], 2,
-                               seq, padded=True)  # fmt: skip
-              for seq in (16, 32)}
+    totals = {
+        seq: saved_bytes(
+            trained_model("llama", name, 3, None, settings, **SHAPE)[0], 2, seq, padded=True
+        )  # fmt: skip
+        for seq in (16, 32)
+    }
     dims = dims_of(build_tiny_model("llama", **SHAPE))
     method = parse_method(name)
 

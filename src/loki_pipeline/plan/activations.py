@@ -49,7 +49,9 @@ def block_bytes(
     return total
 
 
-def lora_input_bytes(dims: ModelDims, targets: tuple[str, ...], act_bytes: int, dropout: bool) -> float:
+def lora_input_bytes(
+    dims: ModelDims, targets: tuple[str, ...], act_bytes: int, dropout: bool
+) -> float:
     """Inputs of the LoRA ``A`` matrices, per token and block.
 
     In float32 the adapted linears read shared tensors: q/k/v the first norm's output, gate/up

@@ -15,7 +15,6 @@ HELP = (
     "gradients, optimizer state, activations, logits, KV cache), per GPU, and whether it fits "
     "one GPU of plan.gpu_memory_gb; also the host memory (mem_mb) each job asks Snakemake for."
 )
-GB = 1e9
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,23 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | Path) -> dict:
-    """Read, resolve ``extends`` and validate a pipeline config as the Snakefile does."""
-    import yaml
+    """Read a pipeline config, resolving ``extends``, and validate it as the Snakefile does
+    (the file is read as the base of an empty config, by the one reader of config files)."""
+    from loki_pipeline.schemas import resolve_extends, validate_config
 
-    from loki_pipeline.schemas import apply_extends, validate_config
-
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise LokiInputError(f"config file {path}: cannot read it as YAML ({err})") from None
-    if not isinstance(config, dict):
-        raise LokiInputError(f"config file {path}: expected a mapping of keys")
-    return validate_config(apply_extends(config, [path]))
-
-
-def gb(nbytes: float) -> str:
-    return f"{nbytes / GB:.1f}"
+    if not Path(path).is_file():
+        raise LokiInputError(f"config file {path} does not exist")
+    return validate_config(resolve_extends({"extends": str(path)}))
 
 
 def table(rows: list[dict]) -> str:

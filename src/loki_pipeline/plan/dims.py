@@ -108,7 +108,9 @@ class ModelDims:
                 mlp_bias=bool(config.get("mlp_bias", False)),
             )
         except (KeyError, TypeError, ValueError) as err:
-            raise LokiInputError(f"model config lacks or mistypes {err} (needed by the plan)") from None
+            raise LokiInputError(
+                f"model config lacks or mistypes {err} (needed by the plan)"
+            ) from None
 
     @property
     def q_dim(self) -> int:

@@ -28,10 +28,10 @@ from loki_pipeline.plan.memory import (
 from loki_pipeline.settings import lookup, schema_default, schema_node
 
 RULES = ("kva", "kva_compare", "train", "eval_general", "eval_task")
-#: transient parts a CPU process's resident memory holds twice: glibc keeps freed blocks of
-#: the size of these tensors (benchmarks/RESULTS.md, "Memory plan": RSS peaks 1.2-2.1x the
-#: live tensors' peak)
-CPU_TRANSIENT_FACTOR = 2.0
+#: How many times a CPU job's resident memory holds the estimate's transient parts (all but
+#: the weights): glibc keeps freed blocks of their size for reuse. Measured (benchmarks/
+#: RESULTS.md, "Memory plan"): resident peaks 1.1-2.0x the live peak; 2.5 leaves headroom.
+CPU_TRANSIENT_FACTOR = 2.5
 #: lm-eval's own cap on new tokens when a task's YAML names none (HFLM's max_gen_toks)
 LM_EVAL_DEFAULT_GEN = 256
 
@@ -200,7 +200,9 @@ def job_estimate(config: Mapping[str, Any], rule: str, wildcards: Mapping[str, s
     if rule in ("kva", "kva_compare"):
         return kva_estimate(config, dims_of(config, model))
     if rule == "train":
-        return train_estimate(config, dims_of(config, model), wildcards["task"], wildcards["method"])
+        return train_estimate(
+            config, dims_of(config, model), wildcards["task"], wildcards["method"]
+        )
     if rule in ("eval_general", "eval_task"):
         return eval_estimate(config, rule, model, wildcards["run"])
     raise LokiInputError(f"the memory plan covers the rules {', '.join(RULES)}, not {rule!r}")
@@ -295,9 +297,11 @@ def eval_what(config: Mapping[str, Any], rule: str, model: str, run: str) -> str
                 f"{prompt_tokens(config, 'general')} tokens")  # fmt: skip
     tasks = runs.run_tasks(config, model, run, task_names())
     batch = config["evaluate"]["task"]["batch_size"]
-    return f"{'+'.join(tasks)}, batch {batch} x " + "/".join(
-        str(prompt_tokens(config, t)) for t in tasks
-    ) + " tokens"
+    return (
+        f"{'+'.join(tasks)}, batch {batch} x "
+        + "/".join(str(prompt_tokens(config, t)) for t in tasks)
+        + " tokens"
+    )
 
 
 def plan_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:

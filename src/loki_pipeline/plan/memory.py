@@ -4,8 +4,8 @@ Every estimate is the peak of one device (a GPU; the host itself on CPU), split 
 plus the host RAM the job's process needs (what Snakemake's ``mem_mb`` asks for). Bytes
 throughout; ``b`` is the bytes of the compute dtype (2 for bfloat16/float16, 4 for float32),
 ``F = 4``, ``N`` the model's parameters, ``P`` its trainable parameters, ``V`` the vocabulary,
-``L`` the layers, ``h`` the hidden size. Activations per token and layer are
-:mod:`loki_pipeline.plan.activations`'. The formulas follow what this package's code keeps
+``L`` the layers, ``h`` the hidden size; activations per token and layer come from
+:mod:`loki_pipeline.plan.activations`. The formulas follow what this package's code keeps
 alive (trainer, KVA exact backend, generation), not a generic rule of thumb. Light: no torch.
 """
 
@@ -21,8 +21,9 @@ from loki_pipeline.plan.dims import LINEARS, ModelDims
 from loki_pipeline.select.naming import global_quota, nodes_per_layer_quota
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-#: Host RAM of a job's process before it loads anything: Python, torch, transformers, peft and
-#: lm-eval imported (measured by benchmarks/memory_plan.py: 0.6-0.8 GB RSS on CPU), rounded up.
+#: Host RAM of a job's process before it loads anything: 0.40 GB resident with torch,
+#: transformers and peft imported (benchmarks/memory_plan.py); lm-eval, tokenizers and data
+#: add to it, so 1 GB (our rounding).
 HOST_BASE = 1.0e9
 #: What CUDA adds to the host side (driver, kernels, context): our assumption, unmeasured here.
 HOST_CUDA = 3.0e9
@@ -49,9 +50,9 @@ def dtype_bytes(dtype: str, dims: ModelDims) -> int:
 
 
 def host_bytes(device_bytes: float, load_bytes: float, on_gpu: bool, extra: float = 0.0) -> float:
-    """Host RAM of one process: on CPU the device peak itself; on a GPU the weights as
-    ``from_pretrained`` reads them into RAM before ``.to('cuda')`` plus ``extra`` (copies the
-    job makes on the host), over the imports and CUDA's own share."""
+    """Host RAM of one process over the imports (and CUDA's share): on CPU the device peak
+    itself; on a GPU the larger of the weights as ``from_pretrained`` reads them into RAM
+    before ``.to('cuda')`` and ``extra`` (copies the job makes on the host later)."""
     if not on_gpu:
         return HOST_BASE + device_bytes
     return HOST_BASE + HOST_CUDA + max(load_bytes, extra)
@@ -144,7 +145,9 @@ def loss_head_bytes(dims: ModelDims, *, tokens: int, supervised: float, act_byte
     in float32, where the copy is the logits themselves).
     """
     extra = act_bytes if act_bytes != F32 else 0
-    return tokens * (F32 * dims.hidden_size + F32) + supervised * dims.vocab_size * (3 * F32 + extra)
+    return tokens * (F32 * dims.hidden_size + F32) + supervised * dims.vocab_size * (
+        3 * F32 + extra
+    )
 
 
 def training_memory(
