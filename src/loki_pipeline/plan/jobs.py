@@ -224,7 +224,10 @@ def job_mem_mb(
     """Snakemake ``mem_mb`` of a job, times ``attempt`` (a retry asks for more); None while the
     model is neither prepared nor in the shipped table (the DAG is being built: Snakemake asks
     again once the job's inputs exist)."""
-    if dims_of(config, wildcards["model"], required=False) is None:
+    models = [wildcards["model"]]
+    if rule in ("eval_general", "eval_task") and wildcards["run"] in config["models"]:
+        models.append(wildcards["run"])  # a run that evaluates another config model
+    if any(dims_of(config, m, required=False) is None for m in models):
         return None
     return host_mb(job_estimate(config, rule, wildcards), on_gpu(config)) * int(attempt)
 
