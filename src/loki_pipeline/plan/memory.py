@@ -98,6 +98,11 @@ def trainable_params(dims: ModelDims, method: Any, settings: Any) -> int:
     return dims.num_layers * per_layer
 
 
+def root_params(dims: ModelDims) -> int:
+    """Parameters outside the blocks: embeddings, final norm and an untied LM head."""
+    return dims.num_params() - dims.num_layers * dims.layer_params()
+
+
 def activation_kind(method: Any) -> str:
     return {"loki": "loki", "loki*": "loki", "full": "full"}.get(method.kind, "lora")
 
@@ -169,8 +174,10 @@ def training_memory(
       else 0: LoKI and the LoRA family train new tensors beside the frozen base);
     - gradients ``4 P`` (DDP: ``+ 4 P`` for its gradient buckets);
     - optimizer ``8 P``: AdamW's two float32 moments;
-    - FSDP (``distributed: fsdp`` with ``processes = n``, full fine-tuning): those three parts
-      ``/ n``, plus one block's parameters gathered unsharded (``(4 + b) x block``);
+    - FSDP (``distributed: fsdp`` with ``processes = n``, full fine-tuning; FSDP2 per decoder
+      layer, ``train.distributed``): those three parts ``/ n``, plus, gathered unsharded, one
+      block's parameters and the root unit's (embeddings, final norm, LM head), which stay
+      gathered from the forward to the backward pass: ``(4 + b) (block + root)``;
     - activations (:func:`training_activations`) for ``batch_size x seq`` tokens per process,
       ``seq = cutoff_len`` (capped at the model's context); a batch of several sequences is
       padded, so the padding mask's terms apply whenever ``batch_size > 1``;
@@ -196,7 +203,7 @@ def training_memory(
     shards = 1
     if processes > 1 and distributed == "fsdp" and method.kind == "full":
         shards = processes
-        weights = weights / shards + (F32 + b) * dims.layer_params()
+        weights = weights / shards + (F32 + b) * (dims.layer_params() + root_params(dims))
         gradients /= shards
         optimizer /= shards
         notes.append(f"FSDP over {shards} GPUs: weights, gradients, optimizer state / {shards}")
