@@ -46,6 +46,7 @@ class TrainSettings(StageSettings):
     save_every: int = from_schema("training.save_every")
     val_size: float = from_schema("training.val_size")
     keep_checkpoints: bool = from_schema("training.keep_checkpoints")
+    gradient_checkpointing: bool = from_schema("training.gradient_checkpointing")
     peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
     lora_dropout: float = from_schema("training.lora_dropout")
