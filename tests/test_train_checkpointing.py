@@ -38,7 +38,11 @@ TOL = {"rtol": 1e-5, "atol": 1e-6}  # recomputation repeats the same ops; float 
 def _model(method: str, arch: str = "llama", **settings):
     settings = TrainSettings(learning_rate=1e-2, max_steps=4, batch_size=2, seed=7, **settings)
     model = prepare_model(
-        build_tiny_model(arch), parse_method(method), settings, selection=positions()
+        build_tiny_model(arch),
+        parse_method(method),
+        settings,
+        selection=positions(),
+        calibration=synthetic_examples(4, seed=5),  # CorDA's
     )
     return model, settings
 
@@ -72,6 +76,7 @@ def _train(method: str, checkpointing: bool, arch: str = "llama", **settings):
         ("full", "llama"),
         ("dora_r4", "llama"),
         ("pissa_r4", "llama"),
+        ("corda_r4", "llama"),
     ],
 )
 def test_checkpointing_trains_the_same_weights(method, arch):
