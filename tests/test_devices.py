@@ -101,3 +101,14 @@ def test_devices_that_do_not_exist_are_rejected(fake_cuda, monkeypatch):
     with pytest.raises(LokiInputError, match="CUDA is not available"):
         resolve_device("cuda")
     assert resolve_device("auto") == "cpu"
+
+
+def test_processes_of_a_data_parallel_job_each_claim_a_gpu_and_never_share(fake_cuda, monkeypatch):
+    from loki_pipeline.train.distributed import _rank_device
+
+    other_process = claim_free(["gpu-uuid-0", "gpu-uuid-1"], fake_cuda.lock_dir)
+    assert other_process[0] == 0  # the job's first process holds GPU 0
+    assert _rank_device("cuda") == "cuda:1"
+    monkeypatch.setattr(devices, "_claimed", {})  # a third process: no GPU left
+    with pytest.raises(LokiInputError, match="no free GPU: all 2 are claimed"):
+        _rank_device("auto")

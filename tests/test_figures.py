@@ -94,3 +94,34 @@ def test_tradeoff_labels_a_hyphenated_tasks_run_by_its_method():
     run = parse_run("my-task-loki_q10", ["my-task"])
     assert point_label(run, ["my-task-loki_q10"]) == "loki_q10 (no learning)"
     assert point_label(parse_run("base", ["my-task"]), []) == "base"
+
+
+def test_kva_figures_name_the_attributed_set_in_their_titles(tmp_path, monkeypatch):
+    import loki_pipeline.figures.common as common
+    from loki_pipeline.figures.stability import stability_report
+
+    titles = []
+
+    def keep_titles(fig, paths):
+        titles.append(" | ".join(
+            t.get_text() for t in [fig._suptitle, *(ax.title for ax in fig.axes)] if t
+        ))  # fmt: skip
+
+    monkeypatch.setattr(common, "save_figure", keep_titles)
+    a = np.random.default_rng(4).standard_normal((6, 4, 20)).astype(np.float32)
+    mmlu = write_kva(tmp_path / "mmlu.h5", a)  # written before the format was recorded
+    own = write_kva(tmp_path / "own.h5", a, subjects=["geo", "sci"] * 3,
+                    dataset="data/example_task/protect.jsonl", dataset_format="prompts")  # fmt: skip
+    for kva in (mmlu, own):
+        draw_kva_heatmap(kva, 10, [tmp_path / "h.png"], bins=4)
+        stability_report(kva, 10, tmp_path / "s.csv", [tmp_path / "s.png"], seeds=(0,))
+        sel = {}
+        for strategy in ("global_high", "global_low"):
+            sel[strategy] = tmp_path / f"{strategy}.json"
+            save_selection(sel[strategy], select_nodes(a, 10, strategy), model="tiny",
+                           strategy=strategy, q=10, num_layers=4, nodes_per_layer=20)  # fmt: skip
+        draw_global_layer_counts(sel["global_high"], sel["global_low"], [tmp_path / "g.png"],
+                                 kva_path=kva)  # fmt: skip
+    assert len(titles) == 6
+    assert all("MMLU (6 prompts)" in t for t in titles[:3])
+    assert all("data/example_task/protect.jsonl (prompts, 6)" in t for t in titles[3:])

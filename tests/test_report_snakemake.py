@@ -91,3 +91,32 @@ def test_every_report_caption_cites_the_paper():
         text = caption.read_text()
         assert "2505.22120" in text, caption.name
         assert not re.search(r"\b[\w/]+\.md\b", text), caption.name
+
+
+def test_report_captions_name_the_attributed_prompt_set():
+    """The workflow page and the KVA figures' captions say which set KVA attributed, from the
+    config, rendered as Snakemake renders captions (jinja2, its options)."""
+    from types import SimpleNamespace
+
+    import yaml
+    from jinja2 import Environment
+
+    from loki_pipeline.schemas import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    wildcards = SimpleNamespace(model="smollm2-135m", q="10", task="toolace", method="loki_q10")
+    env = Environment(trim_blocks=True, lstrip_blocks=True)
+
+    def render(name):
+        text = (ROOT / "workflow" / "report" / name).read_text()
+        return env.from_string(text).render(
+            snakemake=SimpleNamespace(config=config, wildcards=wildcards)
+        )
+
+    names = ["workflow.rst", "select_heatmap.rst", "select_stability.rst",
+             "select_layer_counts.rst"]  # fmt: skip
+    for name in names:
+        assert "``data/mmlu/mmlu_mini.jsonl`` (format mmlu)" in render(name), name
+    config["kva"]["dataset"].update(source="data/example_task/protect.jsonl", format="prompts")
+    for name in names:
+        assert "``data/example_task/protect.jsonl`` (format prompts)" in render(name), name

@@ -143,3 +143,23 @@ def test_dataset_overlap_compares_the_loki_selections_of_two_prompt_sets(tmp_pat
     assert dataset_overlap(a, a, 20)["overlap"] == 1.0
     with pytest.raises(LokiInputError, match="KVA of another model"):
         dataset_overlap(a, write_kva(tmp_path / "o.h5", full[:, :2]), 20)
+
+
+def test_a_prompt_sets_own_subjects_are_its_subject_groups(tmp_path):
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((1, 3, 40)) + rng.standard_normal((12, 3, 40))).astype(np.float32)
+    subjects = ["geography", "science", "history"] * 4
+    path = write_kva(tmp_path / "kva.h5", a, subjects=subjects, dataset_format="prompts")
+    rows = [r for r in stability_table(path, 10, seeds=(0,)) if r["kind"] == "subject_group"]
+    assert [r["label"] for r in rows] == ["geography", "science", "history"]
+    full = select_nodes(a, 10)
+    for row in rows:
+        member = np.array([s == row["label"] for s in subjects])
+        assert row["samples"] == 4
+        assert row["overlap"] == pytest.approx(_overlap(select_nodes(a[member], 10), full))
+    # one subject only (a file without subjects, an lm-eval task): no group is a part
+    one = write_kva(tmp_path / "one.h5", a, subjects=["all"] * 12, dataset_format="prompts")
+    assert [r["kind"] for r in stability_table(one, 10, seeds=(0,))] == ["random_half"]
+    # the same subjects in an MMLU-format file are not MMLU's: left out, as before
+    mmlu = write_kva(tmp_path / "mmlu.h5", a, subjects=subjects)
+    assert [r["kind"] for r in stability_table(mmlu, 10, seeds=(0,))] == ["random_half"]

@@ -204,12 +204,31 @@ def test_train_script_passes_the_resolved_settings(tmp_path, monkeypatch, task, 
         "train", tmp_path,
         input=Named(model="m"), wildcards=Named(task=task, method=method),
         params=Named(run_dir="r", checkpoint_dir="c", training=config["training"], data=data,
-                     device=config["device"]),
+                     device=config["device"], processes=1),
     )  # fmt: skip
     training = {k: v for k, v in config["training"].items() if k != "threads"}
     assert seen["settings"] == resolve_settings(training, task, method, data=data)
     assert seen["settings"] == TrainSettings.from_config(config, task, method)
     assert seen["data"] == data["source"] and seen["data_options"] == loader_options(task, data)
+
+
+def test_train_script_hands_a_multi_process_job_to_torchrun(tmp_path, monkeypatch):
+    import loki_pipeline.train.launch as launch
+
+    class Exec(Exception):
+        """exec_torchrun never returns: the process becomes torchrun."""
+
+    def exec_torchrun(*args):
+        raise Exec(args)
+
+    monkeypatch.setattr(launch, "exec_torchrun", exec_torchrun)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(Exec) as started:
+        run_script("train", tmp_path, params=Named(processes=2))
+    # the file being run (under Snakemake its copy, which carries the job) and the job's log
+    script = str(ROOT / "workflow" / "scripts" / "train.py")
+    assert started.value.args[0] == (2, script, str(tmp_path / "job.log"))
 
 
 def parse(*argv: str):

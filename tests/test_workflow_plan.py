@@ -234,3 +234,27 @@ def test_a_config_extending_the_default_plans_the_default_with_its_changes(tmp_p
     counts = plan("--configfile", str(user))
     assert counts["prepare_model"] == 1 and counts["kva"] == 2
     assert counts["train"] == 1 and counts["tables"] == 1
+
+
+def test_a_prompts_file_to_protect_is_an_input_of_every_kva_shard(tmp_path):
+    """kva.dataset of the user's own (format prompts): each shard reads the file as an input
+    (editing it redoes the KVA; a missing one stops the plan, naming it); an lm-eval task by
+    name plans without a file."""
+    own = (
+        "extends: config/config.yaml\nkva:\n  dataset:\n"
+        "    source: data/example_task/protect.jsonl\n    format: prompts\n"
+    )
+    assert "rule kva_gather:" in _dry_run(tmp_path, own, "all")
+    config = tmp_path / "missing.yaml"
+    config.write_text(own.replace("protect.jsonl", "no_such_file.jsonl"))
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "--forceall", "results/kva/smollm2-135m/kva.h5", "--configfile",
+         str(config)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Missing input files for rule kva" in proc.stdout + proc.stderr
+    assert "data/example_task/no_such_file.jsonl" in proc.stdout + proc.stderr
+    task = own.replace("data/example_task/protect.jsonl", "local:hellaswag").replace(
+        "format: prompts", "format: lm_eval"
+    )
+    assert "rule kva_gather:" in _dry_run(tmp_path, task, "all")

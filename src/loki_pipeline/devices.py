@@ -5,7 +5,9 @@ use, so every job would otherwise open ``cuda:0``. A job that asks for ``"auto"`
 ``"cuda"`` therefore claims a free GPU: an exclusive ``flock`` on one lock file per physical
 GPU (keyed by its UUID, so jobs that see different ``CUDA_VISIBLE_DEVICES`` still agree), held
 until the process exits. The operating system drops the lock when a job dies, so nothing goes
-stale. Under SLURM each job sees only its own GPUs and simply claims the first.
+stale. Under SLURM each job sees only its own GPUs and simply claims the first. A
+data-parallel job of N processes (``training.processes``) claims N GPUs the same way: each
+process claims one, and none may share (see :func:`resolve_device`).
 """
 
 from __future__ import annotations
@@ -57,10 +59,16 @@ def _gpu_ids(torch) -> list[str]:
     return ids
 
 
-def _claim_gpu(torch) -> str:
+def _claim_gpu(torch, share: bool) -> str:
     if "device" in _claimed:
         return str(_claimed["device"])
     claim = claim_free(_gpu_ids(torch), lock_dir())
+    if claim is None and not share:
+        raise LokiInputError(
+            f"no free GPU: all {torch.cuda.device_count()} are claimed by other jobs or by this "
+            "job's other processes (one GPU each); lower training.processes, or give the "
+            "local profile's `gpu` resource the machine's GPU count so Snakemake waits"
+        )
     if claim is None:
         # More GPU jobs than GPUs (the `gpu` resource was not set): share the emptiest one.
         free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
@@ -75,10 +83,12 @@ def _claim_gpu(torch) -> str:
     return device
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, *, share: bool = True) -> str:
     """``"cpu"``, ``"cuda:N"`` as given; ``"cuda"`` and (with a GPU) ``"auto"``: a free GPU.
 
-    Devices that do not exist are rejected with a clear error.
+    When every GPU is claimed, a job shares the emptiest one, or with ``share=False`` (one
+    process of a data-parallel job: two of them on one GPU would stop NCCL) fails. Devices
+    that do not exist are rejected with a clear error.
     """
     import torch
 
@@ -94,7 +104,7 @@ def resolve_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise LokiInputError(f"device {device!r}: CUDA is not available on this machine")
         if dev.index is None:
-            return _claim_gpu(torch)
+            return _claim_gpu(torch, share)
         if dev.index >= torch.cuda.device_count():
             raise LokiInputError(
                 f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)"

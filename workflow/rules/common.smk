@@ -54,6 +54,13 @@ def kva_shards():
     return range(config["kva"]["shards"])
 
 
+def kva_dataset(compare=False):
+    """kva.dataset (or compare_dataset), its format left out when 'mmlu' (the default), so
+    shards made before the option are not redone."""
+    dataset = config["kva"]["compare_dataset" if compare else "dataset"]
+    return {k: v for k, v in dataset.items() if (k, v) != ("format", "mmlu")}
+
+
 def kva_settings(model, compare=False):
     """The kva block a shard job of `model` gets (Snakemake reruns a job whose params change):
     without compare_dataset, so setting it reruns no shard of the main set; prompt_format
@@ -68,7 +75,22 @@ def kva_settings(model, compare=False):
     fmt = fmt.get(model, "chat") if isinstance(fmt, dict) else fmt
     if fmt != "chat":
         kva["prompt_format"] = fmt
-    return {**kva, "dataset": config["kva"]["compare_dataset"]} if compare else kva
+    return {**kva, "dataset": kva_dataset(compare)}
+
+
+def kva_inputs(wildcards, compare=False):
+    """The shard's model and its prompt set's local file (a prompts file or an lm-eval task
+    .yaml), so editing that file redoes the KVA. An mmlu file is left out: results made
+    before this input existed would all be redone; the shard's own fingerprint of the
+    questions still redoes a shard whose questions changed when it runs."""
+    inputs = {"model": f"resources/models/{wildcards.model}"}
+    dataset = kva_dataset(compare)
+    fmt, source = dataset.get("format", "mmlu"), str(dataset["source"])
+    if (fmt == "prompts" and not source.startswith("hf:")) or (
+        fmt == "lm_eval" and source.endswith((".yaml", ".yml"))
+    ):
+        inputs["dataset"] = source
+    return inputs
 
 
 def all_targets():
@@ -206,6 +228,12 @@ def train_inputs(wildcards):
         if calibration is not None and not calibration.startswith("hf:"):
             inputs["corda_calibration"] = calibration
     return inputs
+
+
+def train_processes(wildcards):
+    """training.processes of one run (per task or method, like any training setting): the
+    train rule runs it under torchrun as that many processes, one GPU each on CUDA."""
+    return TrainSettings.from_config(config, wildcards.task, wildcards.method).processes
 
 
 def train_targets():

@@ -3,7 +3,7 @@
 
 rule kva:
     input:
-        model="resources/models/{model}",
+        unpack(kva_inputs),
     output:
         "results/kva/{model}/shards/{shard}.h5",
     log:
@@ -31,7 +31,7 @@ rule kva:
 # kva.compare_dataset: the same KVA on a second prompt set (the dataset_overlap target).
 rule kva_compare:
     input:
-        model="resources/models/{model}",
+        unpack(lambda wc: kva_inputs(wc, compare=True)),
     output:
         "results/kva/{model}/compare/shards/{shard}.h5",
     log:

@@ -85,6 +85,7 @@ rule global_layer_counts:
     input:
         high="results/select/{model}/global_high_q{q}.json",
         low="results/select/{model}/global_low_q{q}.json",
+        kva="results/kva/{model}/kva.h5",  # its prompt set is named in the title
     output:
         png=report(
             "results/figures/{model}/global_layer_counts_q{q}.png",

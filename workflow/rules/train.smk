@@ -25,7 +25,8 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=1 if config["device"] == "cuda" else 0,
+        # training.processes GPUs: one per data-parallel process (each claims its own)
+        gpu=lambda wc: train_processes(wc) if config["device"] == "cuda" else 0,
     params:
         run_dir="results/train/{model}/{task}/{method}",
         # outside the rule's outputs: Snakemake never deletes it, so a killed job resumes
@@ -37,6 +38,8 @@ rule train:
             config["tasks"][wc.task]["train"] if wc.task in config["tasks"] else {}
         ),
         device=config["device"],
+        # > 1: the script runs itself under torchrun as that many processes
+        processes=train_processes,
     message:
         "Training {wildcards.method} on {wildcards.task} ({wildcards.model}) -> {output.merged}; progress and loss: tail -f {log}"
     script:

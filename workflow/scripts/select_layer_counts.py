@@ -9,5 +9,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 from loki_pipeline.figures.layer_counts import draw_global_layer_counts  # noqa: E402
 
 draw_global_layer_counts(
-    snakemake.input.high, snakemake.input.low, [snakemake.output.png, snakemake.output.pdf]
+    snakemake.input.high,
+    snakemake.input.low,
+    [snakemake.output.png, snakemake.output.pdf],
+    kva_path=snakemake.input.kva,
 )

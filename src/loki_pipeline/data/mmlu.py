@@ -10,11 +10,16 @@ Rows have ``question`` (str), ``subject`` (one of ``MMLU_SUBJECTS``), ``choices`
 from __future__ import annotations
 
 import os
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loki_pipeline.data.kva_prompt import (  # noqa: F401  (encode_prompts: re-exported)
+    encode_chat,
+    encode_prompts,
+    number_and_cap,
+    optional_id,
+)
 from loki_pipeline.data.records import read_records
 from loki_pipeline.errors import LokiInputError
 
@@ -38,21 +43,19 @@ MMLU_SUBJECTS: tuple[str, ...] = (
 )  # fmt: skip
 
 NUM_CHOICES = 4
-LETTERS = "ABCD"
 REQUIRED_FIELDS = ("question", "subject", "choices", "answer")
 HUB_SPLITS = ("test", "validation", "dev", "auxiliary_train")
 #: The default local data set shipped with the project (path relative to the repository root).
 DEFAULT_MMLU_FILE = "data/mmlu/mmlu_mini.jsonl"
 
-#: The LoKI paper's prompt, sent as one user turn through the model's chat template.
-PROMPT_TEMPLATE = (
+#: The LoKI paper's prompt, sent as one user turn through the model's chat template. Its
+#: first line is :data:`PROMPT_HEADER`; other multiple-choice sets (kva.dataset.format
+#: lm_eval) are rendered with the same text, their letters counted from their options.
+PROMPT_HEADER = (
     "There is a single choice question about {subject}. "
-    "Answer the question by replying A, B, C or D.\n"
-    "Question: {question}\n"
-    "Choices:\n"
-    "{choices}\n"
-    "Answer: \n"
+    "Answer the question by replying {letters}.\n"
 )
+PROMPT_TEMPLATE = PROMPT_HEADER + "Question: {question}\nChoices:\n{choices}\nAnswer: \n"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ class MMLUItem:
     choices: tuple[str, ...]
     answer: int
 
+    def chat(self) -> list[dict[str, str]]:
+        """The KVA prompt as chat messages: the paper's text as one user turn."""
+        return [{"role": "user", "content": format_prompt(self)}]
+
+    def fingerprint(self) -> list[Any]:
+        """What the attributions depend on (the KVA file's ``inputs.dataset`` hashes it)."""
+        return [self.question_id, self.subject, self.question, list(self.choices), self.answer]
+
 
 def subject_title(subject: str) -> str:
     """``high_school_us_history`` -> ``High School Us History``.
@@ -75,16 +86,25 @@ def subject_title(subject: str) -> str:
     return subject.replace("_", " ").title()
 
 
-def format_prompt(item: MMLUItem) -> str:
-    """The user-turn text of the LoKI paper's KVA prompt for ``item`` (no chat template applied)."""
-    choices = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
+def answer_letters(count: int) -> str:
+    """How the prompt names the answers: 4 -> ``A, B, C or D``, 2 -> ``A or B``."""
+    if not 2 <= count <= 26:
+        raise LokiInputError(f"a multiple-choice prompt needs 2-26 options, got {count}")
+    letters = [chr(ord("A") + i) for i in range(count)]
+    return f"{', '.join(letters[:-1])} or {letters[-1]}"
+
+
+def choice_prompt(subject: str, question: str, choices: Sequence[str]) -> str:
+    """The paper's prompt for any lettered multiple-choice question (``subject`` as shown)."""
+    lines = "\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(choices))
     return PROMPT_TEMPLATE.format(
-        subject=subject_title(item.subject), question=item.question, choices=choices
+        subject=subject, letters=answer_letters(len(choices)), question=question, choices=lines
     )
 
 
-#: kva.prompt_format values: a chat user turn (the paper), or the text as it is
-PROMPT_FORMATS = ("chat", "plain")
+def format_prompt(item: MMLUItem) -> str:
+    """The user-turn text of the LoKI paper's KVA prompt for ``item`` (no chat template applied)."""
+    return choice_prompt(subject_title(item.subject), item.question, item.choices)
 
 
 def encode_prompt(tokenizer: Any, item: MMLUItem, prompt_format: str = "chat"):
@@ -92,71 +112,7 @@ def encode_prompt(tokenizer: Any, item: MMLUItem, prompt_format: str = "chat"):
     followed by the assistant generation prompt (the last position predicts the answer);
     ``prompt_format="plain"``: the text tokenized as it is, with the tokenizer's special tokens
     (BOS), for a model without a chat template."""
-    import torch
-
-    if prompt_format not in PROMPT_FORMATS:
-        raise LokiInputError(
-            f"kva.prompt_format={prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}"
-        )
-    if prompt_format == "plain":
-        ids = torch.as_tensor(
-            list(tokenizer(format_prompt(item), add_special_tokens=True)["input_ids"]),
-            dtype=torch.long,
-        )
-        if ids.numel() == 0:
-            raise RuntimeError("the tokenizer gave no ids for a prompt")
-        return ids
-    if not getattr(tokenizer, "chat_template", None):
-        raise LokiInputError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} "
-            "has no chat template; LoKI's prompts are chat turns (set kva.prompt_format: plain "
-            "for a model without one)"
-        )
-    out = tokenizer.apply_chat_template(
-        [{"role": "user", "content": format_prompt(item)}],
-        add_generation_prompt=True,
-        tokenize=True,
-    )
-    # transformers 5 returns a BatchEncoding (dict-like); 4.x a list of ids.
-    if isinstance(out, Mapping) or hasattr(out, "input_ids"):
-        out = out["input_ids"]
-    ids = torch.as_tensor(out, dtype=torch.long)
-    if ids.dim() == 2 and ids.shape[0] == 1:
-        ids = ids[0]
-    if ids.dim() != 1 or ids.numel() == 0:
-        raise RuntimeError(f"apply_chat_template gave ids of shape {tuple(ids.shape)}")
-    return ids
-
-
-def encode_prompts(
-    tokenizer: Any,
-    items: Sequence[MMLUItem],
-    *,
-    max_length: int | None = None,
-    source: str = "",
-    prompt_format: str = "chat",
-) -> list:
-    """:func:`encode_prompt` of every item; refuse prompts longer than ``max_length`` tokens.
-
-    A prompt past the model's context (``max_position_embeddings``) would be attributed with
-    positions the model never learned, or crash mid-run; all prompts are encoded first (only
-    the tokenizer is needed) so the error counts them and comes before any weight is loaded.
-    """
-    encoded = [encode_prompt(tokenizer, item, prompt_format) for item in items]
-    if max_length is not None:
-        long = [
-            (item, len(ids))
-            for item, ids in zip(items, encoded, strict=True)
-            if len(ids) > max_length
-        ]
-        if long:
-            item, n = long[0]
-            raise LokiInputError(
-                f"{source + ': ' if source else ''}{len(long)} of {len(items)} prompts are longer "
-                f"than the model's context of {max_length} tokens (the first: question_id "
-                f"{item.question_id!r}, {n} tokens); shorten those questions or leave them out"
-            )
-    return encoded
+    return encode_chat(tokenizer, item.chat(), prompt_format)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,12 +148,13 @@ def _validate_row(row: Any, where: str) -> tuple[str | None, str, str, tuple[str
     answer = int(answer)
     if not 0 <= answer < NUM_CHOICES:
         raise LokiInputError(f"{where}: 'answer' {answer} out of range 0-{NUM_CHOICES - 1}")
-    qid = row.get("question_id")
-    if qid is not None and (
-        not isinstance(qid, (str, int)) or isinstance(qid, bool) or str(qid) == ""
-    ):
-        raise LokiInputError(f"{where}: 'question_id' must be a non-empty string, got {qid!r}")
-    return (None if qid is None else str(qid)), subject, question, choices, answer
+    return optional_id(row, where), subject, question, choices, answer
+
+
+def _entries(rows: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, str | None, str, tuple]]:
+    for where, row in rows:
+        qid, subject, question, choices, answer = _validate_row(row, where)
+        yield where, qid, subject, (question, choices, answer)
 
 
 def items_from_rows(
@@ -207,31 +164,8 @@ def items_from_rows(
 
     ``where`` names the file (or hub set) and row in errors; ``name`` names the data set.
     """
-    if max_per_subject is not None and (
-        isinstance(max_per_subject, bool)
-        or not isinstance(max_per_subject, int)
-        or max_per_subject < 1
-    ):
-        raise LokiInputError(
-            f"max_per_subject {max_per_subject!r}: expected an integer >= 1 or None"
-        )
-    seen: Counter[str] = Counter()
-    ids: dict[str, str] = {}
-    items: list[MMLUItem] = []
-    for where, row in rows:
-        qid, subject, question, choices, answer = _validate_row(row, where)
-        n = seen[subject]
-        seen[subject] += 1
-        qid = qid if qid is not None else f"{subject}/{n}"
-        if qid in ids:
-            raise LokiInputError(f"{where}: duplicate question_id {qid!r} (first at {ids[qid]})")
-        ids[qid] = where
-        if max_per_subject is not None and n >= max_per_subject:
-            continue
-        items.append(MMLUItem(qid, subject, question, choices, answer))
-    if not items:
-        raise LokiInputError(f"{name}: empty data set (no questions)")
-    return items
+    kept = number_and_cap(_entries(rows), name=name, max_per_subject=max_per_subject)
+    return [MMLUItem(qid, subject, *payload) for qid, subject, payload in kept]
 
 
 def load_mmlu(

@@ -63,3 +63,61 @@ def generate_greedy(
         for row, i in enumerate(batch):
             answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True)
     return answers
+
+
+class PrefixCachedChat:
+    """Greedy answers to one growing chat, reusing the keys and values of its shared prefix.
+
+    A BFCL multi-turn conversation re-sends its whole history at every step: the same system
+    prompt with the API docs (~5.5k tokens), then every earlier turn. Computed afresh, each
+    answer pays for all of it again; here the cache of the previous prompt and answer is cut
+    back to the longest token prefix the new prompt shares with it (``DynamicCache.crop``) and
+    ``generate`` computes only what follows, so a step costs its new tokens and its answer.
+    The result is the same greedy decoding up to float rounding (the cached keys were computed
+    in other matrix shapes), as in any prefix-caching server. One chat per instance (batch 1).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_new_tokens: int) -> None:
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self._ids: list[int] = []  # the tokens whose keys and values ``_cache`` holds
+        self._cache: Any = None
+        #: prompt tokens computed and reused so far (for the log and the benchmark)
+        self.computed_tokens = self.reused_tokens = 0
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        import torch
+
+        from loki_pipeline.models.architecture import cache_kwarg
+
+        prompt = chat_prompt(self.tokenizer, messages)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        shared = 0
+        for cached, new in zip(
+            self._ids, ids[:-1], strict=False
+        ):  # at least one token left to compute
+            if cached != new:
+                break
+            shared += 1
+        cache = None
+        if shared:
+            cache = self._cache
+            # negative: tokens to drop (every transformers version reads it so)
+            cache.crop(shared - cache.get_seq_length())
+        self.reused_tokens += shared
+        self.computed_tokens += len(ids) - shared
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([ids], device=device)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                **{cache_kwarg(self.model): cache},
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+            )
+        sequence = out.sequences[0]
+        self._cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        self._ids = sequence[: self._cache.get_seq_length()].tolist()
+        return self.tokenizer.decode(sequence[len(ids) :], skip_special_tokens=True)

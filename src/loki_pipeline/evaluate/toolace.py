@@ -202,21 +202,20 @@ def evaluate_multi_turn(
         check_conversation,
         run_conversation,
     )
-    from loki_pipeline.evaluate.generation import chat_prompt
+    from loki_pipeline.evaluate.generation import PrefixCachedChat, chat_prompt
 
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-
-    def respond(messages: list[dict[str, str]]) -> str:
-        if limit is not None:
-            length = len(tokenizer(chat_prompt(tokenizer, messages))["input_ids"])
-            if length + settings.max_new_tokens > limit:
-                raise ContextOverflow(f"{length} prompt tokens + answer over {limit}")
-        return generate_greedy(
-            model, tokenizer, [messages], max_new_tokens=settings.max_new_tokens, batch_size=1
-        )[0]
-
     records = []
     for it in items:
+        chat = PrefixCachedChat(model, tokenizer, max_new_tokens=settings.max_new_tokens)
+
+        def respond(messages: list[dict[str, str]], chat=chat) -> str:
+            if limit is not None:
+                length = len(tokenizer(chat_prompt(tokenizer, messages))["input_ids"])
+                if length + settings.max_new_tokens > limit:
+                    raise ContextOverflow(f"{length} prompt tokens + answer over {limit}")
+            return chat(messages)
+
         checker, _ = bfcl_modules(it["wheel"])
         try:
             turns = run_conversation(it, respond, max_steps=settings.max_steps_per_turn)
@@ -234,5 +233,11 @@ def evaluate_multi_turn(
                 "error_type": verdict.get("error_type"),
             }
         )
-        log.info("BFCL %s: %s", it["id"], "right" if verdict["valid"] else verdict["error_type"])
+        log.info(
+            "BFCL %s: %s (prompt tokens computed %d, reused from the cache %d)",
+            it["id"],
+            "right" if verdict["valid"] else verdict["error_type"],
+            chat.computed_tokens,
+            chat.reused_tokens,
+        )
     return records

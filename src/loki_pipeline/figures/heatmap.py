@@ -43,8 +43,10 @@ def plot_kva_heatmap(
     q: float,
     paths: Sequence[str | os.PathLike],
     bins: int = HEATMAP_BINS,
+    attributed: str | None = None,
 ) -> None:
-    """Draw the stacked red (high) / blue (low) heatmaps and save them to ``paths``."""
+    """Draw the stacked red (high) / blue (low) heatmaps and save them to ``paths``;
+    ``attributed`` names the prompt set in the title (``MMLU (114 prompts)``)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
@@ -77,7 +79,8 @@ def plot_kva_heatmap(
         step = max(1, round(layers / 16))
         axes[-1].set_xticks(range(0, layers, step))
         axes[-1].set_xlabel("layer")
-        fig.suptitle(f"KVA of {model} over {num_samples} prompts (q = {q:g}%)", fontsize=10)
+        on = attributed or f"{num_samples} prompts"
+        fig.suptitle(f"KVA of {model} on {on}, q = {q:g}%", fontsize=10)
         save_figure(fig, paths)
 
 
@@ -100,5 +103,5 @@ def draw_kva_heatmap(
     )
     plot_kva_heatmap(
         counts["global_high"], counts["global_low"], num_samples=info.num_samples,
-        model=model or info.model, q=q, paths=paths, bins=bins,
+        model=model or info.model, q=q, paths=paths, bins=bins, attributed=info.attributed(),
     )  # fmt: skip

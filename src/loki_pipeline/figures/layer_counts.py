@@ -21,8 +21,10 @@ def plot_global_layer_counts(
     q: float,
     nodes_per_layer: int,
     paths: Sequence[str | os.PathLike],
+    attributed: str | None = None,
 ) -> None:
-    """Grouped bars: selected nodes per layer for ``global_high`` (red) and ``global_low`` (blue)."""
+    """Grouped bars: selected nodes per layer for ``global_high`` (red) and ``global_low``
+    (blue); ``attributed`` names the prompt set of their KVA in the title."""
     import matplotlib.pyplot as plt
 
     from loki_pipeline.figures.common import PAPER_RC, save_figure
@@ -41,7 +43,8 @@ def plot_global_layer_counts(
         ax.set_xticks(range(0, layers, max(1, round(layers / 16))))
         ax.set_xlabel("layer")
         ax.set_ylabel("selected nodes")
-        ax.set_title(f"{model}: nodes per layer under the global strategies (q = {q:g}%)")
+        title = f"{model}: nodes per layer under the global strategies (q = {q:g}%)"
+        ax.set_title(title + (f"\nKVA on {attributed}" if attributed else ""))
         ax.legend(loc="upper left", frameon=False, ncols=3)
         ax.set_ylim(0, max(max(len(p) for p in high), max(len(p) for p in low), k) * 1.25)
         save_figure(fig, paths)
@@ -51,10 +54,13 @@ def draw_global_layer_counts(
     high_json: str | os.PathLike,
     low_json: str | os.PathLike,
     paths: Sequence[str | os.PathLike],
+    *,
+    kva_path: str | os.PathLike | None = None,
 ) -> None:
-    """Read the ``global_high``/``global_low`` selection files and draw their per-layer counts."""
+    """Read the ``global_high``/``global_low`` selection files and draw their per-layer counts;
+    ``kva_path``: the KVA file they were selected from, named in the title."""
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.select.io import read_selection
+    from loki_pipeline.select.io import kva_attributed, read_selection
 
     high, low = read_selection(high_json), read_selection(low_json)
     for doc, path in ((high, high_json), (low, low_json)):
@@ -63,4 +69,5 @@ def draw_global_layer_counts(
     plot_global_layer_counts(
         high["positions"], low["positions"], model=str(high.get("model", "")), q=float(high["q"]),
         nodes_per_layer=int(high["nodes_per_layer"]), paths=paths,
+        attributed=None if kva_path is None else kva_attributed(kva_path),
     )  # fmt: skip

@@ -19,9 +19,14 @@ KIND_NAMES = {
 
 
 def plot_stability(
-    rows: Sequence[dict[str, Any]], *, model: str, paths: Sequence[str | os.PathLike]
+    rows: Sequence[dict[str, Any]],
+    *,
+    model: str,
+    paths: Sequence[str | os.PathLike],
+    attributed: str | None = None,
 ) -> None:
-    """Horizontal bars of ``overlap`` (%) per comparison; ticks mark the chance level."""
+    """Horizontal bars of ``overlap`` (%) per comparison; ticks mark the chance level;
+    ``attributed`` names the prompt set in the title."""
     import matplotlib.pyplot as plt
 
     from loki_pipeline.figures.common import PAPER_RC, save_figure
@@ -42,7 +47,8 @@ def plot_stability(
         ax.set_yticks(y, [f"{r['label']} (n={r['samples']})" for r in rows])
         ax.set_xlim(0, 110)
         ax.set_xlabel("share of selected nodes in common with the all-prompt selection (%)")
-        ax.set_title(f"{model}: stability of the LoKI selection (q = {q:g}%); black tick = chance")
+        title = f"{model}: stability of the LoKI selection (q = {q:g}%); black tick = chance"
+        ax.set_title(title + (f"\nKVA on {attributed}" if attributed else ""))
         handles = [
             plt.Rectangle((0, 0), 1, 1, color=KIND_COLOURS[k]) for k in KIND_NAMES
             if any(r["kind"] == k for r in rows)
@@ -79,5 +85,6 @@ def stability_report(
         **defaults,
     )
     write_stability_csv(csv_path, rows)
-    plot_stability(rows, model=inspect_kva(kva_path).model, paths=figure_paths)
+    info = inspect_kva(kva_path)
+    plot_stability(rows, model=info.model, paths=figure_paths, attributed=info.attributed())
     return rows

@@ -1,4 +1,4 @@
-"""``loki kva``: Knowledge Vector Attribution of one shard of an MMLU-schema data set."""
+"""``loki kva``: Knowledge Vector Attribution of one shard of a prompt set (``kva.dataset``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="source",
         metavar="FILE",
         required=True,
-        help="MMLU-schema .jsonl/.json/.parquet file or hf:<repo>",
+        help="the prompts: a .jsonl/.json/.parquet file or hf:<repo> (formats mmlu, prompts), or "
+        "an lm-eval task name, task .yaml or local:<task> (format lm_eval)",
+    )
+    add_setting(
+        parser, "--dataset-format", "kva.dataset.format", "what --dataset holds", dest="format"
     )
     add_setting(parser, "--split", "kva.dataset.split", "hub split")
     add_setting(

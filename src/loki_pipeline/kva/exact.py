@@ -29,7 +29,6 @@ Cost: ``~m·L²/2`` token-layer evaluations instead of the reference's ``m·L²�
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,7 +36,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from loki_pipeline.errors import LokiInputError
 from loki_pipeline.kva.result import (
     KVAResult,
     as_batch_ids,
@@ -47,6 +45,7 @@ from loki_pipeline.kva.result import (
     with_baseline,
 )
 from loki_pipeline.models import get_adapter
+from loki_pipeline.models.architecture import cache_kwarg
 
 #: Attention implementations that honour an arbitrary 4-D additive mask.
 MASKED_ATTENTION = ("eager", "sdpa")
@@ -73,15 +72,6 @@ class PrefixCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return int(self.keys[layer_idx].shape[-2])
-
-
-def _cache_kwarg(module: nn.Module) -> str:
-    """Name of a layer's/model's cache argument (it changed across transformers versions)."""
-    params = inspect.signature(module.forward).parameters
-    for name in ("cache", "past_key_values", "past_key_value"):
-        if name in params:
-            return name
-    raise LokiInputError(f"{type(module).__name__}.forward takes no KV cache argument")
 
 
 def _full_cache():
@@ -190,7 +180,7 @@ def _prefix_pass(model: nn.Module, prompts: list[torch.Tensor]) -> _Prefix:
             model(
                 input_ids=padded,
                 use_cache=True,
-                **{_cache_kwarg(model): kv_cache},
+                **{cache_kwarg(model): kv_cache},
                 **last_logits_kwargs(model),
             )
             logits = adapter.lm_head(final[0]).float()
@@ -261,7 +251,7 @@ def _attribute_batch(
     alpha_t = torch.tensor(alphas, dtype=torch.float32, device=device)
     weight_t = torch.tensor(weights, dtype=torch.float64)
     m = len(alphas)
-    cache_kw = _cache_kwarg(adapter.layers[0])
+    cache_kw = cache_kwarg(adapter.layers[0])
     pos = pre.last[:, None]  # [P, 1]
     cos, sin = adapter.rotary_emb(pre.z[0][:, None], position_ids=pos)  # [P, 1, head_dim]
     width = pre.cache.get_seq_length()

@@ -1,4 +1,5 @@
-"""Attribute one shard of an MMLU-schema dataset into a resumable HDF5 file.
+"""Attribute one shard of a prompt set (``kva.dataset``: MMLU, the user's own prompts, an
+lm-eval multiple-choice task) into a resumable HDF5 file.
 
 Shard ``i`` of ``S`` takes items ``i, i+S, i+2S, ...`` (round-robin), so shards get similar
 subject mixes and :func:`~loki_pipeline.kva.storage.gather_shards` can restore the order.
@@ -30,7 +31,7 @@ DTYPES: tuple[str, ...] = tuple(schema_node("kva.dtype")["enum"])
 @dataclasses.dataclass
 class KVASettings(StageSettings):
     """How a shard is attributed: the config's ``kva`` block and ``device``, defaults from the
-    schema. ``dataset`` is ``{source, split, max_per_subject}`` or a bare source."""
+    schema. ``dataset`` is ``{source, format, split, max_per_subject}`` or a bare source."""
 
     dataset: str | os.PathLike | Mapping[str, Any] = from_schema("kva.dataset")
     #: read by the workflow (a second KVA run and the dataset_overlap target), not by a shard
@@ -47,7 +48,8 @@ class KVASettings(StageSettings):
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, **extra: Any) -> KVASettings:
-        """``--dataset`` (dest ``source``), ``--split``, ``--max-per-subject`` make ``dataset``."""
+        """``--dataset`` (dest ``source``), ``--dataset-format`` (dest ``format``), ``--split``,
+        ``--max-per-subject`` make ``dataset``."""
         dataset = schema_default("kva.dataset")
         for key in dataset:
             if (value := getattr(args, key, None)) is not None:
@@ -118,9 +120,9 @@ def run_kva_shard(
     model_config = read_checkpoint_config(model_dir)  # architecture checked, no weights read
     spec = _dataset_spec(settings.dataset)
 
-    from loki_pipeline.data.mmlu import load_mmlu
+    from loki_pipeline.data.kva_sets import MMLU, attributed_set, load_kva_set
 
-    items = load_mmlu(spec["source"], split=spec["split"], max_per_subject=spec["max_per_subject"])
+    items = load_kva_set(spec)
     if not items:
         raise LokiInputError(f"{spec['source']}: the dataset is empty")
     mine = items[shard::num_shards]
@@ -134,9 +136,7 @@ def run_kva_shard(
     # What the attributions depend on; a change to any of them means starting over.
     inputs = {
         "model": content_fingerprint(model_dir),
-        "dataset": config_hash(
-            [[it.question_id, it.subject, it.question, list(it.choices), it.answer] for it in items]
-        ),
+        "dataset": config_hash([item.fingerprint() for item in items]),
         "steps": steps,
         "method": method,
         "quadrature": quadrature,
@@ -145,6 +145,8 @@ def run_kva_shard(
     }
     if prompt_format != "chat":  # absent for chat, so files made before the option stay valid
         inputs["prompt_format"] = prompt_format
+    if spec["format"] != MMLU:  # likewise absent for mmlu
+        inputs["dataset_format"] = spec["format"]
     meta = {
         "model": model_dir.name,
         "steps": steps,
@@ -159,7 +161,10 @@ def run_kva_shard(
         "shard": shard,
         "num_shards": num_shards,
         "dataset": spec["source"],
+        "dataset_format": spec["format"],
     }
+    described = attributed_set(spec["source"], spec["format"], len(items))
+    log.info("KVA on %s: shard %d of %d", described, shard, num_shards)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(exclusive_lock(out_path))
@@ -187,7 +192,7 @@ def _encode_prompts(
     """Every prompt's token ids, from the tokenizer alone (before any weight is read)."""
     from transformers import AutoTokenizer
 
-    from loki_pipeline.data.mmlu import encode_prompts
+    from loki_pipeline.data.kva_prompt import encode_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return encode_prompts(

@@ -104,3 +104,15 @@ def get_adapter(model: nn.Module) -> ArchitectureAdapter:
             f"{type(model).__name__}: expected a *ForCausalLM with .model.layers and .lm_head"
         )
     return ArchitectureAdapter(model=model, model_type=model_type)
+
+
+def cache_kwarg(module: nn.Module) -> str:
+    """Name of a layer's/model's KV-cache argument: ``cache`` since transformers 5.x,
+    ``past_key_values`` before (``past_key_value`` for 4.x decoder layers)."""
+    import inspect
+
+    params = inspect.signature(module.forward).parameters
+    for name in ("cache", "past_key_values", "past_key_value"):
+        if name in params:
+            return name
+    raise LokiInputError(f"{type(module).__name__}.forward takes no KV cache argument")

@@ -37,6 +37,16 @@ class KvaInfo:
     num_samples: int
     num_layers: int
     num_nodes: int
+    #: the attributed prompt set (kva.dataset): its source and format (files written before
+    #: the format was recorded are MMLU's)
+    dataset: str = ""
+    dataset_format: str = "mmlu"
+
+    def attributed(self) -> str:
+        """The set's name in figure titles: ``MMLU (114 prompts)``, ``x.jsonl (prompts, 80)``."""
+        from loki_pipeline.data.kva_sets import attributed_set
+
+        return attributed_set(self.dataset, self.dataset_format, self.num_samples)
 
 
 def _attr_str(value: Any) -> str:
@@ -93,9 +103,28 @@ def inspect_kva(path: str | os.PathLike, *, require: Sequence[str] = ()) -> KvaI
                 raise LokiInputError(
                     f"{path}: dataset {name!r} has {fh[name].shape[0]} rows, expected {n}"
                 )
-        info = KvaInfo(path, _attr_str(fh.attrs["model"]), n, layers, nodes)
+        dataset = {k: _attr_str(fh.attrs[k]) for k in ("dataset", "dataset_format") if k in fh.attrs}
+        info = KvaInfo(path, _attr_str(fh.attrs["model"]), n, layers, nodes, **dataset)
     verify_kva_file(path)
     return info
+
+
+def kva_attributed(path: str | os.PathLike) -> str:
+    """:meth:`KvaInfo.attributed` from the file's attributes alone (no row is read)."""
+    import h5py
+
+    from loki_pipeline.data.kva_sets import attributed_set
+
+    try:
+        with h5py.File(path, "r") as fh:
+            attrs = {k: _attr_str(v) for k, v in fh.attrs.items()}
+    except OSError as err:
+        raise LokiInputError(f"{path}: not a readable HDF5 file ({err})") from None
+    if "num_samples" not in attrs:
+        raise LokiInputError(f"{path}: missing file attribute num_samples")
+    return attributed_set(
+        attrs.get("dataset", ""), attrs.get("dataset_format", "mmlu"), int(attrs["num_samples"])
+    )
 
 
 def read_kva_strings(path: str | os.PathLike, name: str) -> list[str]:

@@ -4,7 +4,9 @@ Three comparisons, each against the ``layer_balanced_low`` selection at ``q`` fr
 
 - ``random_half``: the selection from a random half of the prompts (one row per seed);
 - ``subject_group``: the selection from one MMLU subject group only (STEM, humanities,
-  social sciences, other; the grouping of lm-eval's ``mmlu_*`` groups);
+  social sciences, other; the grouping of lm-eval's ``mmlu_*`` groups); for a prompt set of
+  another format (``kva.dataset.format`` prompts, lm_eval) from one of its own subjects only,
+  when it has more than one;
 - ``q``: the selection at another ``q'`` (is the smaller one nested in the larger one?);
 - ``dataset`` (:func:`dataset_overlap`, its own file): the selection from a second prompt set.
 
@@ -74,6 +76,27 @@ def subject_group(subject: str) -> str | None:
     return _GROUP_OF.get(subject.strip().lower().replace(" ", "_").replace("-", "_"))
 
 
+def _subject_groups(subjects: Sequence[str], *, mmlu: bool) -> list[tuple[str, np.ndarray]]:
+    """``[(label, member mask)]``: MMLU's four categories (subjects outside its 57 left out),
+    or for another prompt set each subject of its own (in order of first appearance), unless
+    it has only one: that group would be every prompt."""
+    if mmlu:
+        groups = [subject_group(s) for s in subjects]
+        unknown = sorted({s for s, g in zip(subjects, groups, strict=True) if g is None})
+        if unknown:
+            log.warning("subjects outside MMLU's 57, left out of the group rows: %s", unknown[:10])
+        names: Sequence[str] = SUBJECT_GROUPS
+    else:
+        groups, names = list(subjects), list(dict.fromkeys(subjects))
+        if len(names) < 2:
+            return []
+    return [
+        (name, member)
+        for name in names
+        if (member := np.array([g == name for g in groups], dtype=bool)).any()
+    ]
+
+
 def overlap_stats(
     a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]
 ) -> tuple[int, float, float]:
@@ -113,15 +136,9 @@ def stability_table(
             half[np.random.default_rng(seed).permutation(n)[: n // 2]] = True
             labels.append(("random_half", f"half, seed {seed}"))
             masks.append(half)
-    groups = [subject_group(s) for s in subjects]
-    unknown = sorted({s for s, g in zip(subjects, groups, strict=True) if g is None})
-    if unknown:
-        log.warning("subjects outside MMLU's 57, left out of the group rows: %s", unknown[:10])
-    for group in SUBJECT_GROUPS:
-        member = np.array([g == group for g in groups], dtype=bool)
-        if member.any():
-            labels.append(("subject_group", group))
-            masks.append(member)
+    for group, member in _subject_groups(subjects, mmlu=info.dataset_format == "mmlu"):
+        labels.append(("subject_group", group))
+        masks.append(member)
 
     counts = count_nodes(
         kva_path, q, (STRATEGY,), sample_groups=np.stack(masks), chunk_size=chunk_size,

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loki_pipeline.errors import LokiInputError
     from loki_pipeline.schemas import validate_training
+    from loki_pipeline.train.launch import launched_rank
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training
     from loki_pipeline.train.settings import TrainSettings
@@ -102,5 +103,6 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         device=args.device,
     )
-    print(f"run written to {args.out}")
+    if launched_rank() == 0:  # under torchrun, rank 0 wrote the run
+        print(f"run written to {args.out}")
     return 0

@@ -15,10 +15,16 @@ Resumable state lives in ``checkpoint_dir`` (default ``{out}/../.checkpoints/{ou
 outside the final directory, so a failure (or Snakemake removing a failed output) keeps it. A
 write that fails (full disk) raises ``LokiWriteError`` and leaves no run directory; the same
 command, once space is freed, resumes from the last checkpoint.
+
+Under ``torchrun --nproc-per-node N`` every process runs :func:`run_training` with the same
+arguments and trains its share of each global batch (``trainer.train_model``); rank 0 alone
+holds the locks and writes the checkpoints and the run directory, the others wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,6 +38,7 @@ from loki_pipeline import __version__
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.io import atomic_path, content_fingerprint, exclusive_lock, file_sha256
 from loki_pipeline.settings import schema_default
+from loki_pipeline.train import distributed
 from loki_pipeline.train.methods import Method, parse_method
 from loki_pipeline.train.settings import TrainSettings
 
@@ -93,25 +100,56 @@ def run_training(
     """
     method = parse_method(method_name)
     settings.validate()
+    if settings.distributed == "fsdp" and method.kind != "full":
+        raise LokiInputError(
+            f"training setting distributed='fsdp' shards full fine-tuning only; {method.name} "
+            "trains a small part of a model that fits one GPU: use distributed: ddp"
+        )
     if not (Path(model_dir) / "config.json").is_file():
         raise LokiInputError(f"model directory {model_dir} has no config.json")
     selection = _check_selection(method, selection_path, model_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out_dir)
+    with distributed.process_group(device) as world:
+        settings = _launched_settings(settings, world.size)
+        with distributed.on_main_rank(lambda: _locks(out_dir, ckpt_dir)):
+            return _run_locked(
+                model_dir,
+                task,
+                data,
+                method,
+                out_dir,
+                settings,
+                selection=selection,
+                selection_path=selection_path,
+                ckpt_dir=ckpt_dir,
+                device=world.device,
+                progress=progress,
+                data_options=data_options or {},
+            )
+
+
+@contextlib.contextmanager
+def _locks(out_dir, ckpt_dir):
     with exclusive_lock(out_dir), exclusive_lock(ckpt_dir):
-        return _run_locked(
-            model_dir,
-            task,
-            data,
-            method,
-            out_dir,
-            settings,
-            selection=selection,
-            selection_path=selection_path,
-            ckpt_dir=ckpt_dir,
-            device=device,
-            progress=progress,
-            data_options=data_options or {},
-        )
+        yield
+
+
+def _launched_settings(settings: TrainSettings, size: int) -> TrainSettings:
+    """``settings`` with ``processes`` = the processes torchrun started: as in the HF Trainer,
+    the global batch is batch_size x (processes launched) x grad_accum, so a launch that
+    differs from training.processes trains another global batch, which the log says (a
+    warning when the config asked for more than one process)."""
+    if settings.processes == size:
+        return settings
+    launched = dataclasses.replace(settings, processes=size)
+    log.log(
+        logging.WARNING if settings.processes > 1 else logging.INFO,
+        "training.processes=%d, but %d process(es) run: global batch %d examples instead of %d",
+        settings.processes, size,
+        launched.batch_size * size * launched.grad_accum,
+        settings.batch_size * settings.processes * settings.grad_accum,
+    )  # fmt: skip
+    return launched
 
 
 def _examples_hash(examples) -> str:
@@ -145,7 +183,11 @@ def _run_locked(
     from loki_pipeline.models.loading import context_length, load_model, read_checkpoint_config
     from loki_pipeline.train import trainer
 
-    model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=device)
+    world = distributed.current()
+    sharding = world.size > 1 and settings.distributed == "fsdp"
+    # FSDP: whole on the CPU first, then each process moves its shards to its GPU
+    load_device = "cpu" if sharding else device
+    model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=load_device)
     max_context = context_length(read_checkpoint_config(model_dir))
     examples = build_sft_dataset(
         task,
@@ -227,8 +269,11 @@ def _run_locked(
         # CorDA on NQ-Open: the calibration rows shape the initial adapter
         "calibration": None if calibration is examples else _examples_hash(calibration),
     }
-    trainer.remove_stale_temporaries(ckpt_dir)
-    initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
+    distributed.check_same(fingerprint, "training inputs")
+    initial_adapter = None
+    if world.main:
+        trainer.remove_stale_temporaries(ckpt_dir)
+        initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
     rows = trainer.train_model(
         model,
         examples,
@@ -242,7 +287,69 @@ def _run_locked(
     log.info(
         "loss: first %.4f, last %.4f over %d steps", rows[0]["loss"], rows[-1]["loss"], len(rows)
     )
+    if sharding:
+        model = _gathered(model, model_dir, settings)
+    if world.main:
+        _write_run(
+            model,
+            tokenizer,
+            method,
+            out_dir,
+            settings,
+            rows=rows,
+            counts=counts,
+            inputs=inputs,
+            meta={
+                "cutoff_len_effective": min(settings.cutoff_len, max_context or math.inf),
+                "num_examples": len(examples),
+                "num_val_examples": len(val_examples),
+            },
+            model_dir=model_dir,
+            selection_path=selection_path,
+            initial_adapter=initial_adapter,
+        )
+        if not settings.keep_checkpoints:
+            try:
+                trainer.remove_checkpoint(ckpt_dir)
+            except LokiInputError as err:  # the run is finished: a refused clean-up only warns
+                log.warning("checkpoints kept: %s", err)
+    distributed.barrier()  # every process ends when the outputs are written
+    return Path(out_dir)
 
+
+def _gathered(model, model_dir, settings: TrainSettings):
+    """An FSDP-sharded model's weights as a plain model on rank 0 (every rank takes part in
+    the gather; the others get None). Full fine-tuning only, so the base with every weight
+    replaced is the trained model."""
+    from loki_pipeline.models.loading import load_model
+
+    state = distributed.gather_state_dict(model)
+    if not distributed.current().main:
+        return None
+    plain, _ = load_model(model_dir, dtype=settings.dtype, device="cpu")
+    plain.load_state_dict(state)
+    return plain
+
+
+def _write_run(
+    model,
+    tokenizer,
+    method: Method,
+    out_dir,
+    settings: TrainSettings,
+    *,
+    rows,
+    counts,
+    inputs,
+    meta,
+    model_dir,
+    selection_path,
+    initial_adapter,
+) -> None:
+    """The run directory, written atomically (rank 0 only)."""
+    from loki_pipeline.train import trainer
+
+    task = inputs["task"]
     with atomic_path(out_dir, is_dir=True) as tmp:
         trainer.write_train_log(rows, tmp / "train_log.csv")
         trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
@@ -253,9 +360,7 @@ def _run_locked(
                     **inputs,
                     "settings": settings.to_dict(),
                     "learning_rate_effective": settings.effective_lr,
-                    "cutoff_len_effective": min(settings.cutoff_len, max_context or math.inf),
-                    "num_examples": len(examples),
-                    "num_val_examples": len(val_examples),
+                    **meta,
                     "steps": len(rows),
                     "package_version": __version__,
                 },
@@ -273,12 +378,6 @@ def _run_locked(
             dtype=settings.dtype,
             initial_adapter=initial_adapter,
         )
-    if not settings.keep_checkpoints:
-        try:
-            trainer.remove_checkpoint(ckpt_dir)
-        except LokiInputError as err:  # the run is finished: a refused clean-up only warns
-            log.warning("checkpoints kept: %s", err)
-    return Path(out_dir)
 
 
 def _save_outputs(

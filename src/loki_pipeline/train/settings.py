@@ -21,6 +21,7 @@ from loki_pipeline.settings import StageSettings, from_schema, schema_node
 
 SCHEDULERS: tuple[str, ...] = tuple(schema_node("training.scheduler")["enum"])
 DTYPES: tuple[str, ...] = tuple(schema_node("training.dtype")["enum"])
+STRATEGIES: tuple[str, ...] = tuple(schema_node("training.distributed")["enum"])
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TrainSettings(StageSettings):
     save_every: int = from_schema("training.save_every")
     val_size: float = from_schema("training.val_size")
     keep_checkpoints: bool = from_schema("training.keep_checkpoints")
+    processes: int = from_schema("training.processes")
+    distributed: str = from_schema("training.distributed")
     gradient_checkpointing: bool = from_schema("training.gradient_checkpointing")
     peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
@@ -95,7 +98,10 @@ class TrainSettings(StageSettings):
             raise bad("scheduler", f"one of {', '.join(SCHEDULERS)}")
         if not 0 <= self.warmup_ratio < 1:
             raise bad("warmup_ratio", "a number in [0, 1)")
-        for key in ("batch_size", "grad_accum", "cutoff_len", "save_every", "calibration_samples"):
+        for key in (
+            "batch_size", "grad_accum", "cutoff_len", "save_every", "calibration_samples",
+            "processes",
+        ):  # fmt: skip
             if int(getattr(self, key)) < 1:
                 raise bad(key, "an integer >= 1")
         if not 0 <= self.val_size < 1:
@@ -104,6 +110,8 @@ class TrainSettings(StageSettings):
             raise bad("max_samples", "an integer >= 0 (0 = all)")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"one of {', '.join(DTYPES)}")
+        if self.distributed not in STRATEGIES:
+            raise bad("distributed", f"one of {', '.join(STRATEGIES)}")
         if self.corda_method not in ("ipm", "kpm"):
             raise bad("corda_method", "'ipm' or 'kpm'")
         return self

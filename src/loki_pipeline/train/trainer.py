@@ -10,6 +10,15 @@ Contract: micro-batch ``m`` of the run is fixed by ``(seed, m)`` alone (each epo
 every ``save_every`` optimizer steps, so a killed run resumed from its last checkpoint ends
 with the same weights as an uninterrupted one.
 
+Data parallel (N processes under torchrun, see :mod:`loki_pipeline.train.distributed`): step
+``s`` takes the global batch of micro-batches ``[s*A*N, (s+1)*A*N)`` of that one order (``A`` =
+``grad_accum``), rank ``r`` the ``A`` micro-batches from ``s*A*N + r*A``; each rank scales its
+loss by ``1/A`` and DDP averages the gradients over the ranks, so a step's gradient is the mean
+over the ``A*N`` micro-batches, as one process with ``grad_accum = A*N`` computes it. The data
+order, the step count, the schedule and the logged loss and tokens (summed over the ranks) are
+those of the global batch, so N processes give the weights and log of one process with
+``grad_accum`` x N (to float tolerance), and a checkpoint resumes under any process count.
+
 A checkpoint is one directory, ``{checkpoint_dir}/last/``, renamed into place whole: tensors
 (trainable parameters, AdamW state, RNG states) in safetensors and everything else in JSON, so
 loading it never unpickles anything (a planted pickle cannot run code). ``state.json`` records a
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +49,7 @@ from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant.selection import Selection
 from loki_pipeline.io import atomic_path, content_fingerprint, describe_changes, remove_tree
 from loki_pipeline.models.architecture import get_adapter
+from loki_pipeline.train import distributed
 from loki_pipeline.train.methods import Method
 from loki_pipeline.train.settings import TrainSettings
 
@@ -51,9 +62,18 @@ CHECKPOINT_FORMAT = 2
 #: earlier versions pickled the state here; it is never loaded (unpickling can run code)
 LEGACY_CHECKPOINT = "last.pt"
 INITIAL_ADAPTER = "initial_adapter"
-#: settings that do not change the trained weights: changing them keeps a checkpoint usable
-#: (gradient checkpointing recomputes the same activations: tests/test_train_checkpointing.py)
-NOT_FINGERPRINTED = ("save_every", "keep_checkpoints", "gradient_checkpointing")
+#: settings that do not change the trained weights: changing them keeps a checkpoint usable.
+#: grad_accum and processes only split the global batch (batch_size x processes x grad_accum,
+#: fingerprinted as such), distributed only where its parts are held; gradient checkpointing
+#: recomputes the same activations (tests/test_train_checkpointing.py).
+NOT_FINGERPRINTED = (
+    "save_every",
+    "keep_checkpoints",
+    "grad_accum",
+    "processes",
+    "distributed",
+    "gradient_checkpointing",
+)
 LOG_FIELDS = (
     "step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s", "val_loss",
 )  # fmt: skip
@@ -85,9 +105,9 @@ def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     targets = batch["labels"][:, 1:]
     keep = targets != -100
     n = int(keep.sum())
-    if n == 0:
-        return hidden.sum() * 0.0, 0
     logits = arch.lm_head(hidden[:, :-1][keep]).float()
+    if n == 0:  # a zero loss that still reaches every parameter, as DDP expects of each rank
+        return logits.sum() * 0.0, 0
     return F.cross_entropy(logits, targets[keep]), n
 
 
@@ -110,12 +130,30 @@ def hold_out(
     return train, [examples[i] for i in sorted(held)]
 
 
+class SFTObjective(nn.Module):
+    """:func:`sft_loss` of ``model`` as a module, so DDP and FSDP can wrap the loss computation
+    (it calls the decoder and the LM head apart, which their hooks on ``model.forward`` miss)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return sft_loss(self.model, batch)
+
+
 @torch.no_grad()
 def validation_loss(
-    model: nn.Module, examples: Sequence[dict[str, Any]], settings: TrainSettings, pad_id: int
+    model: nn.Module,
+    examples: Sequence[dict[str, Any]],
+    settings: TrainSettings,
+    pad_id: int,
+    objective: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, int]] | None = None,
 ) -> float:
     """Token-weighted mean loss over ``examples`` (batches of ``batch_size``, no gradient),
-    so it does not depend on how the examples are batched."""
+    so it does not depend on how the examples are batched. ``objective`` computes the loss of a
+    batch (default ``sft_loss(model, batch)``; a sharded model's must run through its wrapper)."""
+    objective = objective or (lambda batch: sft_loss(model, batch))
     device = next(model.parameters()).device
     autocast = (
         torch.autocast(device.type, dtype=getattr(torch, settings.dtype))
@@ -128,7 +166,7 @@ def validation_loss(
     for start in range(0, len(examples), settings.batch_size):
         batch = pad_collate(examples[start : start + settings.batch_size], pad_id)
         with autocast:
-            loss, n = sft_loss(model, {k: v.to(device) for k, v in batch.items()})
+            loss, n = objective({k: v.to(device) for k, v in batch.items()})
         total += float(loss) * n
         tokens += n
     model.train(was_training)
@@ -237,12 +275,18 @@ def _stale_temporaries(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- the loop
+def micro_batches_per_step(settings: TrainSettings) -> int:
+    """Micro-batches of one global batch: ``grad_accum`` on each of ``processes`` ranks."""
+    return settings.grad_accum * settings.processes
+
+
 def total_steps(num_examples: int, settings: TrainSettings) -> int:
-    """Optimizer steps of a run: ``max_steps`` if set, else ``ceil(epochs * batches / accum)``."""
+    """Optimizer steps (global batches) of a run: ``max_steps`` if set, else
+    ``ceil(epochs * micro-batches / (grad_accum * processes))``."""
     if settings.max_steps > 0:
         return settings.max_steps
     batches = math.ceil(num_examples / settings.batch_size)
-    return max(1, math.ceil(settings.epochs * batches / settings.grad_accum))
+    return max(1, math.ceil(settings.epochs * batches / micro_batches_per_step(settings)))
 
 
 def _micro_batch(examples, m: int, settings: TrainSettings) -> tuple[list[int], int]:
@@ -258,28 +302,37 @@ def _micro_batch(examples, m: int, settings: TrainSettings) -> tuple[list[int], 
 def _fingerprint(settings: TrainSettings, run: Any) -> dict[str, Any]:
     """What the weights depend on, as JSON would give it back (so a reread compares equal)."""
     fp = {f"settings.{k}": v for k, v in settings.to_dict().items() if k not in NOT_FINGERPRINTED}
+    fp["global_batch"] = settings.batch_size * micro_batches_per_step(settings)
     fp.update(run if isinstance(run, Mapping) else {"run": run})
     return json.loads(json.dumps(fp, default=str))
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rows, fingerprint) -> None:
-    """Write the resumable state as one directory (tensors first, ``state.json`` last)."""
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    return distributed.full_tensor(tensor.detach()).cpu().contiguous()
+
+
+def _save_checkpoint(
+    path: Path, model, optimizer, scheduler, step: int, rows, fingerprint, *, write: bool = True
+) -> None:
+    """Write the resumable state as one directory (tensors first, ``state.json`` last).
+
+    Tensors are saved whole, whatever the process count, so any count resumes from them; FSDP
+    shards are gathered first, so every rank calls this and only rank 0 (``write``) writes.
+    """
     from safetensors.torch import save_file
 
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    tensors = {
-        f"param.{n}": p.detach().cpu().contiguous()
-        for n, p in model.named_parameters()
-        if p.requires_grad
-    }
+    tensors = {f"param.{n}": _whole(p) for n, p in model.named_parameters() if p.requires_grad}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for idx, entry in opt["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{idx}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"optimizer.{idx}.{key}"] = _whole(value)
             else:
                 scalars.setdefault(str(idx), {})[key] = value
+    if not write:
+        return
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
@@ -352,6 +405,10 @@ def _read_tensors(path: Path, state: dict, model, optimizer) -> tuple[dict, dict
                 if name != "step" and value.shape != params[names[int(idx)]].shape:
                     raise _Unusable(f"optimizer state {key} has another shape")
                 opt_state.setdefault(int(idx), {})[name] = value
+        for idx, entry in opt_state.items():  # FSDP: each rank keeps its shard of the state
+            for name, value in entry.items():
+                if name != "step":
+                    entry[name] = distributed.shard_like(value, params[names[idx]])
         for idx, entry in state["optimizer_scalars"].items():
             opt_state.setdefault(int(idx), {}).update(entry)
         if tensors["rng.cpu"].dtype != torch.uint8 or not isinstance(state["step"], int):
@@ -398,7 +455,7 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint) -> tu
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name in state["params"]:
-            params[name].copy_(tensors[f"param.{name}"])
+            params[name].copy_(distributed.shard_like(tensors[f"param.{name}"], params[name]))
     torch.set_rng_state(tensors["rng.cpu"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))
     cuda_rng = [tensors[k] for k in cuda_keys]
@@ -406,6 +463,35 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint) -> tu
         torch.cuda.set_rng_state_all(cuda_rng)
     log.info("resumed from %s at step %d", path, state["step"])
     return state["step"], list(state["log"])
+
+
+def _accumulate(objective, examples, step: int, settings: TrainSettings, pad_id: int, device,
+                autocast) -> tuple[float, int]:  # fmt: skip
+    """Forward and backward of this rank's micro-batches of global batch ``step``.
+
+    Returns the step's loss (the mean over all its micro-batches) and supervised tokens, summed
+    over the ranks. DDP averages the gradients once, after the last micro-batch.
+    """
+    world = distributed.current()
+    per_step = micro_batches_per_step(settings)
+    first = step * per_step + world.rank * settings.grad_accum
+    total_loss, tokens = 0.0, 0
+    for a in range(settings.grad_accum):
+        idx, _ = _micro_batch(examples, first + a, settings)
+        batch = pad_collate([examples[i] for i in idx], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        last = a == settings.grad_accum - 1
+        defer = not last and hasattr(objective, "no_sync")  # DDP: average once, at the end
+        with objective.no_sync() if defer else contextlib.nullcontext():
+            with autocast:
+                loss, n = objective(batch)
+            (loss / settings.grad_accum).backward()
+        total_loss += float(loss.detach()) / per_step
+        tokens += n
+    if world.size == 1:
+        return total_loss, tokens
+    total_loss, total_tokens = distributed.all_sum([total_loss, tokens])
+    return total_loss, int(total_tokens)
 
 
 def train_model(
@@ -428,15 +514,28 @@ def train_model(
     content); with the settings it must match a checkpoint for training to resume from it.
     ``val_examples`` (held out, see :func:`hold_out`): their loss is the ``val_loss`` of every
     ``save_every``-th step's row and of the last (None in the other rows).
+
+    In a process group (torchrun) every rank calls it with the same arguments: the loss runs
+    through DDP (or FSDP, ``settings.distributed``), ``settings.processes`` is the group's size,
+    rank 0 alone writes checkpoints and shows progress, and every rank returns the same rows.
+    A model sharded by FSDP stays sharded (see ``distributed.gather_state_dict``).
     """
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     if not examples:
         raise LokiInputError("no training examples: the dataset is empty")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise LokiInputError("the model has no trainable parameters")
+    world = distributed.current()
+    if settings.processes != world.size:  # how it was launched decides; the weights do not
+        settings = dataclasses.replace(settings, processes=world.size)
+    raw = SFTObjective(model)
+    objective = raw
+    if world.size > 1:
+        layers = get_adapter(_hf_model(model)).layers
+        objective = distributed.wrap(raw, settings.distributed, layers)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP: this rank's shards
     device = params[0].device
     steps = total_steps(len(examples), settings)
     optimizer = torch.optim.AdamW(
@@ -455,6 +554,8 @@ def train_model(
         if ckpt is None
         else _load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint)
     )
+    distributed.check_same(start, "a checkpoint (another resume step)")
+    sharded = distributed.is_sharded(model)  # saving gathers: every rank takes part
     autocast = (
         torch.autocast(device.type, dtype=getattr(torch, settings.dtype))
         if settings.dtype != "float32"
@@ -462,26 +563,23 @@ def train_model(
     )
     model.train()
     t0 = time.perf_counter() - (rows[-1]["elapsed_s"] if rows else 0.0)
-    bar = tqdm(total=steps, initial=start, desc="train", disable=not progress, unit="step")
+    bar = tqdm(total=steps, initial=start, desc="train", disable=not (progress and world.main),
+               unit="step")  # fmt: skip
+    per_epoch = math.ceil(len(examples) / settings.batch_size)
     for step in range(start, steps):
-        total_loss, tokens, epoch = 0.0, 0, 0
-        for a in range(settings.grad_accum):
-            idx, epoch = _micro_batch(examples, step * settings.grad_accum + a, settings)
-            batch = pad_collate([examples[i] for i in idx], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast:
-                loss, n = sft_loss(model, batch)
-            (loss / settings.grad_accum).backward()
-            total_loss += float(loss.detach()) / settings.grad_accum
-            tokens += n
+        total_loss, tokens = _accumulate(
+            objective, examples, step, settings, pad_id, device, autocast
+        )
         grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        save = (step + 1) % settings.save_every == 0 or step + 1 == steps
         row = {
             "step": step + 1,
-            "epoch": epoch,
+            # the epoch of the step's last micro-batch
+            "epoch": ((step + 1) * micro_batches_per_step(settings) - 1) // per_epoch,
             "loss": round(total_loss, 6),
             "learning_rate": lr,
             "grad_norm": round(float(grad_norm), 6),
@@ -489,13 +587,16 @@ def train_model(
             "elapsed_s": round(time.perf_counter() - t0, 3),
             "val_loss": None,
         }
-        if val_examples and ((step + 1) % settings.save_every == 0 or step + 1 == steps):
-            row["val_loss"] = round(validation_loss(model, val_examples, settings, pad_id), 6)
+        if val_examples and save:  # every rank: an FSDP forward needs them all
+            loss = validation_loss(model, val_examples, settings, pad_id, objective=raw)
+            row["val_loss"] = round(loss, 6)
         rows.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{total_loss:.4f}")
-        if ckpt is not None and ((step + 1) % settings.save_every == 0 or step + 1 == steps):
-            _save_checkpoint(ckpt, model, optimizer, scheduler, step + 1, rows, fingerprint)
+        if ckpt is not None and save and (world.main or sharded):
+            _save_checkpoint(
+                ckpt, model, optimizer, scheduler, step + 1, rows, fingerprint, write=world.main
+            )
         if on_step is not None:
             on_step(step + 1, row)
     bar.close()
