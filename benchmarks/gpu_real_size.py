@@ -129,6 +129,30 @@ SHAPES: dict[str, Shape] = {
             vocab_size=512,
         ),
     ),
+    # SmolLM2-135M-Instruct, the embedded default's model (train_speed.py's CPU runs)
+    "smollm2-135m": Shape(
+        "LlamaConfig",
+        dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-5,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
+        ),
+        tiny=dict(
+            hidden_size=48,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            num_key_value_heads=1,
+            vocab_size=512,
+        ),
+    ),
 }
 
 

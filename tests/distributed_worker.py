@@ -21,7 +21,7 @@ from test_train import positions, synthetic_examples
 
 from loki_pipeline.train import distributed, parse_method
 from loki_pipeline.train.settings import TrainSettings
-from loki_pipeline.train.trainer import prepare_model, train_model
+from loki_pipeline.train.trainer import enable_gradient_checkpointing, prepare_model, train_model
 
 
 class Killed(Exception):
@@ -34,6 +34,8 @@ def train_job(job: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[dict[s
     model = prepare_model(
         build_tiny_model("llama"), parse_method(job["method"]), settings, selection=positions()
     )
+    if settings.gradient_checkpointing:  # as train.run does
+        enable_gradient_checkpointing(model)
 
     def on_step(step: int, row: dict) -> None:
         if step == job.get("stop_at"):

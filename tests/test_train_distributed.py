@@ -59,18 +59,22 @@ def _saved(out: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    """One 2-process launch (tests/distributed_worker.py) of: LoKI and LoRA, whole; LoKI*
-    killed after step 3 (to be resumed by one process); a LoKI* run and a full fine-tuning
-    that one process was killed in, resumed (the latter sharded by FSDP); and `loki train`
-    of full fine-tuning with FSDP. Returns (folder, torchrun's output)."""
+    """One 2-process launch (tests/distributed_worker.py) of: LoKI and LoRA, whole, with
+    gradient checkpointing (their one-process oracles without it); LoKI* killed after step 3
+    (to be resumed by one process); a LoKI* run and a full fine-tuning that one process was
+    killed in, resumed (the latter sharded by FSDP); and `loki train` of full fine-tuning with
+    FSDP and gradient checkpointing. Returns (folder, torchrun's output)."""
     tmp = tmp_path_factory.mktemp("ddp")
     for method in ("loki_lora_q10_r2", "full"):  # one process, killed after step 3
         with pytest.raises(Killed):
             train_job({"method": method, "settings": {**RESUMED, **ONE}, "stop_at": 3,
                        "checkpoint_dir": str(tmp / f"{method}-killed-by-1")})  # fmt: skip
     fsdp = {**RESUMED, **TWO, "distributed": "fsdp"}
+    # with gradient checkpointing, against the oracle without it: the same weights
+    checkpointed = {**TWO, "gradient_checkpointing": True}
     jobs = [
-        {"method": m, "settings": TWO, "out": str(tmp / m)} for m in ("loki_q10", "lora_r2")
+        {"method": m, "settings": checkpointed, "out": str(tmp / m)}
+        for m in ("loki_q10", "lora_r2")
     ] + [
         {"method": "loki_lora_q10_r2", "settings": {**RESUMED, **TWO},
          "checkpoint_dir": str(tmp / "killed-by-2"), "stop_at": 3},
@@ -150,7 +154,8 @@ def test_the_checkpoint_fingerprint_has_the_global_batch_not_the_process_count()
 
 
 # --------------------------------------------------------------------------- loki train, FSDP
-TRAINING = {"distributed": "fsdp", "save_every": 2, "max_steps": 3, "learning_rate": 1e-3}
+TRAINING = {"distributed": "fsdp", "save_every": 2, "max_steps": 3, "learning_rate": 1e-3,
+            "gradient_checkpointing": True}  # fmt: skip
 
 
 def _loki_train_fsdp(tmp: Path) -> list[str]:
@@ -169,8 +174,8 @@ def test_loki_train_under_torchrun_shards_full_fine_tuning_and_equals_one_proces
 
     tmp, output = launched
     assert output.count("run written to") == 1  # rank 0 speaks for the run
-    settings = TrainSettings(**{**TRAINING, "distributed": "ddp"}, batch_size=2, grad_accum=2,
-                             cutoff_len=128)  # fmt: skip
+    settings = TrainSettings(**{**TRAINING, "distributed": "ddp", "gradient_checkpointing": False},
+                             batch_size=2, grad_accum=2, cutoff_len=128)  # fmt: skip
     run_training(tmp / "model", "toolace", tmp / "toolace.json", "full", tmp / "ref", settings,
                  progress=False)  # fmt: skip
     got, want = (
@@ -189,6 +194,7 @@ def test_loki_train_under_torchrun_shards_full_fine_tuning_and_equals_one_proces
         assert float(row["loss"]) == pytest.approx(float(ref["loss"]), abs=2e-6)
     config = json.loads((tmp / "run/train_config.json").read_text())
     assert (config["settings"]["processes"], config["settings"]["distributed"]) == (2, "fsdp")
+    assert config["settings"]["gradient_checkpointing"]
     assert not (tmp / ".checkpoints" / "run").exists()  # rank 0 cleaned up after itself
 
 

@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "loki_pipeline.report.commands_forgetting",
         "forgetting table from lm-eval result files",
     ),
+    "plan": (
+        "loki_pipeline.plan.commands",
+        "peak memory of every KVA, training and evaluation job of a config",
+    ),
 }
 
 

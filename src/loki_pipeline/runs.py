@@ -121,6 +121,32 @@ def table_reference(config: Mapping[str, Any], model: str, task: str) -> str | N
     return full if task == "reranker" and full in table_runs(config, model, task) else None
 
 
+def suppress_runs(config: Mapping[str, Any], model: str) -> list[str]:
+    """Suppression ablation runs of ``model`` from config ``suppress``: a list of
+    ``{strategy, q}`` or a mapping ``{strategies: [...], q: [...]}``; none for an
+    ``analyse_only`` model."""
+    spec = config.get("suppress") or []
+    if ((config.get("models") or {}).get(model) or {}).get("analyse_only"):
+        return []
+    if isinstance(spec, Mapping):
+        spec = [
+            {"strategy": s, "q": q} for s in spec.get("strategies", []) for q in spec.get("q", [])
+        ]
+    return [suppress_run(item["strategy"], item["q"]) for item in spec]
+
+
+def run_tasks(config: Mapping[str, Any], model: str, run: str, tasks: Iterable[str]) -> list[str]:
+    """Tasks whose performance a run's ``task.json`` reports (``tasks``: the known task names):
+    a training run's own task; an external run's tasks of ``external_runs``; any other run
+    every task with a table for the model (else every configured task)."""
+    parsed = parse_run(run, tasks)
+    if parsed.kind == "trained":
+        return [parsed.task]
+    tabled = table_tasks(config, model)
+    own = [t for t in tabled if run in external_runs(config, model, t)]
+    return own or tabled or sorted(config.get("tasks") or {})
+
+
 def check_external_runs(config: Mapping[str, Any], tasks: Iterable[str]) -> None:
     """``external_runs`` names defined models and tasks, each run name is an external run (no
     other kind) with one source per model, and every ``tables.reference`` is a row of each

@@ -5,16 +5,17 @@
 # job (prepare_model, kva, train, eval_general, eval_task) has a message naming that log to
 # `tail -f`, printed when the job starts; at the end of a run onsuccess prints the results.
 
+import errno
 import pathlib
 import re
 
+from loki_pipeline import runs
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.sources import source_fingerprint
 from loki_pipeline.runs import (
     BASE,
     external_runs,
     parse_run,
-    suppress_run,
     table_reference,
     table_runs,
     table_tasks,
@@ -50,6 +51,28 @@ wildcard_constraints:
 
 def model_dir(wildcards):
     return f"resources/models/{wildcards.model}"
+
+
+# Memory: a KVA, training or evaluation job asks for the host RAM (mem_mb, MiB) that the memory
+# plan estimates for it (loki_pipeline.plan; `loki plan` prints it for every job): on CPU the
+# job's whole peak, on a GPU what it holds on the host (the weights read before they move to the
+# GPU, checkpoint copies). Each retry (the SLURM profile's) asks for attempt x that.
+from loki_pipeline.plan.jobs import job_mem_mb
+
+
+def plan_mem_mb(rule):
+    """The `mem_mb` resource of `rule`'s jobs, from the memory plan. While the job's model is
+    neither prepared nor one the plan ships, the missing input is reported as Snakemake's own
+    input functions do, so the value is "to be determined" and asked again when the job is
+    scheduled, its inputs present."""
+
+    def mem_mb(wildcards, input, attempt):
+        value = job_mem_mb(config, rule, wildcards, attempt)
+        if value is None:
+            raise FileNotFoundError(errno.ENOENT, "model not prepared yet", input.model)
+        return value
+
+    return mem_mb
 
 
 def kva_shards():
@@ -256,16 +279,8 @@ def train_targets():
 
 # Evaluating (evaluate_task.smk): the tasks a run's task.json reports.
 def run_tasks(model, run):
-    """Tasks whose performance task.json of (model, run) reports: a training run's own task;
-    an external run's tasks of `external_runs`; for any other run every task with a table for
-    the model (else every configured task)."""
-    parsed = parse_run(run, TASKS)
-    if parsed.kind == "trained":
-        return [parsed.task]
-    own = [
-        t for t in table_tasks(config, model) if run in external_runs(config, model, t)
-    ]
-    return own or table_tasks(config, model) or sorted(config["tasks"])
+    """Tasks whose performance task.json of (model, run) reports (runs.run_tasks)."""
+    return runs.run_tasks(config, model, run, TASKS)
 
 
 def task_eval_configs(model, run):
@@ -282,18 +297,8 @@ def task_runs(model, task):
 
 
 def suppress_runs(model):
-    """Suppression ablation run names from config `suppress`: a list of {strategy, q} or a
-    mapping {strategies: [...], q: [...]} (empty by default)."""
-    spec = config["suppress"]
-    if config["models"][model]["analyse_only"]:
-        return []
-    if isinstance(spec, dict):
-        spec = [
-            {"strategy": s, "q": q}
-            for s in spec.get("strategies", [])
-            for q in spec.get("q", [])
-        ]
-    return [suppress_run(item["strategy"], item["q"]) for item in spec]
+    """Suppression ablation run names from config `suppress` (runs.suppress_runs)."""
+    return runs.suppress_runs(config, model)
 
 
 def table_inputs(wildcards):

@@ -17,7 +17,7 @@ rule eval_general:
         "../../envs/loki.yaml"
     threads: config["evaluate"]["general"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=plan_mem_mb("eval_general"),
         gpu=1 if config["device"] == "cuda" else 0,
     params:  # the script's GeneralEvalSettings; a changed value reruns the job
         general=config["evaluate"]["general"],

@@ -16,7 +16,7 @@ rule eval_task:
         "../../envs/loki.yaml"
     threads: config["evaluate"]["task"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=plan_mem_mb("eval_task"),
         gpu=1 if config["device"] == "cuda" else 0,
     params:  # the script's TaskEvalSettings; a changed value reruns the job
         tasks=lambda wc: run_tasks(wc.model, wc.run),

@@ -14,7 +14,7 @@ rule kva:
         "../../envs/loki.yaml"
     threads: config["kva"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=plan_mem_mb("kva"),
         gpu=1 if config["device"] == "cuda" else 0,
     # The script builds KVASettings from these. Snakemake records their values with each output
     # and reruns a job whose values changed, so they stay as they were (num_shards too).
@@ -42,7 +42,7 @@ rule kva_compare:
         "../../envs/loki.yaml"
     threads: config["kva"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=plan_mem_mb("kva_compare"),
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         kva=lambda wc: kva_settings(wc.model, compare=True),

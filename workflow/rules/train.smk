@@ -24,7 +24,7 @@ rule train:
         "../../envs/loki.yaml"
     threads: config["training"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=plan_mem_mb("train"),
         # training.processes GPUs: one per data-parallel process (each claims its own)
         gpu=lambda wc: train_processes(wc) if config["device"] == "cuda" else 0,
     params:

@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default=None, choices=DTYPES)
     group.add_argument("--max-samples", type=int, default=None)
     group.add_argument("--save-every", type=int, default=None)
+    group.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations in the backward pass: less memory, same weights",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

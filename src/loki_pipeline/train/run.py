@@ -225,6 +225,8 @@ def _run_locked(
     model = trainer.prepare_model(
         model, method, settings, selection=selection, calibration=calibration
     )
+    if settings.gradient_checkpointing:
+        trainer.enable_gradient_checkpointing(model)
     if settings.dtype != "float32":  # optimizer state and updates in float32; compute autocast
         for p in model.parameters():
             if p.requires_grad:

@@ -49,6 +49,7 @@ class TrainSettings(StageSettings):
     keep_checkpoints: bool = from_schema("training.keep_checkpoints")
     processes: int = from_schema("training.processes")
     distributed: str = from_schema("training.distributed")
+    gradient_checkpointing: bool = from_schema("training.gradient_checkpointing")
     peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
     lora_dropout: float = from_schema("training.lora_dropout")

@@ -64,8 +64,16 @@ LEGACY_CHECKPOINT = "last.pt"
 INITIAL_ADAPTER = "initial_adapter"
 #: settings that do not change the trained weights: changing them keeps a checkpoint usable.
 #: grad_accum and processes only split the global batch (batch_size x processes x grad_accum,
-#: fingerprinted as such), distributed only where its parts are held.
-NOT_FINGERPRINTED = ("save_every", "keep_checkpoints", "grad_accum", "processes", "distributed")
+#: fingerprinted as such), distributed only where its parts are held; gradient checkpointing
+#: recomputes the same activations (tests/test_train_checkpointing.py).
+NOT_FINGERPRINTED = (
+    "save_every",
+    "keep_checkpoints",
+    "grad_accum",
+    "processes",
+    "distributed",
+    "gradient_checkpointing",
+)
 LOG_FIELDS = (
     "step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s", "val_loss",
 )  # fmt: skip
@@ -185,6 +193,28 @@ def prepare_model(
     return method.spec.prepare(
         model, method, settings, selection=selection, calibration=calibration or []
     )
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
+    """Recompute each decoder layer's activations in the backward pass (the HF model under any
+    PEFT wrapper); only training mode with gradients checkpoints, so evaluation is unchanged.
+
+    Non-reentrant ``torch.utils.checkpoint``: the reentrant kind only lets gradients through a
+    layer whose *inputs* require grad, and LoKI (like every PEFT method) freezes the embeddings,
+    so no trained row would get a gradient (the loss would not even require one). The
+    non-reentrant kind follows the parameters used inside the layer. Transformers also hooks
+    the embeddings to make their output require grad, a workaround for the reentrant kind; it is
+    removed, so the backward computes no gradient for the frozen embedding output. ``sft_loss``
+    already passes ``use_cache=False`` (no KV cache while training).
+    """
+    hf = _hf_model(model)
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers 5 renamed it
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    hf.disable_input_require_grads()
+    return model
 
 
 def save_initial_adapter(model, method: Method, checkpoint_dir) -> Path | None:
