@@ -113,3 +113,17 @@ def test_loki_plan_names_an_unknown_model_and_how_to_prepare_it(tmp_path, capsys
     err = capsys.readouterr().err
     assert "model 'mine' (hf:someone/some-model)" in err
     assert "snakemake --cores 1 resources/models/mine" in err
+
+
+def test_plan_estimates_every_job_of_a_task_of_your_own():
+    """config/example_task.yaml: the cities task's prompts are its cutoff_len (no
+    plan.prompt_tokens entry of its own), its held-out losses a full-logits forward."""
+    config = load_config("config/example_task.yaml")
+    assert counts(config) == {"kva": 2, "train": 2, "eval_general": 3, "eval_task": 3}
+    rows = {r["job"]: r for r in plan_rows(config)}
+    assert "results/train/smollm2-135m/cities/loki_q10" in rows
+    assert rows["results/eval/smollm2-135m/{run}/task.json"]["what"].startswith(
+        "cities, batch 8 x 128 tokens"
+    )
+    estimate = job_estimate(config, "eval_task", {"model": "smollm2-135m", "run": "base"})
+    assert estimate.device > 0

@@ -1,6 +1,7 @@
 # Evaluating, task performance of one run's checkpoint: BFCL AST accuracy (toolace), reranking
-# (reranker), the held-out split and lm-eval tasks of a task of the user's (loki_pipeline.tasks). A training run "{task}-{method}" is evaluated on its own task; "base"
-# (and any other run) on every task the config trains for the model, loading the model once.
+# (reranker), the held-out split and lm-eval tasks of a task of the user's (loki_pipeline.tasks).
+# A training run "{task}-{method}" is evaluated on its own task; "base" (and any other run) on
+# every task the config trains for the model, loading the model once.
 
 
 rule eval_task:

@@ -26,6 +26,7 @@ from loki_pipeline.plan.memory import (
     training_memory,
 )
 from loki_pipeline.settings import lookup, schema_default, schema_node
+from loki_pipeline.tasks import is_generic, task_names
 
 RULES = ("kva", "kva_compare", "train", "eval_general", "eval_task")
 #: How many times a CPU job's resident memory holds the estimate's transient parts (all but
@@ -64,13 +65,6 @@ def supervised_fraction(config: Mapping[str, Any], task: str) -> float:
     """``plan.supervised_fraction``: one number, or the task's entry (1 when it has none)."""
     value = plan_block(config)["supervised_fraction"]
     return float(value.get(task, 1.0) if isinstance(value, Mapping) else value)
-
-
-def task_names() -> list[str]:
-    """The tasks the schema knows (run names are parsed against them, as the workflow does)."""
-    from loki_pipeline.schemas import load_schema
-
-    return list(load_schema()["$defs"]["task"]["enum"])
 
 
 def on_gpu(config: Mapping[str, Any]) -> bool:
@@ -161,13 +155,33 @@ def general_calls(settings: Any, prompt: int) -> list[dict[str, Any]]:
     return calls
 
 
+def task_prompt_tokens(config: Mapping[str, Any], task: str) -> int:
+    """The longest prompt of a task evaluation's batch: ``plan.prompt_tokens.<task>`` for the
+    paper's tasks; for a task of the user's its ``train.cutoff_len`` (its rows are trained at
+    that length, and its held-out rows come from the same data)."""
+    if not is_generic(task):
+        return prompt_tokens(config, task)
+    return int(config["tasks"][task]["train"]["cutoff_len"])
+
+
 def task_calls(config: Mapping[str, Any], task: str, settings: Any, dims: ModelDims) -> list[dict]:
     """The calls of one task evaluation: BFCL's batched generations (and, with multi-turn
     categories, one conversation at a time up to the model's context); reranking's forward
-    passes over every position's logits."""
-    prompt = prompt_tokens(config, task)
+    passes over every position's logits; a task of the user's held-out answer losses (every
+    position's logits), its greedy answers and, with lm-eval tasks, one log-likelihood forward
+    of the general benchmarks' prompt length."""
+    prompt = task_prompt_tokens(config, task)
     batch = int(settings.batch_size)
     bench = settings.tasks[task]
+    if is_generic(task):
+        calls = [
+            {"batch": batch, "prompt": prompt, "new_tokens": 0, "full_logits": True},
+            {"batch": batch, "prompt": prompt, "new_tokens": int(bench.answer_margin)},
+        ]
+        if bench.lm_eval:
+            general = prompt_tokens(config, "general")
+            calls.append({"batch": batch, "prompt": general, "new_tokens": 0, "full_logits": True})
+        return calls
     if task == "toolace":
         new = int(bench.max_new_tokens)
         calls = [{"batch": batch, "prompt": prompt, "new_tokens": new}]
@@ -188,7 +202,7 @@ def eval_estimate(config: Mapping[str, Any], rule: str, model: str, run: str) ->
         return eval_memory(dims, settings.dtype, general_calls(settings, prompt), on_gpu=gpu)
     from loki_pipeline.evaluate.task import TaskEvalSettings
 
-    tasks = runs.run_tasks(config, model, run, task_names())
+    tasks = runs.run_tasks(config, model, run, task_names(config))
     settings = TaskEvalSettings.from_config(config, tasks)
     calls = [c for t in tasks for c in task_calls(config, t, settings, dims)]
     return eval_memory(dims, settings.dtype, calls, on_gpu=gpu)
@@ -298,11 +312,11 @@ def eval_what(config: Mapping[str, Any], rule: str, model: str, run: str) -> str
         general = config["evaluate"]["general"]
         return (f"general ({general['protocol']}), batch {general['batch_size']} x "
                 f"{prompt_tokens(config, 'general')} tokens")  # fmt: skip
-    tasks = runs.run_tasks(config, model, run, task_names())
+    tasks = runs.run_tasks(config, model, run, task_names(config))
     batch = config["evaluate"]["task"]["batch_size"]
     return (
         f"{'+'.join(tasks)}, batch {batch} x "
-        + "/".join(str(prompt_tokens(config, t)) for t in tasks)
+        + "/".join(str(task_prompt_tokens(config, t)) for t in tasks)
         + " tokens"
     )
 
