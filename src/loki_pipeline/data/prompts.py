@@ -27,7 +27,7 @@ from loki_pipeline.errors import LokiInputError
 ROLES = ("system", "user", "assistant")
 #: The subject of a row that names none.
 DEFAULT_SUBJECT = "all"
-_KINDS = 'a prompts row is {"prompt": text} or {"messages": [{"role", "content"}, ...]}'
+_KINDS = "a prompts row is {\"prompt\": text} or {\"messages\": [{\"role\", \"content\"}, ...]}"
 
 
 @dataclass(frozen=True)
