@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 import pytest
+from test_report_build import write_general
 
 from loki_pipeline.report.build import build_task_tables, build_tradeoff
 from loki_pipeline.report.intervals import RESAMPLES, SEED, ratio_estimate, wilson
 from loki_pipeline.report.learning import learning_check, task_estimates
-from tests.test_report_build import write_general
 
 GENERAL = ("gsm8k", "winogrande")
 
