@@ -699,6 +699,313 @@ class _Hotel:
         )
 
 
+# Calculation tools: numeric arguments, requests phrased as small maths and science problems
+# (most of BFCL's non-live functions are of this kind; these are the project's own). Every
+# parameter is required.
+
+
+def calc_tool(name, description, params, sample, asks, compute, answer):
+    """Register a calculation tool; ``params``: name -> (JSON type, description)."""
+    spec = _spec(name, description, {k: _p(t, d) for k, (t, d) in params.items()}, list(params))
+    TOOLS[name] = {
+        "spec": spec,
+        "args": sample,
+        "asks": asks,
+        "result": lambda a, rng: {"result": round(compute(a), 2)},
+        "answer": lambda a, r: answer.format(**a, result=r["result"]),
+    }
+
+
+def _num(rng: random.Random, lo: int, hi: int) -> int:
+    return rng.randint(lo, hi)
+
+
+calc_tool(
+    "geometry.rectangle_area",
+    "Area of a rectangle from its length and width.",
+    {
+        "length": ("float", "Length of the rectangle."),
+        "width": ("float", "Width of the rectangle."),
+    },
+    lambda rng: {"length": float(_num(rng, 2, 40)), "width": float(_num(rng, 2, 30))},
+    lambda a: [
+        f"What is the area of a rectangle {a['length']:g} meters long and {a['width']:g} wide?",
+        f"Find the area of a rectangle with length {a['length']:g} and width {a['width']:g}.",
+    ],
+    lambda a: a["length"] * a["width"],
+    "The area is {result} square units.",
+)
+calc_tool(
+    "geometry.circle_circumference",
+    "Circumference of a circle from its radius.",
+    {"radius": ("float", "Radius of the circle.")},
+    lambda rng: {"radius": float(_num(rng, 1, 25))},
+    lambda a: [
+        f"What is the circumference of a circle with radius {a['radius']:g}?",
+        f"Compute the perimeter of a circle whose radius is {a['radius']:g} cm.",
+    ],
+    lambda a: 2 * 3.14159 * a["radius"],
+    "The circumference is {result}.",
+)
+calc_tool(
+    "geometry.cylinder_volume",
+    "Volume of a cylinder from its radius and height.",
+    {"radius": ("float", "Radius of the base."), "height": ("float", "Height of the cylinder.")},
+    lambda rng: {"radius": float(_num(rng, 1, 12)), "height": float(_num(rng, 2, 30))},
+    lambda a: [
+        f"Calculate the volume of a cylinder with radius {a['radius']:g} and height "
+        f"{a['height']:g}.",
+        f"A tank is a cylinder {a['height']:g} m tall with radius {a['radius']:g} m. What is its "
+        "volume?",
+    ],
+    lambda a: 3.14159 * a["radius"] ** 2 * a["height"],
+    "The volume is {result} cubic units.",
+)
+calc_tool(
+    "physics.kinetic_energy",
+    "Kinetic energy of a moving body in joules.",
+    {"mass": ("float", "Mass in kilograms."), "velocity": ("float", "Speed in meters per second.")},
+    lambda rng: {"mass": float(_num(rng, 1, 90)), "velocity": float(_num(rng, 2, 40))},
+    lambda a: [
+        f"What is the kinetic energy of a {a['mass']:g} kg object moving at {a['velocity']:g} m/s?",
+        f"Compute the kinetic energy for mass {a['mass']:g} kg and velocity {a['velocity']:g} m/s.",
+    ],
+    lambda a: 0.5 * a["mass"] * a["velocity"] ** 2,
+    "The kinetic energy is {result} joules.",
+)
+calc_tool(
+    "physics.average_speed",
+    "Average speed from a distance and the time taken.",
+    {"distance": ("float", "Distance in kilometers."), "time": ("float", "Time in hours.")},
+    lambda rng: {"distance": float(_num(rng, 5, 600)), "time": float(_num(rng, 1, 9))},
+    lambda a: [
+        f"A car covers {a['distance']:g} km in {a['time']:g} hours. What is its average speed?",
+        f"Calculate the average speed for a distance of {a['distance']:g} km over "
+        f"{a['time']:g} hours.",
+    ],
+    lambda a: a["distance"] / a["time"],
+    "The average speed is {result} km/h.",
+)
+calc_tool(
+    "chemistry.density",
+    "Density of a substance from its mass and volume.",
+    {"mass": ("float", "Mass in grams."), "volume": ("float", "Volume in cubic centimeters.")},
+    lambda rng: {"mass": float(_num(rng, 10, 900)), "volume": float(_num(rng, 5, 300))},
+    lambda a: [
+        f"What is the density of a sample with mass {a['mass']:g} g and volume "
+        f"{a['volume']:g} cm^3?",
+        f"Find the density of {a['mass']:g} grams of material taking up {a['volume']:g} cubic "
+        "centimeters.",
+    ],
+    lambda a: a["mass"] / a["volume"],
+    "The density is {result} g/cm^3.",
+)
+calc_tool(
+    "finance.simple_interest",
+    "Simple interest earned on a principal.",
+    {
+        "principal": ("float", "Amount invested."),
+        "rate": ("float", "Annual interest rate as a decimal, e.g. 0.05."),
+        "years": ("integer", "Number of years."),
+    },
+    lambda rng: {
+        "principal": float(rng.choice([500, 1000, 2500, 8000, 12000])),
+        "rate": rng.choice([0.02, 0.03, 0.04, 0.05, 0.07]),
+        "years": _num(rng, 1, 10),
+    },
+    lambda a: [
+        f"How much simple interest does {a['principal']:g} dollars earn at a rate of "
+        f"{a['rate']} over {a['years']} years?",
+        f"Calculate the simple interest on a principal of {a['principal']:g} with annual rate "
+        f"{a['rate']} for {a['years']} years.",
+    ],
+    lambda a: a["principal"] * a["rate"] * a["years"],
+    "The interest is {result}.",
+)
+calc_tool(
+    "math.least_common_multiple",
+    "Least common multiple of two integers.",
+    {"a": ("integer", "First integer."), "b": ("integer", "Second integer.")},
+    lambda rng: {"a": _num(rng, 2, 60), "b": _num(rng, 2, 60)},
+    lambda a: [
+        f"What is the least common multiple of {a['a']} and {a['b']}?",
+        f"Find the LCM of the numbers {a['a']} and {a['b']}.",
+    ],
+    lambda a: a["a"] * a["b"] // __import__("math").gcd(a["a"], a["b"]),
+    "The least common multiple is {result}.",
+)
+calc_tool(
+    "statistics.mean",
+    "Arithmetic mean of a list of numbers.",
+    {"numbers": ("array", "The numbers to average.")},
+    lambda rng: {"numbers": [float(_num(rng, 1, 99)) for _ in range(rng.randint(3, 6))]},
+    lambda a: [
+        "What is the average of " + ", ".join(f"{x:g}" for x in a["numbers"]) + "?",
+        "Compute the mean of these values: " + ", ".join(f"{x:g}" for x in a["numbers"]) + ".",
+    ],
+    lambda a: sum(a["numbers"]) / len(a["numbers"]),
+    "The mean is {result}.",
+)
+calc_tool(
+    "math.percentage_of",
+    "A given percentage of a number.",
+    {"percent": ("float", "The percentage, e.g. 15."), "total": ("float", "The number.")},
+    lambda rng: {
+        "percent": float(rng.choice([5, 12, 15, 25, 40, 75])),
+        "total": float(_num(rng, 20, 2000)),
+    },
+    lambda a: [
+        f"What is {a['percent']:g} percent of {a['total']:g}?",
+        f"Calculate {a['percent']:g}% of {a['total']:g}.",
+    ],
+    lambda a: a["percent"] * a["total"] / 100,
+    "That is {result}.",
+)
+calc_tool(
+    "temperature.celsius_to_kelvin",
+    "Convert a temperature from degrees Celsius to kelvin.",
+    {"celsius": ("float", "Temperature in degrees Celsius.")},
+    lambda rng: {"celsius": float(_num(rng, -40, 120))},
+    lambda a: [
+        f"Convert {a['celsius']:g} degrees Celsius to kelvin.",
+        f"What is {a['celsius']:g} °C in kelvin?",
+    ],
+    lambda a: a["celsius"] + 273.15,
+    "That is {result} K.",
+)
+calc_tool(
+    "finance.loan_monthly_payment",
+    "Monthly payment of a fixed-rate loan.",
+    {
+        "principal": ("float", "Amount borrowed."),
+        "annual_rate": ("float", "Annual interest rate as a decimal."),
+        "years": ("integer", "Loan term in years."),
+    },
+    lambda rng: {
+        "principal": float(rng.choice([5000, 15000, 30000, 200000])),
+        "annual_rate": rng.choice([0.03, 0.045, 0.06]),
+        "years": rng.choice([3, 5, 15, 30]),
+    },
+    lambda a: [
+        f"What is the monthly payment on a {a['principal']:g} loan at {a['annual_rate']} annual "
+        f"interest over {a['years']} years?",
+        f"Calculate monthly payments for borrowing {a['principal']:g} for {a['years']} years at an "
+        f"annual rate of {a['annual_rate']}.",
+    ],
+    lambda a: (
+        a["principal"]
+        * (a["annual_rate"] / 12)
+        / (1 - (1 + a["annual_rate"] / 12) ** (-12 * a["years"]))
+    ),
+    "The monthly payment is {result}.",
+)
+
+
+# Functions that are only ever offered, never asked for: beside a request they do not serve
+# (``unmatched``) and as extra entries of a call's list. Many of them look like the calculation
+# tools, so telling them apart takes reading the request, not spotting a maths question.
+OFFERED_ONLY = [
+    ("geometry.sphere_surface_area", "Surface area of a sphere.", {"radius": "float"}),
+    (
+        "geometry.polygon_interior_angle",
+        "Interior angle of a regular polygon.",
+        {"sides": "integer"},
+    ),
+    (
+        "physics.gravitational_force",
+        "Gravitational force between two masses.",
+        {"mass1": "float", "mass2": "float", "distance": "float"},
+    ),
+    (
+        "physics.wave_frequency",
+        "Frequency of a wave from its speed and wavelength.",
+        {"speed": "float", "wavelength": "float"},
+    ),
+    ("chemistry.molar_mass", "Molar mass of a chemical formula.", {"formula": "string"}),
+    (
+        "chemistry.ph_from_concentration",
+        "pH from a hydrogen ion concentration.",
+        {"concentration": "float"},
+    ),
+    (
+        "statistics.standard_deviation",
+        "Standard deviation of a list of numbers.",
+        {"numbers": "array"},
+    ),
+    ("math.prime_factors", "Prime factorisation of an integer.", {"number": "integer"}),
+    (
+        "math.binomial_coefficient",
+        "Number of ways to choose k items from n.",
+        {"n": "integer", "k": "integer"},
+    ),
+    (
+        "finance.compound_growth",
+        "Value of an investment with compound growth.",
+        {"principal": "float", "rate": "float", "periods": "integer"},
+    ),
+    (
+        "finance.tax_owed",
+        "Income tax owed for an income and a region.",
+        {"income": "float", "region": "string"},
+    ),
+    (
+        "biology.population_doubling",
+        "Population after a number of doubling periods.",
+        {"initial": "integer", "doublings": "integer"},
+    ),
+    (
+        "astronomy.light_travel_time",
+        "Time light takes to cover a distance.",
+        {"distance_km": "float"},
+    ),
+    (
+        "music.find_lyrics",
+        "Lyrics of a song by title and artist.",
+        {"title": "string", "artist": "string"},
+    ),
+    (
+        "sports.team_standings",
+        "League table of a sports competition.",
+        {"league": "string", "season": "integer"},
+    ),
+    ("movies.search_by_actor", "Films an actor appeared in.", {"actor": "string"}),
+    (
+        "email.send_message",
+        "Send an email.",
+        {"to": "string", "subject": "string", "body": "string"},
+    ),
+    (
+        "maps.route_distance",
+        "Driving distance between two places.",
+        {"origin": "string", "destination": "string"},
+    ),
+    (
+        "shopping.add_to_cart",
+        "Add a product to the shopping cart.",
+        {"product_id": "string", "quantity": "integer"},
+    ),
+    ("fitness.log_workout", "Record a workout.", {"activity": "string", "minutes": "integer"}),
+    ("library.find_book", "Find a book by title or author.", {"query": "string"}),
+    ("transit.next_departures", "Next departures from a bus or train stop.", {"stop_id": "string"}),
+    ("crypto.get_price", "Current price of a cryptocurrency.", {"coin": "string"}),
+    (
+        "pets.adoption_search",
+        "Pets available for adoption near a city.",
+        {"city": "string", "species": "string"},
+    ),
+    ("smart_home.set_thermostat", "Set the thermostat temperature.", {"temperature": "float"}),
+    ("files.compress_folder", "Compress a folder into a zip archive.", {"path": "string"}),
+]
+OFFERED_SPECS = {
+    name: _spec(
+        name,
+        description,
+        {k: _p(t, k.replace("_", " ").capitalize() + ".") for k, t in params.items()},
+        list(params),
+    )
+    for name, description, params in OFFERED_ONLY
+}
+
 IRRELEVANT = [
     "Write a short poem about autumn leaves.",
     "Who painted the ceiling of the Sistine Chapel?",
@@ -743,6 +1050,9 @@ def format_value(value) -> str:
     """A Python-literal argument value, as bracket-call syntax writes it."""
     if isinstance(value, bool):
         return "True" if value else "False"
+    if isinstance(value, float) and value.is_integer():
+        # as the request writes it ("12", not "12.0"); BFCL accepts an integer for a float
+        return str(int(value))
     if isinstance(value, (int, float)):
         return repr(value)
     return json.dumps(value, ensure_ascii=False)
@@ -760,12 +1070,17 @@ def format_calls(calls: list[tuple[str, dict]]) -> str:
     )
 
 
-def _system(rng: random.Random, must: list[str]) -> str:
+def _spec_of(name: str) -> dict:
+    return TOOLS[name]["spec"] if name in TOOLS else OFFERED_SPECS[name]
+
+
+def _system(rng: random.Random, must: list[str], exclude: tuple[str, ...] = ()) -> str:
+    """The system prompt listing ``must`` and 1-2 other functions (never one of ``exclude``)."""
     names = list(dict.fromkeys(must))
-    others = [n for n in TOOLS if n not in names]
+    others = [n for n in (*TOOLS, *OFFERED_SPECS) if n not in names and n not in exclude]
     names += rng.sample(others, rng.randint(1, 2))
     rng.shuffle(names)
-    tools = json.dumps([TOOLS[n]["spec"] for n in names], ensure_ascii=False)
+    tools = json.dumps([_spec_of(n) for n in names], ensure_ascii=False)
     return SYSTEM_TEMPLATE.format(tools=tools)
 
 
@@ -781,20 +1096,32 @@ def _results_turn(calls, results) -> str:
     )
 
 
+#: the answer to a request no listed function serves (short: it is trained and generated often)
+UNMATCHED_ANSWER = "None of the given functions can do this, so I cannot call any of them."
+
+
 def make_dialogue(rng: random.Random, kind: str) -> dict:
     names = list(TOOLS)
     if kind == "irrelevant":
         system = _system(rng, [rng.choice(names)])
         request = rng.choice(IRRELEVANT)
-        answer = (
-            "None of the available functions can help with this request; they cover "
-            "other tasks, so I cannot make a function call for it."
-        )
         return {
             "system": system,
             "conversations": [
                 {"from": "user", "value": request},
-                {"from": "assistant", "value": answer},
+                {"from": "assistant", "value": UNMATCHED_ANSWER},
+            ],
+        }
+    if kind == "unmatched":
+        # a request one of the tools would serve, with only other tools listed: BFCL's
+        # irrelevance categories test exactly this (a plausible request, no function for it)
+        wanted = rng.choice(names)
+        _, request = _call(rng, wanted)
+        return {
+            "system": _system(rng, [], exclude=(wanted,)),
+            "conversations": [
+                {"from": "user", "value": request},
+                {"from": "assistant", "value": UNMATCHED_ANSWER},
             ],
         }
     if kind == "missing":
@@ -810,13 +1137,15 @@ def make_dialogue(rng: random.Random, kind: str) -> dict:
 
     if kind.startswith("parallel"):
         first = rng.choice(names)
-        second = first if rng.random() < 0.3 else rng.choice([n for n in names if n != first])
+        second = first if rng.random() < 0.5 else rng.choice([n for n in names if n != first])
         picked = [first, second]
     else:
         picked = [rng.choice(names)]
     calls, asks = [], []
     for name in picked:
         args, ask = _call(rng, name)
+        while calls and (name, args) == calls[0]:  # the same call twice asks nothing new
+            args, ask = _call(rng, name)
         calls.append((name, args))
         asks.append(ask)
     request = asks[0] if len(asks) == 1 else f"{asks[0]} Also, {asks[1][0].lower()}{asks[1][1:]}"
@@ -834,11 +1163,12 @@ def make_dialogue(rng: random.Random, kind: str) -> dict:
 #: share of each dialogue kind in the default set
 KINDS = [
     ("single", 0.30),
-    ("single_multi_turn", 0.25),
-    ("parallel", 0.15),
-    ("parallel_multi_turn", 0.10),
-    ("irrelevant", 0.13),
-    ("missing", 0.07),
+    ("single_multi_turn", 0.10),
+    ("parallel", 0.17),
+    ("parallel_multi_turn", 0.05),
+    ("unmatched", 0.25),
+    ("irrelevant", 0.08),
+    ("missing", 0.05),
 ]
 
 
@@ -1033,7 +1363,8 @@ RERANK_TOPICS: list[tuple[list[str], str, str, str]] = [
 
 
 def make_reranker(seed: int = SEED) -> list[dict]:
-    """~300 rows; scores: answer 6-7, partial 4-5, same domain 2-3, other topic 1."""
+    """250 rows; scores: answer 6-7, partial 4-5, same domain 2-3, other topic 1 (two per query,
+    so 1s are 40% of the rows: with three, half of them, a model first learns to say 1)."""
     rng = random.Random(seed + 1)
     rows = []
     for t, (queries, answer, partial, near) in enumerate(RERANK_TOPICS):
@@ -1044,7 +1375,7 @@ def make_reranker(seed: int = SEED) -> list[dict]:
                 (near, rng.choice([2, 3])),
             ]
             others = [i for i in range(len(RERANK_TOPICS)) if i != t]
-            for o in rng.sample(others, 3):
+            for o in rng.sample(others, 2):
                 pairs.append((rng.choice(RERANK_TOPICS[o][1:]), 1))
             for text, score in pairs:
                 rows.append(

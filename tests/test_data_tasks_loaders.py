@@ -31,7 +31,8 @@ def _parse_calls(text: str) -> list[tuple[str, dict]] | None:
     if not isinstance(tree, ast.List) or not all(isinstance(c, ast.Call) for c in tree.elts):
         return None
     return [
-        (c.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in c.keywords}) for c in tree.elts
+        (ast.unparse(c.func), {kw.arg: ast.literal_eval(kw.value) for kw in c.keywords})
+        for c in tree.elts
     ]
 
 
