@@ -158,21 +158,21 @@ def test_truncation_keeps_the_beginning_and_warns(caplog):
 def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
     with caplog.at_level(logging.WARNING):
         examples = build_sft_dataset(
-            "reranker", None, tiny_tokenizer, cutoff_len=300, max_samples=40
+            "reranker", None, tiny_tokenizer, cutoff_len=287, max_samples=40
         )
-    assert all(len(e["input_ids"]) <= 300 for e in examples)
+    assert all(len(e["input_ids"]) <= 287 for e in examples)
     warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
-    assert len(warnings) == 1 and "of 40 examples truncated to 300 tokens" in warnings[0]
+    assert len(warnings) == 1 and "of 40 examples truncated to 287 tokens" in warnings[0]
 
 
 def test_cutoff_beyond_the_models_context_is_capped_with_a_warning(caplog, tiny_tokenizer):
     with caplog.at_level(logging.WARNING):
         examples = build_sft_dataset(
-            "reranker", None, tiny_tokenizer, cutoff_len=4096, max_samples=40, max_context=300
+            "reranker", None, tiny_tokenizer, cutoff_len=4096, max_samples=40, max_context=287
         )
-    assert examples and max(len(e["input_ids"]) for e in examples) <= 300
-    assert "longer than the model's context of 300 tokens" in caplog.text
-    assert "examples truncated to 300 tokens" in caplog.text
+    assert examples and max(len(e["input_ids"]) for e in examples) <= 287
+    assert "longer than the model's context of 287 tokens" in caplog.text
+    assert "examples truncated to 287 tokens" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -170,4 +170,4 @@ def test_loki_train_accepts_the_pipeline_config(tmp_path, monkeypatch):
     rc = loki_main([*args, "--out", str(tmp_path / "run"), "--config", config, "--threads", "1"])
     assert rc == 0  # its training block has 'threads' (a job setting): no longer an error
     assert seen["settings"].lr_scale == pytest.approx(0.1)
-    assert seen["settings"].max_steps == 16
+    assert seen["settings"].max_steps == 48
