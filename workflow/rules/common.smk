@@ -103,19 +103,41 @@ def kva_settings(model, compare=False):
     return {**kva, "dataset": kva_dataset(compare)}
 
 
-def kva_inputs(wildcards, compare=False):
-    """The shard's model and its prompt set's local file (a prompts file or an lm-eval task
-    .yaml), so editing that file redoes the KVA. An mmlu file is left out: results made
-    before this input existed would all be redone; the shard's own fingerprint of the
-    questions still redoes a shard whose questions changed when it runs."""
-    inputs = {"model": f"resources/models/{wildcards.model}"}
+def kva_dataset_file(compare=False):
+    """The prompt set's local file (a prompts file or an lm-eval task .yaml), else None (an
+    mmlu file, a hub source or an lm-eval task by name)."""
     dataset = kva_dataset(compare)
     fmt, source = dataset.get("format", "mmlu"), str(dataset["source"])
     if (fmt == "prompts" and not source.startswith("hf:")) or (
         fmt == "lm_eval" and source.endswith((".yaml", ".yml"))
     ):
+        return source
+    return None
+
+
+def kva_inputs(wildcards, compare=False):
+    """The shard's model and its prompt set's local file, so editing that file redoes the KVA.
+    An mmlu file is left out: results made before this input existed would all be redone; the
+    shard's own fingerprint of the questions still redoes a shard whose questions changed when
+    it runs."""
+    inputs = {"model": f"resources/models/{wildcards.model}"}
+    source = kva_dataset_file(compare)
+    if source is not None:
         inputs["dataset"] = source
     return inputs
+
+
+# A missing prompt file stops the plan here, naming its key. As a missing input alone it would
+# not: Snakemake plans no job for shards that already exist, so they would be gathered as the
+# KVA of a file that is not there.
+for _key, _compare in (("dataset", False), ("compare_dataset", True)):
+    if config["kva"][_key] is not None:
+        _source = kva_dataset_file(_compare)
+        if _source is not None and not pathlib.Path(_source).is_file():
+            raise LokiInputError(
+                f"kva.{_key}.source: {_source} does not exist (relative paths are read from "
+                f"the working directory, {pathlib.Path.cwd()})"
+            )
 
 
 def all_targets():
