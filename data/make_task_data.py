@@ -8,9 +8,11 @@ this project; nothing is copied from ToolACE or lightblue's reranker data.
 
 - ``toolace/train.json``: a JSON list of ``{"system", "conversations": [{"from", "value"}]}``.
   The system prompt lists the available tools as JSON (BFCL-style specs); assistant turns call
-  them in bracket syntax ``[func(a="x", b=2)]``. Kinds: single calls, parallel calls, multi-turn
-  dialogues with a ``tool`` result and a natural-language answer, irrelevant requests answered
-  without a call, and requests missing a required argument answered with a question.
+  them in bracket syntax ``[func(a="x", b=2)]``; the tools are everyday services and small
+  maths and science calculations. Kinds: single calls, parallel calls, multi-turn dialogues with
+  a ``tool`` result and a natural-language answer, requests no listed function serves (a tool's
+  request with only other tools listed, ``unmatched``, or a general question) answered without
+  a call, and requests missing a required argument answered with a question.
 - ``reranker/train.jsonl``: one row per query/passage pair in the real set's column names
   (``question``, ``context``, ``mean_exp_val_max7_round`` = integer relevance 1-7).
 """
@@ -18,6 +20,7 @@ this project; nothing is copied from ToolACE or lightblue's reranker data.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -716,10 +719,6 @@ def calc_tool(name, description, params, sample, asks, compute, answer):
     }
 
 
-def _num(rng: random.Random, lo: int, hi: int) -> int:
-    return rng.randint(lo, hi)
-
-
 calc_tool(
     "geometry.rectangle_area",
     "Area of a rectangle from its length and width.",
@@ -727,7 +726,7 @@ calc_tool(
         "length": ("float", "Length of the rectangle."),
         "width": ("float", "Width of the rectangle."),
     },
-    lambda rng: {"length": float(_num(rng, 2, 40)), "width": float(_num(rng, 2, 30))},
+    lambda rng: {"length": float(rng.randint(2, 40)), "width": float(rng.randint(2, 30))},
     lambda a: [
         f"What is the area of a rectangle {a['length']:g} meters long and {a['width']:g} wide?",
         f"Find the area of a rectangle with length {a['length']:g} and width {a['width']:g}.",
@@ -739,7 +738,7 @@ calc_tool(
     "geometry.circle_circumference",
     "Circumference of a circle from its radius.",
     {"radius": ("float", "Radius of the circle.")},
-    lambda rng: {"radius": float(_num(rng, 1, 25))},
+    lambda rng: {"radius": float(rng.randint(1, 25))},
     lambda a: [
         f"What is the circumference of a circle with radius {a['radius']:g}?",
         f"Compute the perimeter of a circle whose radius is {a['radius']:g} cm.",
@@ -751,7 +750,7 @@ calc_tool(
     "geometry.cylinder_volume",
     "Volume of a cylinder from its radius and height.",
     {"radius": ("float", "Radius of the base."), "height": ("float", "Height of the cylinder.")},
-    lambda rng: {"radius": float(_num(rng, 1, 12)), "height": float(_num(rng, 2, 30))},
+    lambda rng: {"radius": float(rng.randint(1, 12)), "height": float(rng.randint(2, 30))},
     lambda a: [
         f"Calculate the volume of a cylinder with radius {a['radius']:g} and height "
         f"{a['height']:g}.",
@@ -765,7 +764,7 @@ calc_tool(
     "physics.kinetic_energy",
     "Kinetic energy of a moving body in joules.",
     {"mass": ("float", "Mass in kilograms."), "velocity": ("float", "Speed in meters per second.")},
-    lambda rng: {"mass": float(_num(rng, 1, 90)), "velocity": float(_num(rng, 2, 40))},
+    lambda rng: {"mass": float(rng.randint(1, 90)), "velocity": float(rng.randint(2, 40))},
     lambda a: [
         f"What is the kinetic energy of a {a['mass']:g} kg object moving at {a['velocity']:g} m/s?",
         f"Compute the kinetic energy for mass {a['mass']:g} kg and velocity {a['velocity']:g} m/s.",
@@ -777,7 +776,7 @@ calc_tool(
     "physics.average_speed",
     "Average speed from a distance and the time taken.",
     {"distance": ("float", "Distance in kilometers."), "time": ("float", "Time in hours.")},
-    lambda rng: {"distance": float(_num(rng, 5, 600)), "time": float(_num(rng, 1, 9))},
+    lambda rng: {"distance": float(rng.randint(5, 600)), "time": float(rng.randint(1, 9))},
     lambda a: [
         f"A car covers {a['distance']:g} km in {a['time']:g} hours. What is its average speed?",
         f"Calculate the average speed for a distance of {a['distance']:g} km over "
@@ -790,7 +789,7 @@ calc_tool(
     "chemistry.density",
     "Density of a substance from its mass and volume.",
     {"mass": ("float", "Mass in grams."), "volume": ("float", "Volume in cubic centimeters.")},
-    lambda rng: {"mass": float(_num(rng, 10, 900)), "volume": float(_num(rng, 5, 300))},
+    lambda rng: {"mass": float(rng.randint(10, 900)), "volume": float(rng.randint(5, 300))},
     lambda a: [
         f"What is the density of a sample with mass {a['mass']:g} g and volume "
         f"{a['volume']:g} cm^3?",
@@ -811,7 +810,7 @@ calc_tool(
     lambda rng: {
         "principal": float(rng.choice([500, 1000, 2500, 8000, 12000])),
         "rate": rng.choice([0.02, 0.03, 0.04, 0.05, 0.07]),
-        "years": _num(rng, 1, 10),
+        "years": rng.randint(1, 10),
     },
     lambda a: [
         f"How much simple interest does {a['principal']:g} dollars earn at a rate of "
@@ -826,19 +825,19 @@ calc_tool(
     "math.least_common_multiple",
     "Least common multiple of two integers.",
     {"a": ("integer", "First integer."), "b": ("integer", "Second integer.")},
-    lambda rng: {"a": _num(rng, 2, 60), "b": _num(rng, 2, 60)},
+    lambda rng: {"a": rng.randint(2, 60), "b": rng.randint(2, 60)},
     lambda a: [
         f"What is the least common multiple of {a['a']} and {a['b']}?",
         f"Find the LCM of the numbers {a['a']} and {a['b']}.",
     ],
-    lambda a: a["a"] * a["b"] // __import__("math").gcd(a["a"], a["b"]),
+    lambda a: math.lcm(a["a"], a["b"]),
     "The least common multiple is {result}.",
 )
 calc_tool(
     "statistics.mean",
     "Arithmetic mean of a list of numbers.",
     {"numbers": ("array", "The numbers to average.")},
-    lambda rng: {"numbers": [float(_num(rng, 1, 99)) for _ in range(rng.randint(3, 6))]},
+    lambda rng: {"numbers": [float(rng.randint(1, 99)) for _ in range(rng.randint(3, 6))]},
     lambda a: [
         "What is the average of " + ", ".join(f"{x:g}" for x in a["numbers"]) + "?",
         "Compute the mean of these values: " + ", ".join(f"{x:g}" for x in a["numbers"]) + ".",
@@ -852,7 +851,7 @@ calc_tool(
     {"percent": ("float", "The percentage, e.g. 15."), "total": ("float", "The number.")},
     lambda rng: {
         "percent": float(rng.choice([5, 12, 15, 25, 40, 75])),
-        "total": float(_num(rng, 20, 2000)),
+        "total": float(rng.randint(20, 2000)),
     },
     lambda a: [
         f"What is {a['percent']:g} percent of {a['total']:g}?",
@@ -865,7 +864,7 @@ calc_tool(
     "temperature.celsius_to_kelvin",
     "Convert a temperature from degrees Celsius to kelvin.",
     {"celsius": ("float", "Temperature in degrees Celsius.")},
-    lambda rng: {"celsius": float(_num(rng, -40, 120))},
+    lambda rng: {"celsius": float(rng.randint(-40, 120))},
     lambda a: [
         f"Convert {a['celsius']:g} degrees Celsius to kelvin.",
         f"What is {a['celsius']:g} °C in kelvin?",
@@ -1100,40 +1099,32 @@ def _results_turn(calls, results) -> str:
 UNMATCHED_ANSWER = "None of the given functions can do this, so I cannot call any of them."
 
 
+def _exchange(system: str, request: str, answer: str) -> dict:
+    """A dialogue of one request and an answer without a call."""
+    return {
+        "system": system,
+        "conversations": [
+            {"from": "user", "value": request},
+            {"from": "assistant", "value": answer},
+        ],
+    }
+
+
 def make_dialogue(rng: random.Random, kind: str) -> dict:
     names = list(TOOLS)
     if kind == "irrelevant":
         system = _system(rng, [rng.choice(names)])
-        request = rng.choice(IRRELEVANT)
-        return {
-            "system": system,
-            "conversations": [
-                {"from": "user", "value": request},
-                {"from": "assistant", "value": UNMATCHED_ANSWER},
-            ],
-        }
+        return _exchange(system, rng.choice(IRRELEVANT), UNMATCHED_ANSWER)
     if kind == "unmatched":
         # a request one of the tools would serve, with only other tools listed: BFCL's
         # irrelevance categories test exactly this (a plausible request, no function for it)
         wanted = rng.choice(names)
         _, request = _call(rng, wanted)
-        return {
-            "system": _system(rng, [], exclude=(wanted,)),
-            "conversations": [
-                {"from": "user", "value": request},
-                {"from": "assistant", "value": UNMATCHED_ANSWER},
-            ],
-        }
+        return _exchange(_system(rng, [], exclude=(wanted,)), request, UNMATCHED_ANSWER)
     if kind == "missing":
         name, request, question = rng.choice(MISSING)
         request = request.format(city=rng.choice(CITIES), airport=rng.choice(AIRPORTS))
-        return {
-            "system": _system(rng, [name]),
-            "conversations": [
-                {"from": "user", "value": request},
-                {"from": "assistant", "value": question},
-            ],
-        }
+        return _exchange(_system(rng, [name]), request, question)
 
     if kind.startswith("parallel"):
         first = rng.choice(names)
