@@ -37,7 +37,7 @@ def test_plan_has_the_jobs_snakemake_plans_for_the_paper():
 
 def test_plan_has_the_jobs_snakemake_plans_for_the_default():
     c = counts(load_config("config/config.yaml"))
-    assert c == {"kva": 2, "train": 4, "eval_general": 7, "eval_task": 5}
+    assert c == {"kva": 2, "train": 2, "eval_general": 5, "eval_task": 3}
 
 
 def test_paper_jobs_on_gpus_keep_weights_on_the_host_only():

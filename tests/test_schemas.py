@@ -128,8 +128,8 @@ def test_one_definition_of_the_training_settings():
             "experiments.smollm2: model 'smollm2' is not defined under models",
         ),
         (
-            lambda c: c["tasks"].pop("reranker"),
-            "experiments.smollm2-135m.reranker: task 'reranker' is not defined under tasks",
+            lambda c: c["tasks"].pop("toolace"),
+            "experiments.smollm2-135m.toolace: task 'toolace' is not defined under tasks",
         ),
         (
             lambda c: c["experiments"]["smollm2-135m"].update({"toolacee": ["full"]}),

@@ -61,8 +61,16 @@ def test_paper_config_replaces_the_embedded_default():
 
 def test_default_config_plans_the_whole_pipeline():
     counts = plan()
-    assert counts["kva"] == 2 and counts["train"] == 4
-    assert counts["eval_general"] == 1 + 4 + 2
+    assert counts["kva"] == 2 and counts["train"] == 2  # ToolACE: LoKI q=10 and LoRA r=16
+    assert counts["eval_general"] == 1 + 2 + 2
+    assert counts["tables"] == 1
+
+
+def test_reranker_overlay_adds_the_reranker_runs_to_the_default():
+    counts = plan("--configfile", "config/reranker.yaml")
+    assert counts["prepare_model"] == 1 and counts["kva"] == 2  # the default's model and KVA
+    assert counts["train"] == 4 and counts["eval_general"] == 1 + 4 + 2
+    assert counts["eval_task"] == 1 + 4 and counts["tables"] == 2  # one per task
 
 
 def test_slurm_profile_plans_the_paper_without_a_cluster():
@@ -148,7 +156,7 @@ def test_external_runs_are_prepared_evaluated_and_tabled_like_a_training_run(tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout.split("Job stats:")[1], re.M))
     assert counts["prepare_external"] == "1"
-    assert counts["eval_general"] == str(1 + 4 + 2 + 1) and counts["eval_task"] == str(1 + 4 + 1)
+    assert counts["eval_general"] == str(1 + 2 + 2 + 1) and counts["eval_task"] == str(1 + 2 + 1)
     out = _dry_run(tmp_path, text, "results/tables/smollm2-135m/toolace/forgetting.csv")
     assert "resources/external/smollm2-135m/released-x" in out
     assert "results/eval/smollm2-135m/released-x/general.json" in out
