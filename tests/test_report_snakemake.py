@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
 
@@ -71,6 +73,45 @@ def test_report_embeds_each_table_as_an_html_page_it_shows_in_place(tmp_path):
     viewer = (tmp_path / "report.html").read_text()
     assert 'case "text/html":' in viewer and 'case "text/csv":' not in viewer
     assert results["t/forgetting.csv"]["mime_type"] == "text/csv"
+
+
+def _chromium() -> str | None:
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    return next((path for path in map(shutil.which, names) if path), None)
+
+
+def test_report_shows_the_table_in_a_headless_browser(tmp_path):
+    """The report opened in a real browser: Tables > the table > view shows its cells, and a
+    screenshot of it is drawn (the check a reader makes, beside the embedded-data test above)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason='needs playwright: `pip install -e ".[test]"`'
+    )
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("needs a Chromium browser: `apt-get install chromium`")
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    _snakemake(tmp_path, "--cores", "1", "--quiet")
+    _snakemake(tmp_path, "--report", "report.html")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto((tmp_path / "report.html").as_uri())
+            page.get_by_text("Tables", exact=True).first.click()
+            page.locator("tr", has_text="t/forgetting.html").locator("a[iconname=eye]").click()
+            frame_texts = []
+            for _ in range(50):  # the page is shown in an iframe once its data URI loads
+                frame_texts = [f.locator("body").inner_text() for f in page.frames[1:]]
+                if any("45.0 [25.8, 65.8]" in t for t in frame_texts):
+                    break
+                page.wait_for_timeout(100)
+            shot = page.screenshot(path=str(tmp_path / "table.png"))
+        finally:
+            browser.close()
+    shown = "\n".join(frame_texts)
+    assert "loki_q10" in shown and "45.0 [25.8, 65.8]" in shown and "X (n=20)" in shown
+    assert "a caption" in shown and "a note" in shown
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
 
 
 def test_pipeline_registers_html_tables_and_keeps_csvs_as_files():
