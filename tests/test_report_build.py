@@ -137,7 +137,24 @@ def test_tradeoff_figure_renders_with_error_bars_and_hollow_non_learners(evals, 
     plt.close(fig)
 
 
-def test_tradeoff_labels_do_not_overlap_when_points_crowd(tmp_path):
+def test_tradeoff_labels_do_not_overlap_when_points_crowd():
+    points = {f"toolace-method_{i}": (1.0 + 0.05 * i, 30.0 + 0.1 * (i % 3)) for i in range(6)}
+    points["base"] = (0.0, 10.0)
+    _assert_nothing_overlaps(points, {}, {})
+
+
+def test_the_legend_covers_no_suppression_label_and_no_point_label():
+    """The default's clean-clone run: "best" put the legend inside the axes, over the label of
+    the S-H line at the bottom right."""
+    points = {"base": (0.0, 25.0), "toolace-loki_q10": (41.07, 37.5),
+              "toolace-lora_r16": (70.24, 39.6)}  # fmt: skip
+    bars = {"base": (None, (12.2, 44.5)), "toolace-loki_q10": (None, (28.9, 46.9)),
+            "toolace-lora_r16": (None, (34.3, 45.1))}  # fmt: skip
+    vlines = {"suppress-layer_balanced_low_q1": 25.6, "suppress-layer_balanced_high_q1": 67.26}
+    _assert_nothing_overlaps(points, bars, vlines)
+
+
+def _assert_nothing_overlaps(points, bars, vlines):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,16 +162,17 @@ def test_tradeoff_labels_do_not_overlap_when_points_crowd(tmp_path):
 
     from loki_pipeline.figures.tradeoff import draw_tradeoff, place_labels
 
-    points = {f"toolace-method_{i}": (1.0 + 0.05 * i, 30.0 + 0.1 * (i % 3)) for i in range(6)}
-    points["base"] = (0.0, 10.0)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
-    draw_tradeoff(ax, points, task="toolace", score_label="s")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    draw_tradeoff(ax, points, task="toolace", score_label="s", vlines=vlines, intervals=bars)
     fig.tight_layout()
     ax.set_xlim(ax.get_xlim())
     ax.set_ylim(ax.get_ylim())
     labels = place_labels(ax, list(points.values()), list(points))
     renderer = fig.canvas.get_renderer()
-    boxes = [t.get_window_extent(renderer) for t in labels]
+    texts = [t for t in ax.texts if t not in labels]  # the suppression lines' labels
+    assert len(texts) == len(vlines)
+    boxes = [t.get_window_extent(renderer) for t in [*labels, *texts]]
+    boxes.append(ax.get_legend().get_window_extent(renderer))
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             assert not a.overlaps(b)

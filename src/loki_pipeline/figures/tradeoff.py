@@ -167,7 +167,9 @@ def draw_tradeoff(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.12)
-    ax.legend(fontsize=7, loc="best")
+    # outside the axes, right: inside, "best" weighs only lines and points, and the legend
+    # covered the vertical suppression lines' labels
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def point_label(run: Run, no_learning: Collection[str]) -> str:
