@@ -116,7 +116,11 @@ def test_task_table_shows_exact_match_in_percent_and_loss_as_it_is(evals, tmp_pa
     assert loki["learned"] == "yes" and rows["capitals-lora_r16"]["learned"] == "no"
     md = (out / "task.md").read_text()
     assert "| capitals-lora_r16 † |" in md
-    assert "| exact_match (n=30) | loss (n=30) | perplexity (n=30) |" in md
+    # the verdict right after the primary metric, then the other metrics
+    assert (
+        "| run | exact_match (n=30) | Δexact_match vs base (n=30) | learned | loss (n=30) "
+        "| perplexity (n=30) |" in md
+    )
     assert "1.000 [1.000, 1.000]" in md and "60.0 [" in md
     assert "Scores in percent where they are shares; held-out rows of the task's own" in md
     assert "does not lie above 0" in md

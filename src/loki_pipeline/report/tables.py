@@ -303,11 +303,14 @@ def task_rows(
         metric_names.remove(primary)
         metric_names.insert(0, primary)
     scale = metric_scales(first)
-    columns: list[Column] = [("run", "run", "")]
-    columns += [(m, m, "ci" if scale[m] == 100 else "ci:.3f") for m in metric_names]
+    metric_columns = [(m, m, "ci" if scale[m] == 100 else "ci:.3f") for m in metric_names]
+    # the primary metric, then its change vs base and the learned flag, then the other metrics:
+    # the verdict stays in view in a wide table (BFCL has 12 metric columns)
+    columns: list[Column] = [("run", "run", ""), *metric_columns[:1]]
     if checks is not None:
         delta_fmt = "ci+" if scale.get(primary, 100) == 100 else "ci+:.3f"
         columns += [("delta_base", f"Δ{primary} vs base", delta_fmt), ("learned", "learned", "")]
+    columns += metric_columns[1:]
     ref = results.get(reference) if reference else None
     if reference and ref is None:
         raise LokiInputError(f"reference run {reference!r} is not among {sorted(results)}")
