@@ -8,10 +8,12 @@ checks what its mode promises; the module docstring lists both.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -271,3 +273,232 @@ def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
     tmpfs = argv.index("--tmpfs")
     assert argv[tmpfs + 2 : tmpfs + 5] == ["--ro-bind", "/tmp/clone/.venv", "/tmp/clone/.venv"]
     assert "/tmp/clone/.venv" not in code_exec._bwrap_argv("bwrap", "/w")[:tmpfs]
+
+
+# --- issue 23: never host root, no host sockets, bounded in total, clean-up never raises -------
+
+
+def _host_uids(pid: int) -> list[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+@needs_bwrap
+def test_sandbox_never_runs_a_program_as_host_root_and_proc_sys_is_read_only():
+    """Run as root (CI), the program's processes have an unprivileged host uid, and it can open
+    none of the kernel's settings for writing (a writable core_pattern is a way out as root)."""
+    marker = f"loki-uid-{uuid.uuid4().hex}"
+    program = (
+        "import os, sys\n"
+        "opened = []\n"
+        "for path in ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/hostname',\n"
+        "             '/proc/sysrq-trigger', '/proc/sys/vm/drop_caches']:\n"
+        "    try:\n"
+        "        os.close(os.open(path, os.O_WRONLY))\n"  # no O_TRUNC, nothing written
+        "        opened.append(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "if opened:\n"
+        "    sys.exit('opened for writing: ' + ' '.join(opened))\n"
+        "print(open('/proc/self/uid_map').read(), file=sys.stderr)\n"
+        f"os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(3)', {marker!r}])\n"
+    )
+    outcome: list = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_program(program, timeout=10, sandbox=True))
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 8
+        while not running(marker) and time.monotonic() < deadline and worker.is_alive():
+            time.sleep(0.05)
+        pids = running(marker)
+        assert pids, f"the program did not get to its sleep: {outcome}"
+        uids = _host_uids(pids[0])
+    finally:
+        worker.join()
+    assert outcome == [(True, "passed")], outcome
+    assert 0 not in uids, f"the program runs as host uid {uids}"
+    if os.geteuid() == 0:
+        assert set(uids) == {code_exec.SANDBOX_ID}
+    else:
+        assert set(uids) == {os.getuid()}
+    assert isolation_mode() == code_exec.BWRAP_ISOLATION
+
+
+@needs_bwrap
+def test_sandbox_reaches_no_unix_socket_of_the_host(tmp_path):
+    """Sockets that are files (under /run, /var/tmp, /tmp, ...) are out of reach: the sandbox
+    binds only the interpreter's folders. A listener on each must receive nothing."""
+    places = [tmp_path, Path("/var/tmp"), Path("/run")]
+    servers, paths = [], []
+    for place in places:
+        path = place / f"loki-{uuid.uuid4().hex[:12]}.sock"
+        try:
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(path))
+        except OSError:
+            continue
+        server.listen()
+        server.setblocking(False)
+        servers.append(server)
+        paths.append(str(path))
+    assert paths, "no place for a test socket"
+    program = (
+        "import socket, sys\n"
+        f"for path in {paths!r}:\n"
+        "    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "    try:\n"
+        "        s.connect(path)\n"
+        "        s.sendall(b'out')\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    sys.exit('connected to ' + path)\n"
+    )
+    try:
+        assert run_program(program, timeout=5, sandbox=True) == (True, "passed")
+        for server in servers:
+            with pytest.raises(BlockingIOError):
+                server.accept()
+        # the same program reaches them without the sandbox: the check is not vacuous
+        passed, reason = run_program(program, timeout=5, sandbox=False)
+        assert not passed and reason.startswith("failed: connected to "), reason
+    finally:
+        for server in servers:
+            server.close()
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
+
+
+@needs_bwrap
+def test_sandbox_bounds_disk_and_shared_memory_in_total():
+    """Each writable place is a size-limited tmpfs; /dev and / are read-only. Files under the
+    per-file limit add up to at most the tmpfs size, then ENOSPC."""
+    chunk = LIMIT // 2
+    program = (
+        "import errno, os, sys\n"
+        "totals = []\n"
+        "for place in ['.', '/tmp', '/dev/shm']:\n"
+        "    total = 0\n"
+        "    for i in range(1000):\n"
+        "        try:\n"
+        "            with open(os.path.join(place, f'f{i}'), 'wb') as fh:\n"
+        f"                fh.write(b'x' * {chunk})\n"
+        f"            total += {chunk}\n"
+        "        except OSError as err:\n"
+        "            assert err.errno == errno.ENOSPC, err\n"
+        "            break\n"
+        "    totals.append(total)\n"
+        "for path in ['/dev/x', '/x', '/usr/x']:\n"
+        "    try:\n"
+        "        open(path, 'wb').close()\n"
+        "        totals.append('wrote ' + path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "sys.exit(' '.join(map(str, totals)))\n"
+    )
+    totals = report(program, True, timeout=20).split()
+    assert len(totals) == 3, totals
+    for total in map(int, totals):
+        assert code_exec.TMPFS_SIZE_BYTES - chunk <= total <= code_exec.TMPFS_SIZE_BYTES
+
+
+@needs_bwrap
+def test_sandbox_bounds_the_number_of_processes_even_as_root():
+    """RLIMIT_NPROC counts for the unprivileged uid (the kernel ignores it for root)."""
+    program = (
+        "import os, sys, time\n"
+        "started = 0\n"
+        "for _ in range(200):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(10)\n"
+        "        os._exit(0)\n"
+        "    started += 1\n"
+        "sys.exit(str(started))\n"
+    )
+    started = int(report(program, True, timeout=10))
+    assert started <= code_exec.EXTRA_PROCESSES + code_exec.SANDBOX_PROCESSES
+
+
+DEEP = """
+import os, sys
+fd = os.open('.', os.O_RDONLY)
+for _ in range({depth}):
+    os.mkdir('a', dir_fd=fd)
+    fd = os.open('a', os.O_RDONLY, dir_fd=fd)
+os.close(os.open('leaf', os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+sys.exit(os.getcwd())
+"""
+
+
+def test_a_deeply_nested_work_folder_is_removed_without_raising(sandbox):
+    """A candidate nesting more folders than Python's recursion limit made the clean-up raise
+    RecursionError out of the evaluator (and lm-eval's metric with it)."""
+    cwd = report(DEEP.format(depth=1100), sandbox, timeout=20)
+    assert not os.path.exists(os.path.dirname(cwd))
+
+
+def test_a_candidate_that_leaves_an_undeletable_tree_fails_alone(monkeypatch, sandbox):
+    """Whatever happens to the clean-up, run_program returns a result and does not raise."""
+    monkeypatch.setattr(code_exec, "remove_tree", lambda path: False)
+    assert run_program("pass\n", timeout=5, sandbox=sandbox) == (True, "passed")
+
+
+def test_a_fifo_in_place_of_the_evaluators_files_does_not_block(sandbox):
+    """Without bubblewrap the program can reach its work folder's parent, where the evaluator
+    keeps its stdout and stderr files: replaced by FIFOs, reopening them would block forever.
+    The evaluator reads them only through the descriptors it opened before the program ran."""
+    program = (
+        "import os, sys\n"
+        "for name in ['stdout.txt', 'stderr.txt', 'program.py', 'stdin.txt']:\n"
+        "    path = os.path.join('..', name)\n"
+        "    try:\n"
+        "        os.unlink(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    try:\n"
+        "        os.mkfifo(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "sys.exit('replaced')\n"
+    )
+    outcome: list = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_program(program, timeout=5, sandbox=sandbox)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(15)
+    assert not worker.is_alive(), "the evaluator blocks on a FIFO the program made"
+    assert outcome == [(False, "failed: replaced")]
+    outcome.clear()
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            code_exec.check_program(program, timeout=3, sandbox=sandbox)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(15)
+    assert not worker.is_alive(), "the evaluator blocks on a FIFO the program made"
+    assert outcome and outcome[0][0] is False
+
+
+def test_code_isolation_records_what_contained_the_programs():
+    record = code_exec.isolation_record()
+    assert record["mode"] == isolation_mode()
+    assert record["limits"]["address_space_bytes_per_process"] == code_exec.MEMORY_LIMIT_BYTES
+    if _bwrap_usable():
+        assert record["limits"]["tmpfs_bytes_each"] == code_exec.TMPFS_SIZE_BYTES
+        assert record["host_uid"] not in (0, None)
+    else:
+        assert any("no sandbox" in line for line in record["not_kept"])
+    if os.geteuid() == 0 and record["mode"] != code_exec.BWRAP_ISOLATION:
+        assert any("uid 0" in line for line in record["not_kept"])
+    json.dumps(record)  # it goes into general.json as it is

