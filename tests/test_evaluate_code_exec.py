@@ -431,7 +431,8 @@ import os, sys
 fd = os.open('.', os.O_RDONLY)
 for _ in range({depth}):
     os.mkdir('a', dir_fd=fd)
-    fd = os.open('a', os.O_RDONLY, dir_fd=fd)
+    fd, parent = os.open('a', os.O_RDONLY, dir_fd=fd), fd
+    os.close(parent)
 os.close(os.open('leaf', os.O_WRONLY | os.O_CREAT, dir_fd=fd))
 sys.exit(os.getcwd())
 """
@@ -441,6 +442,7 @@ def test_a_deeply_nested_work_folder_is_removed_without_raising(sandbox):
     """A candidate nesting more folders than Python's recursion limit made the clean-up raise
     RecursionError out of the evaluator (and lm-eval's metric with it)."""
     cwd = report(DEEP.format(depth=1100), sandbox, timeout=20)
+    assert os.path.isabs(cwd), cwd
     assert not os.path.exists(os.path.dirname(cwd))
 
 
