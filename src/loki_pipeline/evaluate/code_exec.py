@@ -198,13 +198,10 @@ def _stage(root: str) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
     return staged, binds
 
 
-def _drop_to_sandbox_user(binds: list[tuple[bytes, bytes]]) -> None:  # pragma: no cover
+def _drop_to_sandbox_user(mounter: _Mounter, binds: list[tuple[bytes, bytes]]) -> None:
     """In the child, as root: the private binds, then uid and gid :data:`SANDBOX_ID`, no groups.
     bubblewrap then maps its user namespace onto that unprivileged uid, never onto uid 0."""
-    mounter = _mounter()
-    if mounter is None:
-        raise OSError("no C library unshare/mount")
-    mounter.private_binds(binds)
+    mounter.private_binds(binds)  # pragma: no cover - runs in the child
     os.setgroups([])
     os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
     os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
@@ -399,9 +396,12 @@ def _execute(
         if program is not None:
             argv.append(os.path.join(workdir, "program.py"))
         argv += python_args
-        staged, binds, uid = {}, [], None
+        staged, binds, uid, mounter = {}, [], None, None
         if bwrap:
             if drop:
+                mounter = _mounter()  # loaded here: the forked child must not load libraries
+                if mounter is None:
+                    raise OSError("the C library's unshare/mount cannot be called")
                 staged, binds = _stage(root)
                 uid = SANDBOX_ID
             prefix = _bwrap_argv(bwrap, workdir, staged)
@@ -417,7 +417,7 @@ def _execute(
 
         def preexec() -> None:  # pragma: no cover - runs in the forked child
             if binds:
-                _drop_to_sandbox_user(binds)
+                _drop_to_sandbox_user(mounter, binds)
             if limits:
                 _set_rlimits(limits)
 

@@ -41,7 +41,7 @@ _exit, _started = os._exit, time.monotonic()
 
 
 def _report(result):
-    _out.write(json.dumps(result[:%(chars)d]) + "\n")
+    _out.write(json.dumps(result[:RESULT_CHARS]) + "\n")
     _out.flush()
     _exit(0)
 
@@ -133,7 +133,7 @@ except TimeoutException:
 except BaseException as e:
     _result = f"failed: {e}"
 _report(_result)
-""" % {"chars": RESULT_CHARS}
+""".replace("RESULT_CHARS", str(RESULT_CHARS))
 
 
 def verdict(stdout_tail: str) -> str:
