@@ -95,4 +95,3 @@ def remove_tree(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return True
-

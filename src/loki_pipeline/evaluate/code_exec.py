@@ -219,7 +219,7 @@ def _bwrap_setup() -> tuple[str | None, bool, str]:
     if found is None or os.name != "posix":
         return None, False, "bubblewrap (bwrap) is not installed"
     failures = []
-    for drop in ([True, False] if _as_root() else [False]):
+    for drop in [True, False] if _as_root() else [False]:
         try:
             outcome = _execute(found, drop, ["-c", "pass"], None, timeout=30)
         except (OSError, subprocess.SubprocessError) as err:
@@ -255,8 +255,7 @@ def isolation_record() -> dict:
     """What contained HumanEval's programs here, with each bound, for ``general.json``'s
     ``code_isolation``; ``not_kept`` lists the promises this host could not keep."""
     bwrap = _bwrap()
-    dropped = bool(bwrap) and (_bwrap_setup()[1] or not _as_root())
-    root_uid = _as_root() and not dropped
+    root_uid = _as_root() and not (bwrap and _bwrap_setup()[1])
     not_kept = []
     if bwrap is None:
         not_kept.append(
@@ -264,22 +263,26 @@ def isolation_record() -> dict:
             "write where the pipeline's user can, and a child that calls setsid escapes the kill"
         )
     if root_uid:
-        not_kept.append("programs run as host uid 0 (the pipeline runs as root)")
+        not_kept.append(
+            "programs run as host uid 0 (the pipeline runs as root): RLIMIT_NPROC is not "
+            "enforced" + ("" if bwrap is None else f"; {_bwrap_setup()[2]}")
+        )
     not_kept.append(
         "no cgroup limits: memory is bounded per process (address space) times the process cap"
     )
+    processes = ["pid namespace"] if bwrap else []
+    processes += ["RLIMIT_NPROC"] if not root_uid else []
     return {
         "mode": isolation_mode(),
         "bubblewrap": bwrap,
-        "host_uid": None if root_uid or bwrap is None else (SANDBOX_ID if _as_root() else os.getuid()),
+        "host_uid": 0 if root_uid else (SANDBOX_ID if _as_root() else os.getuid()),
         "limits": {
             "address_space_bytes_per_process": MEMORY_LIMIT_BYTES,
             "file_size_bytes": FILE_SIZE_LIMIT_BYTES,
             "open_files": OPEN_FILES_LIMIT,
             "extra_processes": EXTRA_PROCESSES,
             "tmpfs_bytes_each": TMPFS_SIZE_BYTES if bwrap else None,
-            "process_count": "pid namespace + RLIMIT_NPROC" if dropped else "RLIMIT_NPROC"
-            + (" (not enforced: root)" if root_uid or (bwrap is None and _as_root()) else ""),
+            "process_count": " + ".join(processes) or None,
             "cgroups": None,
         },
         "not_kept": not_kept,
