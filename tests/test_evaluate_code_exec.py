@@ -448,8 +448,11 @@ def test_a_deeply_nested_work_folder_is_removed_without_raising(sandbox):
 
 def test_a_candidate_that_leaves_an_undeletable_tree_fails_alone(monkeypatch, sandbox):
     """Whatever happens to the clean-up, run_program returns a result and does not raise."""
-    monkeypatch.setattr(code_exec, "remove_tree", lambda path: False)
+    removed = []
+    real = code_exec.remove_tree
+    monkeypatch.setattr(code_exec, "remove_tree", lambda path: removed.append(real(path)) and False)
     assert run_program("pass\n", timeout=5, sandbox=sandbox) == (True, "passed")
+    assert removed == [True]  # removed after all: the test leaves nothing behind
 
 
 def test_a_fifo_in_place_of_the_evaluators_files_does_not_block(sandbox):
@@ -504,3 +507,20 @@ def test_code_isolation_records_what_contained_the_programs():
     if os.geteuid() == 0 and record["mode"] != code_exec.BWRAP_ISOLATION:
         assert any("uid 0" in line for line in record["not_kept"])
     json.dumps(record)  # it goes into general.json as it is
+
+
+def test_remove_tree_follows_no_link_and_removes_locked_folders(tmp_path):
+    from loki_pipeline.evaluate.code_cleanup import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "link").symlink_to(outside)
+    (tree / "a" / "b" / "file").write_text("x")
+    os.mkfifo(tree / "a" / "fifo")
+    (tree / "a" / "b").chmod(0)
+    assert remove_tree(tree) is True and not tree.exists()
+    assert (outside / "keep.txt").read_text() == "x"
+    assert remove_tree(tree) is True  # already gone: nothing to do, no error
