@@ -53,6 +53,15 @@ from loki_pipeline.evaluate.bfcl import (
     decode_calls,
     is_call_list,
 )
+from loki_pipeline.evaluate.bfcl_call_limits import (
+    ItemOutOfTime,
+    check_budget,
+    cost_refusal,
+    item_budget,
+    numeric_contexts,
+    seconds_left,
+    spending,
+)
 from loki_pipeline.evaluate.bfcl_data import MULTI_TURN  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -226,8 +235,16 @@ def call_method(methods: Mapping[str, Any], text: str) -> str:
             raise NameError(f"name '{name}' is not defined")
         if not _ints_ok([args, kwargs]):
             raise ValueError(f"integer argument over {MAX_CALL_INT} refused")
-        with _time_limit(CALL_SECONDS):
+        refusal = cost_refusal(methods[name], args, kwargs)
+        if refusal:
+            raise ValueError(refusal)
+        check_budget()
+        left = seconds_left()
+        seconds = CALL_SECONDS if left is None else max(min(CALL_SECONDS, left), 0.001)
+        with spending(), numeric_contexts(), _time_limit(seconds):
             return _result_text(methods[name](*args, **kwargs))
+    except ItemOutOfTime:
+        raise
     except Exception as err:  # noqa: BLE001 - as bfcl-eval: any failure is the call's result
         return f"Error during execution: {err}"
 
@@ -372,6 +389,8 @@ class Turns:
 
     answers: list[list[str]]
     force_quit: bool
+    #: the item's simulated calls used up their budget (``bfcl_call_limits.ITEM_SECONDS``)
+    out_of_time: bool = False
 
 
 def _decoded_strings(answer: str) -> list[str]:
@@ -393,13 +412,32 @@ def run_conversation(
 
     The loop of ``inference_multi_turn_prompting`` (see the module docstring); ``max_steps``
     is BFCL's ``MAXIMUM_STEP_LIMIT`` (the turn stops after ``max_steps + 1`` answers, as there).
+    The item's simulated calls share one budget (``item_budget``); when it is spent the
+    conversation stops with ``out_of_time`` set, and ``check_conversation`` fails the item.
     """
+    reset_instances()
+    answers: list[list[str]] = []
+    with item_budget():
+        try:
+            force_quit = _converse(item, respond, model_name, max_steps, answers)
+        except ItemOutOfTime as err:
+            log.warning("BFCL %s: %s; counted wrong", item["id"], err)
+            return Turns(answers, True, out_of_time=True)
+    return Turns(answers, force_quit)
+
+
+def _converse(
+    item: Mapping[str, Any],
+    respond: Any,
+    model_name: str,
+    max_steps: int,
+    answers: list[list[str]],
+) -> bool:
+    """``run_conversation``'s loop, appending to ``answers``; whether the step limit hit."""
     from loki_pipeline.evaluate.toolace import bfcl_messages
 
-    reset_instances()
     long_context = "long_context" in item["category"]
     messages: list[dict[str, str]] = []
-    answers: list[list[str]] = []
     force_quit = False
     for turn_idx, turn in enumerate(item["turns"]):
         turn = [dict(m) for m in turn]
@@ -413,6 +451,7 @@ def run_conversation(
         else:
             messages.extend(turn)
         steps: list[str] = []
+        answers.append(steps)
         count = 0
         while True:
             answer = respond(messages)
@@ -440,19 +479,24 @@ def run_conversation(
             if count > max_steps:
                 force_quit = True
                 break
-        answers.append(steps)
         if force_quit:
             break
-    return Turns(answers, force_quit)
+    return force_quit
 
 
 def check_conversation(
-    checker: ModuleType, item: Mapping[str, Any], answers: Sequence[Sequence[str]]
+    checker: ModuleType, item: Mapping[str, Any], answers: Sequence[Sequence[str]] | Turns
 ) -> dict[str, Any]:
     """bfcl-eval's verdict on one item's answers (``{"valid": bool, ...}``), prepared as
     ``eval_runner.py::_evaluate_single_multi_turn_entry`` prepares them: a force-terminated
     conversation (fewer turns than the ground truth) fails; per step, answers that do not decode
-    or decode to no call are dropped; then ``multi_turn_checker``."""
+    or decode to no call are dropped; then ``multi_turn_checker``. A conversation that ran out of
+    time (``Turns.out_of_time``), or judging that does, fails with ``multi_turn:out_of_time``."""
+    out_of_time = {"valid": False, "error_type": "multi_turn:out_of_time"}
+    if isinstance(answers, Turns):
+        if answers.out_of_time:
+            return out_of_time
+        answers = answers.answers
     ground_truth = item["ground_truth"]
     if len(answers) != len(ground_truth):
         return {"valid": False, "error_type": "multi_turn:force_terminated"}
@@ -470,8 +514,12 @@ def check_conversation(
     reset_instances()
     entry = {k: item[k] for k in ("id", "initial_config", "involved_classes")}
     try:
-        return dict(
-            checker.multi_turn_checker(decoded, ground_truth, entry, item["category"], "loki")
-        )
+        with item_budget():
+            return dict(
+                checker.multi_turn_checker(decoded, ground_truth, entry, item["category"], "loki")
+            )
+    except ItemOutOfTime as err:
+        log.warning("BFCL %s: judging %s; counted wrong", item["id"], err)
+        return out_of_time
     finally:
         reset_instances()
