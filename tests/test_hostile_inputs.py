@@ -1,0 +1,103 @@
+"""Hostile data files and configs end in one ``LokiInputError`` line naming the file (and the
+row where there is one), quickly, instead of a traceback that names no file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from loki_pipeline.data.prompts import load_prompts
+from loki_pipeline.data.records import read_records
+from loki_pipeline.errors import LokiInputError
+from loki_pipeline.schemas import apply_extends, resolve_extends, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = '{"prompt": "What is the capital of France?", "subject": "geo"}\n'
+
+
+def _one_line_error(fn, *needles, seconds=5.0, longest=600):
+    start = time.monotonic()
+    with pytest.raises(LokiInputError) as info:
+        fn()
+    message = str(info.value)
+    assert time.monotonic() - start < seconds, message[:200]
+    assert "\n" not in message and len(message) < longest, message[:longest]
+    for needle in needles:
+        assert str(needle) in message, message
+    return message
+
+
+def test_prompt_data_with_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "protect.jsonl"
+    path.write_bytes(PROMPT.encode() + b'{"prompt": "caf\xe9", "subject": "geo"}\n')
+    _one_line_error(lambda: load_prompts(path), path, "line 2", "UTF-8")
+
+
+def test_task_data_with_invalid_utf8_json_names_file(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_bytes(b'[{"instruction": "caf\xe9"}]')
+    _one_line_error(lambda: list(read_records(path)), path, "UTF-8")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_json_nested_100000_deep_names_file(tmp_path, suffix):
+    path = tmp_path / f"data{suffix}"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    _one_line_error(lambda: list(read_records(path)), path, "nested too deeply")
+
+
+def test_a_lone_surrogate_names_file_and_row(tmp_path):
+    path = tmp_path / "protect.jsonl"
+    path.write_text(PROMPT + '{"prompt": "x \\ud800 y", "subject": "geo"}\n')
+    _one_line_error(lambda: load_prompts(path), path, "line 2", "surrogate")
+    rows = tmp_path / "data.json"
+    rows.write_text('[{"a": "ok"}, {"a": ["fine", {"b": "\\udfff"}]}]')
+    _one_line_error(lambda: list(read_records(rows)), rows, "row 1", "surrogate")
+
+
+def test_extends_naming_a_binary_file(tmp_path):
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
+    _one_line_error(lambda: resolve_extends({"extends": str(binary)}), binary, "binary")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"models:\n  caf\xe9: {}\n")
+    _one_line_error(lambda: resolve_extends({"extends": str(latin)}), latin, "line 2", "UTF-8")
+
+
+def test_duplicate_keys_are_refused_naming_the_key_and_both_lines(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text(
+        "extends: config/config.yaml\ntraining:\n  learning_rate: 1.0e-5\nmodels: {}\n"
+        "training:\n  epochs: 2\n"
+    )
+    message = _one_line_error(
+        lambda: apply_extends({}, [user]), user, "'training'", "lines 2 and 5"
+    )
+    assert "twice" in message
+    nested = tmp_path / "base.yaml"
+    nested.write_text("training:\n  epochs: 1\n  lr: 2\n  epochs: 3\n")
+    _one_line_error(lambda: resolve_extends({"extends": str(nested)}), "'epochs'", "lines 2 and 4")
+    # a merge key's values may be overridden: that is no duplicate
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("a: &a {x: 1}\nb:\n  <<: *a\n  x: 2\n")
+    assert resolve_extends({"extends": str(merged)})["b"] == {"x": 2}
+
+
+def test_an_anchor_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    lines = ["a: &a ['lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol']"]
+    for i in range(1, 10):
+        prev, name = chr(96 + i), chr(97 + i)
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    _one_line_error(lambda: apply_extends({}, [bomb]), bomb, "anchor", seconds=2)
+    _one_line_error(lambda: resolve_extends({"extends": str(bomb)}), bomb, seconds=2)
+
+
+def test_no_message_quotes_more_than_a_few_hundred_characters_of_a_value():
+    huge = "x" * 1_000_000
+    with pytest.raises(LokiInputError) as info:
+        validate_config({"models": huge, "training": {"epochs": huge}})
+    assert all(len(line) < 500 for line in str(info.value).splitlines()), len(str(info.value))
