@@ -101,3 +101,31 @@ def test_no_message_quotes_more_than_a_few_hundred_characters_of_a_value():
     with pytest.raises(LokiInputError) as info:
         validate_config({"models": huge, "training": {"epochs": huge}})
     assert all(len(line) < 500 for line in str(info.value).splitlines()), len(str(info.value))
+
+
+LOOPING_TEMPLATE = (
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}"
+    "{{ '' }}{% endfor %}{% endfor %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("render", ["chat_prompt", "encode_conversation", "kva_prompt"])
+def test_a_looping_chat_template_stops_naming_the_checkpoints_template(monkeypatch, render):
+    from conftest import build_tiny_tokenizer
+
+    from loki_pipeline.data import chat_render
+    from loki_pipeline.data.chat import encode_conversation
+    from loki_pipeline.data.kva_prompt import encode_chat
+    from loki_pipeline.evaluate.generation import chat_prompt
+
+    monkeypatch.setattr(chat_render, "RENDER_SECONDS", 0.5)
+    tok = build_tiny_tokenizer()
+    tok.chat_template = LOOPING_TEMPLATE
+    tok.name_or_path = "resources/models/evil"
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    calls = {
+        "chat_prompt": lambda: chat_prompt(tok, messages[:1]),
+        "encode_conversation": lambda: encode_conversation(tok, messages, cutoff_len=64),
+        "kva_prompt": lambda: encode_chat(tok, messages[:1]),
+    }
+    _one_line_error(calls[render], "resources/models/evil", "chat template", "0.5 s")

@@ -35,9 +35,7 @@ import inspect
 import json
 import logging
 import re
-import signal
 import sys
-import threading
 import zipimport
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -63,6 +61,7 @@ from loki_pipeline.evaluate.bfcl_call_limits import (
     spending,
 )
 from loki_pipeline.evaluate.bfcl_data import MULTI_TURN  # noqa: F401 - re-exported
+from loki_pipeline.time_limit import time_limit
 
 log = logging.getLogger(__name__)
 
@@ -204,25 +203,9 @@ def _result_text(result: Any) -> str:
     return str(result)
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
+def _time_limit(seconds: float) -> contextlib.AbstractContextManager[None]:
     """Raise ``TimeoutError`` in the block after ``seconds`` (where SIGALRM can be used)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "setitimer"
-    ):
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"call over {seconds} s stopped")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return time_limit(seconds, f"call over {seconds} s stopped")
 
 
 def call_method(methods: Mapping[str, Any], text: str) -> str:
