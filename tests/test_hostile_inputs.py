@@ -129,3 +129,49 @@ def test_a_looping_chat_template_stops_naming_the_checkpoints_template(monkeypat
         "kva_prompt": lambda: encode_chat(tok, messages[:1]),
     }
     _one_line_error(calls[render], "resources/models/evil", "chat template", "0.5 s")
+
+
+def _checkpoint_copy(tiny_checkpoint, tmp_path):
+    import shutil
+
+    src = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, src)
+    return src
+
+
+def test_a_local_checkpoint_link_out_of_its_folder_is_refused(tiny_checkpoint, tmp_path):
+    from loki_pipeline.models.loading import prepare_model
+
+    src = _checkpoint_copy(tiny_checkpoint, tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the user's to share")
+    (src / "notes.txt").symlink_to(secret)
+    out = tmp_path / "models" / "m"
+    _one_line_error(lambda: prepare_model(f"local:{src}", out, verify=False), "notes.txt", secret)
+    assert not out.exists()
+    # a link that stays inside the checkpoint folder is followed
+    (src / "notes.txt").unlink()
+    (src / "sub").mkdir()
+    (src / "sub" / "notes.txt").write_text("inside")
+    (src / "notes.txt").symlink_to(src / "sub" / "notes.txt")
+    prepare_model(f"local:{src}", out, verify=False)
+    assert (out / "notes.txt").read_text() == "inside" and not (out / "notes.txt").is_symlink()
+
+
+def test_copied_checkpoint_files_are_never_wider_than_their_source(tiny_checkpoint, tmp_path):
+    import stat
+
+    from loki_pipeline.models.loading import prepare_model
+
+    src = _checkpoint_copy(tiny_checkpoint, tmp_path)
+    (src / "config.json").chmod(0o600)
+    (src / "model.safetensors").chmod(0o640)
+    (src / "tokenizer.json").chmod(0o666)
+    out = prepare_model(f"local:{src}", tmp_path / "models" / "m", verify=False)
+
+    def mode(p):
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert mode(out / "config.json") == 0o600
+    assert mode(out / "model.safetensors") == 0o640
+    assert mode(out / "tokenizer.json") == 0o644  # never group/world-writable
