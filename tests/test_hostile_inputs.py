@@ -175,3 +175,82 @@ def test_copied_checkpoint_files_are_never_wider_than_their_source(tiny_checkpoi
     assert mode(out / "config.json") == 0o600
     assert mode(out / "model.safetensors") == 0o640
     assert mode(out / "tokenizer.json") == 0o644  # never group/world-writable
+
+
+def _hub_error(cls, message="x"):
+    import importlib
+
+    from huggingface_hub import errors
+
+    http = importlib.import_module(errors.Response.__module__.split(".")[0])  # httpx or httpx2
+    request = http.Request("GET", "https://huggingface.co/api/models/org/tiny")
+    return cls(message, response=http.Response(404, request=request))
+
+
+@pytest.mark.parametrize(
+    "raised, needles",
+    [
+        ("not_found", ["hf:org/tnyi", "not found", "spelling"]),
+        ("gated", ["hf:org/tnyi", "gated", "hf auth login"]),
+        ("offline", ["hf:org/tnyi", "offline", "local:<folder>"]),
+    ],
+)
+def test_hub_failures_end_in_one_line_saying_which(monkeypatch, tmp_path, raised, needles):
+    import huggingface_hub
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    from loki_pipeline.models.loading import prepare_model
+
+    errors = {
+        "not_found": lambda: _hub_error(RepositoryNotFoundError),
+        "gated": lambda: _hub_error(GatedRepoError),
+        "offline": lambda: LocalEntryNotFoundError("cannot find the requested files"),
+    }
+
+    def fake_download(*args, **kwargs):
+        raise errors[raised]()
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    message = _one_line_error(lambda: prepare_model("hf:org/tnyi", tmp_path / "m"), *needles)
+    assert ("offline" in message) == (raised == "offline")
+
+
+def test_an_unreachable_hub_is_reported_offline_without_retries(monkeypatch, tmp_path):
+    """A local endpoint nobody listens on: the real ``huggingface_hub`` would retry for ~27 s;
+    the probe finds it unreachable and the cache alone is asked."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from loki_pipeline.models.loading import prepare_model
+
+    with socket.socket() as s:  # a port that was free a moment ago: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    _one_line_error(
+        lambda: prepare_model("hf:org/never-cached", tmp_path / "m"),
+        "hf:org/never-cached",
+        "offline",
+        f"127.0.0.1:{port}",
+        seconds=8,
+    )
+
+
+def test_a_misspelt_hub_dataset_is_one_line(monkeypatch):
+    import datasets
+
+    class DatasetNotFoundError(FileNotFoundError):
+        pass
+
+    def fake_load_dataset(*args, **kwargs):
+        raise DatasetNotFoundError("Dataset 'org/nope' doesn't exist on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    _one_line_error(lambda: list(read_records("hf:org/nope")), "hf:org/nope", "not found")

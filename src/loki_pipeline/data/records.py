@@ -77,6 +77,9 @@ def _hub_rows(spec: str, split: str) -> Iterator[tuple[str, Any]]:
         raise LokiInputError(f"hub source 'hf:{spec}': expected 'hf:<owner>/<name>[@revision]'")
     from datasets import load_dataset
 
-    stream = load_dataset(repo, split=split, revision=revision or None, streaming=True)
-    for i, row in enumerate(stream):
-        yield f"hf:{spec} ({split}) row {i}", row
+    from loki_pipeline.hub_access import hub_errors
+
+    with hub_errors(f"hf:{spec}"):
+        stream = load_dataset(repo, split=split, revision=revision or None, streaming=True)
+        for i, row in enumerate(stream):
+            yield f"hf:{spec} ({split}) row {i}", row

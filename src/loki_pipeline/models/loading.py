@@ -17,6 +17,7 @@ from typing import Any
 
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.hub_access import hub_errors, hub_local_only
 from loki_pipeline.io import atomic_path, check_name, file_sha256, write_json
 from loki_pipeline.models.architecture import check_supported
 from loki_pipeline.models.checkpoint_files import copy_checkpoint_files
@@ -326,14 +327,20 @@ def _prepare_from_hub(
     from huggingface_hub import hf_hub_download, snapshot_download
 
     # Check the architecture from config.json before downloading gigabytes of weights.
-    config_file = hf_hub_download(spec.repo_id, "config.json", revision=spec.revision)
-    model_type = json.loads(Path(config_file).read_text()).get("model_type", "<missing>")
-    check_supported(str(model_type), where=f"hf:{spec.repo_id}")
-    snapshot = Path(
-        snapshot_download(
-            spec.repo_id, revision=spec.revision, allow_patterns=list(_CHECKPOINT_PATTERNS)
+    where = f"hf:{spec.repo_id}" + (f"@{spec.revision}" if spec.revision else "")
+    with hub_errors(where):
+        local = {"local_files_only": True} if hub_local_only() else {}  # no 27 s of retries
+        config_file = hf_hub_download(spec.repo_id, "config.json", revision=spec.revision, **local)
+        model_type = json.loads(Path(config_file).read_text()).get("model_type", "<missing>")
+        check_supported(str(model_type), where=f"hf:{spec.repo_id}")
+        snapshot = Path(
+            snapshot_download(
+                spec.repo_id,
+                revision=spec.revision,
+                allow_patterns=list(_CHECKPOINT_PATTERNS),
+                **local,
+            )
         )
-    )
     return _prepare_from_dir(
         snapshot,
         out_dir,
