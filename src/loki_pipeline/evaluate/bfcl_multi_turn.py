@@ -77,12 +77,13 @@ BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "
 #: they get (``MathAPI.power`` is ``base**exponent``, ``square_root`` sets the decimal precision),
 #: so a hostile answer such as ``power(base=9, exponent=10**4000)`` would run for hours; the
 #: items' own arguments are smaller (the largest in 2026.3.23's ground truth is 987654). A call
-#: over it gets an error result, as a call the API rejects would. At this bound the slowest
-#: computations left (``power(base=10**6, exponent=10**6)``, ``square_root(..., precision=10**6)``)
-#: take seconds; Python-level ones (mpmath's ``logarithm``) are stopped by ``CALL_SECONDS``.
+#: over it gets an error result, as a call the API rejects would. The arguments that drive
+#: C-level arithmetic (a ``precision``, an integer power) have tighter bounds
+#: (``bfcl_call_limits.cost_refusal``); Python-level loops are stopped by ``CALL_SECONDS``.
 MAX_CALL_INT = 10**6
 #: Wall-clock limit of one simulated call (SIGALRM, main thread on POSIX; elsewhere none): it
-#: interrupts Python code, not a single long C operation, hence ``MAX_CALL_INT`` too.
+#: interrupts Python code, not a single long C operation, hence the argument bounds too. An
+#: item's calls together have ``bfcl_call_limits.ITEM_SECONDS``.
 CALL_SECONDS = 5.0
 _CHECKER = "bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker"
 #: holds CLASS_FILE_PATH_MAPPING and STATELESS_CLASSES in every release (defined there up to
