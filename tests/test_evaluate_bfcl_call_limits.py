@@ -19,7 +19,9 @@ WHEEL = (
     / "resources/cache/wheels/bfcl_eval-2026.3.23-py3-none-any.whl"
 )
 pytestmark = pytest.mark.skipif(
-    not WHEEL.is_file(), reason="bfcl-eval wheel not in resources/cache"
+    not WHEEL.is_file(),
+    reason="bfcl-eval wheel not in resources/cache (tests never download): "
+    "`pip download bfcl-eval==2026.3.23 --no-deps -d resources/cache/wheels`",
 )
 MATH = "bfcl_eval.eval_checker.multi_turn_eval.func_source_code.math_api"
 

@@ -32,7 +32,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has died; only its exit status is left
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="PR_SET_PDEATHSIG is Linux's: on Linux, `pytest tests/test_train_launcher_death.py`",
+)
 def test_workers_die_with_a_killed_launcher(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
