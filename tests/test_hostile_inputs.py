@@ -254,3 +254,9 @@ def test_a_misspelt_hub_dataset_is_one_line(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     _one_line_error(lambda: list(read_records("hf:org/nope")), "hf:org/nope", "not found")
+
+
+def test_invalid_yaml_is_one_line_naming_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  a: [1, 2\ntraining: {}\n")
+    _one_line_error(lambda: resolve_extends({"extends": str(bad)}), bad, "line 3", "not valid YAML")

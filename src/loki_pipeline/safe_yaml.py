@@ -93,7 +93,10 @@ def load_yaml(path: str | os.PathLike, what: str = "config") -> Any:
         _check_nodes(node, f"{what} {path}")
         return loader.construct_document(node)
     except yaml.YAMLError as err:
-        raise LokiInputError(f"{what} {path}: not valid YAML ({clip(err)})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise LokiInputError(f"{what} {path}{where}: not valid YAML ({clip(problem)})") from None
     except RecursionError:
         raise LokiInputError(f"{what} {path}: nested too deeply to read") from None
     finally:
