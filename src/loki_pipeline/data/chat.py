@@ -22,6 +22,7 @@ import logging
 import re
 from typing import Any
 
+from loki_pipeline.data.chat_render import render_chat
 from loki_pipeline.errors import LokiInputError
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,12 @@ def _render(
 ) -> list[int]:
     if not messages:
         return []
-    ids = tokenizer.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False
+    ids = render_chat(
+        tokenizer,
+        messages,
+        tokenize=True,
+        add_generation_prompt=generation_prompt,
+        return_dict=False,
     )
     return list(ids)
 
@@ -148,7 +153,7 @@ def _prefix_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[i
 def _generation_mask(
     tokenizer: Any, messages: list[dict[str, str]]
 ) -> tuple[list[int], list[bool]]:
-    out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    out = render_chat(
+        tokenizer, messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
     return list(out["input_ids"]), [bool(m) for m in out["assistant_masks"]]

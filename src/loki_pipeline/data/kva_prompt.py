@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from loki_pipeline.data.chat_render import render_chat
 from loki_pipeline.errors import LokiInputError
 
 #: kva.prompt_format values: a chat user turn (the paper), or the text as it is
@@ -104,8 +105,8 @@ def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], prompt_fo
             "has no chat template; LoKI's prompts are chat turns (set kva.prompt_format: plain "
             "for a model without one)"
         )
-    out = tokenizer.apply_chat_template(
-        [dict(m) for m in messages], add_generation_prompt=True, tokenize=True
+    out = render_chat(
+        tokenizer, [dict(m) for m in messages], add_generation_prompt=True, tokenize=True
     )
     # transformers 5 returns a BatchEncoding (dict-like); 4.x a list of ids.
     if isinstance(out, Mapping) or hasattr(out, "input_ids"):

@@ -10,13 +10,13 @@ here, so a file is read, and a bad one reported, the same way everywhere.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.safe_text import check_strings, iter_json_lines, read_json
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 
@@ -35,6 +35,7 @@ def read_records(
     for where, row in itertools.islice(rows, max_rows):
         if not isinstance(row, dict):
             raise LokiInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        check_strings(row, where)
         yield where, row
 
 
@@ -46,20 +47,10 @@ def _local_rows(path: Path) -> Iterator[tuple[str, Any]]:
         )
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise LokiInputError(f"{path} line {lineno}: invalid JSON ({err})") from None
-                yield f"{path} line {lineno}", row
+        for lineno, row in iter_json_lines(path):
+            yield f"{path} line {lineno}", row
     elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise LokiInputError(f"{path}: invalid JSON ({err})") from None
+        data = read_json(path, "data file", strings=False)  # rows checked one by one
         if not isinstance(data, list):
             raise LokiInputError(
                 f"{path}: expected a JSON list of rows (as ToolACE's data.json), "
@@ -86,6 +77,9 @@ def _hub_rows(spec: str, split: str) -> Iterator[tuple[str, Any]]:
         raise LokiInputError(f"hub source 'hf:{spec}': expected 'hf:<owner>/<name>[@revision]'")
     from datasets import load_dataset
 
-    stream = load_dataset(repo, split=split, revision=revision or None, streaming=True)
-    for i, row in enumerate(stream):
-        yield f"hf:{spec} ({split}) row {i}", row
+    from loki_pipeline.hub_access import hub_errors
+
+    with hub_errors(f"hf:{spec}"):
+        stream = load_dataset(repo, split=split, revision=revision or None, streaming=True)
+        for i, row in enumerate(stream):
+            yield f"hf:{spec} ({split}) row {i}", row

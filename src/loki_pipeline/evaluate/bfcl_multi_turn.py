@@ -35,9 +35,7 @@ import inspect
 import json
 import logging
 import re
-import signal
 import sys
-import threading
 import zipimport
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -53,7 +51,17 @@ from loki_pipeline.evaluate.bfcl import (
     decode_calls,
     is_call_list,
 )
+from loki_pipeline.evaluate.bfcl_call_limits import (
+    ItemOutOfTime,
+    check_budget,
+    cost_refusal,
+    item_budget,
+    numeric_contexts,
+    seconds_left,
+    spending,
+)
 from loki_pipeline.evaluate.bfcl_data import MULTI_TURN  # noqa: F401 - re-exported
+from loki_pipeline.time_limit import time_limit
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +77,13 @@ BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "
 #: they get (``MathAPI.power`` is ``base**exponent``, ``square_root`` sets the decimal precision),
 #: so a hostile answer such as ``power(base=9, exponent=10**4000)`` would run for hours; the
 #: items' own arguments are smaller (the largest in 2026.3.23's ground truth is 987654). A call
-#: over it gets an error result, as a call the API rejects would. At this bound the slowest
-#: computations left (``power(base=10**6, exponent=10**6)``, ``square_root(..., precision=10**6)``)
-#: take seconds; Python-level ones (mpmath's ``logarithm``) are stopped by ``CALL_SECONDS``.
+#: over it gets an error result, as a call the API rejects would. The arguments that drive
+#: C-level arithmetic (a ``precision``, an integer power) have tighter bounds
+#: (``bfcl_call_limits.cost_refusal``); Python-level loops are stopped by ``CALL_SECONDS``.
 MAX_CALL_INT = 10**6
 #: Wall-clock limit of one simulated call (SIGALRM, main thread on POSIX; elsewhere none): it
-#: interrupts Python code, not a single long C operation, hence ``MAX_CALL_INT`` too.
+#: interrupts Python code, not a single long C operation, hence the argument bounds too. An
+#: item's calls together have ``bfcl_call_limits.ITEM_SECONDS``.
 CALL_SECONDS = 5.0
 _CHECKER = "bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker"
 #: holds CLASS_FILE_PATH_MAPPING and STATELESS_CLASSES in every release (defined there up to
@@ -195,25 +204,9 @@ def _result_text(result: Any) -> str:
     return str(result)
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
+def _time_limit(seconds: float) -> contextlib.AbstractContextManager[None]:
     """Raise ``TimeoutError`` in the block after ``seconds`` (where SIGALRM can be used)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "setitimer"
-    ):
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"call over {seconds} s stopped")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return time_limit(seconds, f"call over {seconds} s stopped")
 
 
 def call_method(methods: Mapping[str, Any], text: str) -> str:
@@ -226,8 +219,16 @@ def call_method(methods: Mapping[str, Any], text: str) -> str:
             raise NameError(f"name '{name}' is not defined")
         if not _ints_ok([args, kwargs]):
             raise ValueError(f"integer argument over {MAX_CALL_INT} refused")
-        with _time_limit(CALL_SECONDS):
+        refusal = cost_refusal(methods[name], args, kwargs)
+        if refusal:
+            raise ValueError(refusal)
+        check_budget()
+        left = seconds_left()
+        seconds = CALL_SECONDS if left is None else max(min(CALL_SECONDS, left), 0.001)
+        with spending(), numeric_contexts(), _time_limit(seconds):
             return _result_text(methods[name](*args, **kwargs))
+    except ItemOutOfTime:
+        raise
     except Exception as err:  # noqa: BLE001 - as bfcl-eval: any failure is the call's result
         return f"Error during execution: {err}"
 
@@ -372,6 +373,8 @@ class Turns:
 
     answers: list[list[str]]
     force_quit: bool
+    #: the item's simulated calls used up their budget (``bfcl_call_limits.ITEM_SECONDS``)
+    out_of_time: bool = False
 
 
 def _decoded_strings(answer: str) -> list[str]:
@@ -393,13 +396,32 @@ def run_conversation(
 
     The loop of ``inference_multi_turn_prompting`` (see the module docstring); ``max_steps``
     is BFCL's ``MAXIMUM_STEP_LIMIT`` (the turn stops after ``max_steps + 1`` answers, as there).
+    The item's simulated calls share one budget (``item_budget``); when it is spent the
+    conversation stops with ``out_of_time`` set, and ``check_conversation`` fails the item.
     """
+    reset_instances()
+    answers: list[list[str]] = []
+    with item_budget():
+        try:
+            force_quit = _converse(item, respond, model_name, max_steps, answers)
+        except ItemOutOfTime as err:
+            log.warning("BFCL %s: %s; counted wrong", item["id"], err)
+            return Turns(answers, True, out_of_time=True)
+    return Turns(answers, force_quit)
+
+
+def _converse(
+    item: Mapping[str, Any],
+    respond: Any,
+    model_name: str,
+    max_steps: int,
+    answers: list[list[str]],
+) -> bool:
+    """``run_conversation``'s loop, appending to ``answers``; whether the step limit hit."""
     from loki_pipeline.evaluate.toolace import bfcl_messages
 
-    reset_instances()
     long_context = "long_context" in item["category"]
     messages: list[dict[str, str]] = []
-    answers: list[list[str]] = []
     force_quit = False
     for turn_idx, turn in enumerate(item["turns"]):
         turn = [dict(m) for m in turn]
@@ -413,6 +435,7 @@ def run_conversation(
         else:
             messages.extend(turn)
         steps: list[str] = []
+        answers.append(steps)
         count = 0
         while True:
             answer = respond(messages)
@@ -440,19 +463,24 @@ def run_conversation(
             if count > max_steps:
                 force_quit = True
                 break
-        answers.append(steps)
         if force_quit:
             break
-    return Turns(answers, force_quit)
+    return force_quit
 
 
 def check_conversation(
-    checker: ModuleType, item: Mapping[str, Any], answers: Sequence[Sequence[str]]
+    checker: ModuleType, item: Mapping[str, Any], answers: Sequence[Sequence[str]] | Turns
 ) -> dict[str, Any]:
     """bfcl-eval's verdict on one item's answers (``{"valid": bool, ...}``), prepared as
     ``eval_runner.py::_evaluate_single_multi_turn_entry`` prepares them: a force-terminated
     conversation (fewer turns than the ground truth) fails; per step, answers that do not decode
-    or decode to no call are dropped; then ``multi_turn_checker``."""
+    or decode to no call are dropped; then ``multi_turn_checker``. A conversation that ran out of
+    time (``Turns.out_of_time``), or judging that does, fails with ``multi_turn:out_of_time``."""
+    out_of_time = {"valid": False, "error_type": "multi_turn:out_of_time"}
+    if isinstance(answers, Turns):
+        if answers.out_of_time:
+            return out_of_time
+        answers = answers.answers
     ground_truth = item["ground_truth"]
     if len(answers) != len(ground_truth):
         return {"valid": False, "error_type": "multi_turn:force_terminated"}
@@ -470,8 +498,12 @@ def check_conversation(
     reset_instances()
     entry = {k: item[k] for k in ("id", "initial_config", "involved_classes")}
     try:
-        return dict(
-            checker.multi_turn_checker(decoded, ground_truth, entry, item["category"], "loki")
-        )
+        with item_budget():
+            return dict(
+                checker.multi_turn_checker(decoded, ground_truth, entry, item["category"], "loki")
+            )
+    except ItemOutOfTime as err:
+        log.warning("BFCL %s: judging %s; counted wrong", item["id"], err)
+        return out_of_time
     finally:
         reset_instances()

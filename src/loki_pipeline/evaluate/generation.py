@@ -26,7 +26,9 @@ def left_padded(tokenizer: Any, prompts: Sequence[str], device: Any):
 
 def chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The chat as text through the model's template, ready for the assistant's answer."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    from loki_pipeline.data.chat_render import render_chat
+
+    return render_chat(tokenizer, messages, tokenize=False, add_generation_prompt=True)
 
 
 def length_batches(tokenizer: Any, prompts: Sequence[str], batch_size: int) -> list[list[int]]:

@@ -71,12 +71,12 @@ def read_eval_config(path: str | os.PathLike) -> dict[str, Any]:
     """Task -> its ``tasks.<task>`` block (``eval``, and ``train`` for a task of the user's),
     from a pipeline config or a mapping task -> eval object (a task of the user's: its whole
     ``{train, eval}`` block)."""
-    import yaml
+    from loki_pipeline.safe_yaml import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise LokiInputError(f"--eval-config {path}: no such file")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = load_yaml(path, "--eval-config") or {}
     if not isinstance(loaded, dict):
         raise LokiInputError(f"--eval-config {path}: expected a mapping")
     if "tasks" in loaded:  # a whole pipeline config

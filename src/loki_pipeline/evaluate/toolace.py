@@ -219,7 +219,7 @@ def evaluate_multi_turn(
         checker, _ = bfcl_modules(it["wheel"])
         try:
             turns = run_conversation(it, respond, max_steps=settings.max_steps_per_turn)
-            verdict = check_conversation(checker, it, turns.answers)
+            verdict = check_conversation(checker, it, turns)
         except ContextOverflow as err:  # BFCL's inference would error too: the item fails
             log.warning("BFCL %s: %s; counted wrong", it["id"], err)
             turns = Turns([], False)

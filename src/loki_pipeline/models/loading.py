@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.hub_access import hub_errors, hub_local_only
 from loki_pipeline.io import atomic_path, check_name, file_sha256, write_json
 from loki_pipeline.models.architecture import check_supported
+from loki_pipeline.models.checkpoint_files import copy_checkpoint_files
 from loki_pipeline.models.sources import (
     HubSource,
     LocalSource,
@@ -278,11 +279,12 @@ def convert_gguf(
     return record
 
 
-def _make_readable(directory: Path) -> None:
-    """Temporary dirs/files are created private (0700/0600); a model dir should be shareable."""
+def _make_readable(directory: Path, keep: Mapping[str, int] | None = None) -> None:
+    """Temporary dirs/files are created private (0700/0600); a model dir should be shareable.
+    ``keep``: copied files' modes (``copy_checkpoint_files``), never widened."""
     directory.chmod(0o755)
     for f in directory.iterdir():
-        f.chmod(0o644)
+        f.chmod((keep or {}).get(f.name, 0o644))
 
 
 def _strip_quantization_config(config_file: Path) -> None:
@@ -291,18 +293,14 @@ def _strip_quantization_config(config_file: Path) -> None:
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def _copy_checkpoint(src: Path, dst: Path) -> list[str]:
-    copied = []
-    for pattern in _CHECKPOINT_PATTERNS:
-        for f in sorted(src.glob(pattern)):
-            if f.is_file() and f.name != SOURCE_FILE:
-                shutil.copy2(f, dst / f.name)  # follows hub-cache symlinks
-                copied.append(f.name)
-    return sorted(copied)
-
-
 def _prepare_from_dir(
-    src: Path, out_dir: Path, trust_remote_code: bool, *, verify: bool, extra=None
+    src: Path,
+    out_dir: Path,
+    trust_remote_code: bool,
+    *,
+    verify: bool,
+    extra=None,
+    inside: Path | None = None,
 ) -> dict[str, Any]:
     config = read_checkpoint_config(src)
     if src.resolve() == out_dir.resolve():
@@ -310,13 +308,16 @@ def _prepare_from_dir(
     record: dict[str, Any] = dict(extra or {})
     record |= {"model_type": config["model_type"], "from": str(src)} | _record_versions()
     with atomic_path(out_dir, is_dir=True) as tmp:
-        record["files"] = _copy_checkpoint(src, tmp)
+        modes = copy_checkpoint_files(
+            src, tmp, _CHECKPOINT_PATTERNS, inside=inside or src, skip=[SOURCE_FILE]
+        )
+        record["files"] = sorted(modes)
         if verify:
             _, tokenizer = load_model(tmp, trust_remote_code=trust_remote_code)
             if not getattr(tokenizer, "chat_template", None):
                 log.warning("%s: tokenizer has no chat template; prompts need one", src)
         write_json(tmp / SOURCE_FILE, record)
-        _make_readable(tmp)
+        _make_readable(tmp, keep=modes)
     return record
 
 
@@ -326,18 +327,25 @@ def _prepare_from_hub(
     from huggingface_hub import hf_hub_download, snapshot_download
 
     # Check the architecture from config.json before downloading gigabytes of weights.
-    config_file = hf_hub_download(spec.repo_id, "config.json", revision=spec.revision)
-    model_type = json.loads(Path(config_file).read_text()).get("model_type", "<missing>")
-    check_supported(str(model_type), where=f"hf:{spec.repo_id}")
-    snapshot = Path(
-        snapshot_download(
-            spec.repo_id, revision=spec.revision, allow_patterns=list(_CHECKPOINT_PATTERNS)
+    where = f"hf:{spec.repo_id}" + (f"@{spec.revision}" if spec.revision else "")
+    with hub_errors(where):
+        local = {"local_files_only": True} if hub_local_only() else {}  # no 27 s of retries
+        config_file = hf_hub_download(spec.repo_id, "config.json", revision=spec.revision, **local)
+        model_type = json.loads(Path(config_file).read_text()).get("model_type", "<missing>")
+        check_supported(str(model_type), where=f"hf:{spec.repo_id}")
+        snapshot = Path(
+            snapshot_download(
+                spec.repo_id,
+                revision=spec.revision,
+                allow_patterns=list(_CHECKPOINT_PATTERNS),
+                **local,
+            )
         )
-    )
     return _prepare_from_dir(
         snapshot,
         out_dir,
         trust_remote_code,
         verify=verify,
         extra=extra | {"repo_id": spec.repo_id, "revision": spec.revision or "main"},
+        inside=snapshot.parents[1],  # the repo's cache folder: snapshot links point to its blobs
     )

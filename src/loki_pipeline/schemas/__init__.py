@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.safe_yaml import clip
 
 SCHEMA_FILE = Path(__file__).with_name("config.schema.yaml")
 #: the URI the schema is registered under, so ``$ref``s resolve inside it
@@ -97,7 +98,7 @@ def check(instance: Any, pointer: str = "", *, prefix: str = "") -> None:
     """
     errors = sorted(_validator(pointer).iter_errors(instance), key=lambda e: list(map(str, e.path)))
     if errors:
-        lines = [_describe(e, prefix) for e in errors]
+        lines = [clip(_describe(e, prefix)) for e in errors]
         raise LokiInputError("invalid config:\n  " + "\n  ".join(dict.fromkeys(lines)))
 
 
@@ -239,7 +240,7 @@ def resolve_extends(
     extending file's folder first, then the working directory), with ``config`` merged over it
     (:func:`merge_configs`); a base that itself extends another is resolved first, relative to
     its own folder. Without ``extends`` the config is returned as it is (a copy)."""
-    import yaml
+    from loki_pipeline.safe_yaml import load_yaml
 
     config = dict(config)
     seen: list[Path] = []
@@ -250,12 +251,9 @@ def resolve_extends(
             chain = " -> ".join(map(str, [*seen, path]))
             raise LokiInputError(f"extends: {chain}: the configs extend each other in a loop")
         seen.append(path)
-        try:
-            base = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise LokiInputError(f"extends: {path}: cannot read it as YAML ({exc})") from exc
+        base = load_yaml(path, "extends:")
         if not isinstance(base, dict):
-            raise LokiInputError(f"extends: {path}: expected a mapping of keys, got {base!r}")
+            raise LokiInputError(f"extends: {path}: expected a mapping of keys, got {clip(base)}")
         merged = merge_configs({k: v for k, v in base.items() if k != "extends"}, config)
         merged["extends"] = base.get("extends")  # the base's own base, if any, is next
         config, dirs = merged, [path.parent, Path(".")]
@@ -266,6 +264,12 @@ def resolve_extends(
 def apply_extends(config: dict[str, Any], config_files: Iterable[str | Path]) -> dict[str, Any]:
     """Resolve ``extends`` in place (the workflow's ``config`` is a global dict): paths are
     looked up beside the given config files (the last first), then in the working directory."""
+    from loki_pipeline.safe_yaml import load_yaml
+
+    config_files = list(config_files)
+    for path in config_files:  # Snakemake read them leniently: duplicate keys, anchor bombs
+        if Path(path).is_file():
+            load_yaml(path)
     dirs = [Path(f).parent for f in reversed(list(config_files))] + [Path(".")]
     resolved = resolve_extends(config, dirs)
     config.clear()

@@ -73,7 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from loki_pipeline.errors import LokiInputError
@@ -91,13 +90,10 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.config)
         if not path.is_file():
             raise LokiInputError(f"config file {path} does not exist")
-        import yaml
+        from loki_pipeline.safe_text import read_json
+        from loki_pipeline.safe_yaml import load_yaml
 
-        try:
-            text = path.read_text()
-            cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as err:
-            raise LokiInputError(f"config file {path}: not valid JSON/YAML ({err})") from None
+        cfg = read_json(path, "config file") if path.suffix == ".json" else load_yaml(path)
         if cfg is not None and not isinstance(cfg, dict):
             raise LokiInputError(f"config file {path}: expected a mapping with a 'training' key")
         # The same schema as the pipeline's `training` block (one definition of every setting).

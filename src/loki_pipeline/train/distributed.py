@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from loki_pipeline.errors import LokiInputError, LokiWriteError
-from loki_pipeline.train.launch import launched_by_torchrun, launched_size
+from loki_pipeline.train.launch import die_with_launcher, launched_by_torchrun, launched_size
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def process_group(device: str) -> Iterator[World]:
         raise LokiInputError(
             "WORLD_SIZE > 1 without RANK and LOCAL_RANK: launch with torchrun --nproc-per-node N"
         )
+    die_with_launcher()
     rank_device = _rank_device(device)
     if rank_device.startswith("cuda"):
         torch.cuda.set_device(rank_device)

@@ -3,16 +3,25 @@
 torchrun (``python -m torch.distributed.run``) starts the processes, gives each its ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK``, and stops them all when one fails. This module only reads
 those variables and builds torchrun's command line; it imports no torch, so a job that is
-about to hand itself to torchrun does not pay for loading it first.
+about to hand itself to torchrun does not pay for loading it first. Each process asks the kernel
+to kill it when its launcher dies (``die_with_launcher``): torchrun forwards SIGTERM and SIGINT
+to them, but a launcher killed outright (SIGKILL, the OOM killer) would otherwise leave them
+training to the end, holding the run's lock and GPUs, so that a rerun could not resume.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
+import signal
 import sys
 from typing import NoReturn
 
 from loki_pipeline.errors import LokiInputError
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def launched_size() -> int:
@@ -31,6 +40,22 @@ def launched_rank() -> int:
 
 def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "RANK" in os.environ
+
+
+def die_with_launcher() -> bool:
+    """Under torchrun on Linux, have the kernel SIGKILL this process when its launcher (the
+    parent) dies; whether that is now armed. Call it first thing in a worker."""
+    if not launched_by_torchrun() or not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): this process may outlive "
+                    "its launcher", ctypes.get_errno())  # fmt: skip
+        return False
+    if parent == 1 or os.getppid() != parent:  # the launcher died before it was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
 
 
 def torchrun_command(processes: int, script: str, *args: str) -> list[str]:
