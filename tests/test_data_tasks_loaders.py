@@ -308,7 +308,7 @@ def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data(
 @pytest.mark.parametrize("task", ["toolace", "reranker"])
 def test_loader_options_of_a_schema_filled_block_load_the_shipped_data(task):
     from loki_pipeline.data.sft import load_task
-    from loki_pipeline.tasks import loader_options
+    from loki_pipeline.tasks.registry import loader_options
 
     block = {
         "source": None,

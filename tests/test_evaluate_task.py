@@ -12,7 +12,10 @@ from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate import task as task_module
 from loki_pipeline.evaluate.reranker import BeirSettings
 from loki_pipeline.evaluate.sft import SftEvalSettings
-from loki_pipeline.evaluate.task import (
+from loki_pipeline.evaluate.toolace import BfclSettings
+from loki_pipeline.schemas import load_schema, validate_config
+from loki_pipeline.settings import schema_default
+from loki_pipeline.tasks.driver import (
     TASKS,
     TaskEvalSettings,
     TaskSpec,
@@ -20,9 +23,6 @@ from loki_pipeline.evaluate.task import (
     evaluate_task,
     prepare_task,
 )
-from loki_pipeline.evaluate.toolace import BfclSettings
-from loki_pipeline.schemas import load_schema, validate_config
-from loki_pipeline.settings import schema_default
 
 
 def _filled(tasks: dict) -> dict:

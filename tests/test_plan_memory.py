@@ -58,7 +58,7 @@ def trained_model(arch: str, name: str, layers: int, dtype=None, settings=None, 
     dims = dims_of(model)
     selection = selection_for(dims, method) if method.needs_selection else None
     if selection is not None:
-        from loki_pipeline.implant.selection import Selection
+        from loki_pipeline.select.selection_file import Selection
 
         selection = Selection(positions=selection)
     model = prepare_model(model, method, settings, selection=selection)

@@ -12,7 +12,7 @@ from conftest import build_tiny_model
 from transformers import AutoModelForCausalLM
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.selection import Selection
+from loki_pipeline.select.selection_file import Selection
 from loki_pipeline.train import parse_method, resolve_settings
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import prepare_model, sft_loss, train_model

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from loki_pipeline.implant.merge import merge_adapter
 from loki_pipeline.train import trainer
+from loki_pipeline.train.merge import merge_adapter
 from loki_pipeline.train.run import run_training
 from loki_pipeline.train.settings import TrainSettings
 

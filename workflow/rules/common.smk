@@ -22,7 +22,7 @@ from loki_pipeline.runs import (
     trained_run,
 )
 from loki_pipeline.schemas import apply_extends, validate_config
-from loki_pipeline.tasks import eval_config, train_data, task_names
+from loki_pipeline.tasks.registry import eval_config, train_data, task_names
 
 # A user config may start with `extends: config/config.yaml` (relative to its own folder, else
 # the working directory) and give only what it changes: it is merged over the config it names
@@ -38,7 +38,7 @@ if not workflow.modifier.skip_validation:
 
 MODELS = list(config["models"])
 # The fine-tuning tasks: the paper's two and any of the user's the config declares (the task
-# registry, loki_pipeline.tasks); run names are parsed against them (runs.parse_run).
+# registry, loki_pipeline.tasks.registry); run names are parsed against them (runs.parse_run).
 TASKS = task_names(config)
 
 
@@ -280,7 +280,7 @@ def train_inputs(wildcards):
 def task_train_data(task):
     """What a training run of `task` reads of its config block: tasks.<task>.train ({} for a
     paper task the config does not declare: its shipped set), and for a task of the user's the
-    held-out split it leaves out (loki_pipeline.tasks.train_data)."""
+    held-out split it leaves out (loki_pipeline.tasks.registry.train_data)."""
     return train_data(task, config["tasks"][task] if task in config["tasks"] else None)
 
 
@@ -307,7 +307,7 @@ def run_tasks(model, run):
 
 def task_eval_configs(model, run):
     """Task -> what the run's task evaluation reads of tasks.<task>: a paper task's eval object,
-    a task of the user's whole block (loki_pipeline.tasks.eval_config)."""
+    a task of the user's whole block (loki_pipeline.tasks.registry.eval_config)."""
     return {t: eval_config(t, config["tasks"][t]) for t in run_tasks(model, run)}
 
 

@@ -18,38 +18,38 @@ from loki_pipeline.errors import LokiInputError, LokiWriteError
 #: sub-command -> (module implementing it, one-line summary). Adding a command is one entry.
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-model": (
-        "loki_pipeline.models.commands",
+        "loki_pipeline.cli.prepare_model",
         "fetch a model, save a safetensors checkpoint",
     ),
-    "kva": ("loki_pipeline.kva.commands", "attribute MMLU prompts with KVA into an HDF5 shard"),
-    "kva-gather": ("loki_pipeline.kva.commands_gather", "merge KVA shards into one kva.h5"),
+    "kva": ("loki_pipeline.cli.kva", "attribute MMLU prompts with KVA into an HDF5 shard"),
+    "kva-gather": ("loki_pipeline.cli.kva_gather", "merge KVA shards into one kva.h5"),
     "select": (
-        "loki_pipeline.select.commands",
+        "loki_pipeline.cli.select",
         "select trainable nodes from a kva.h5, or check a selection",
     ),
     "train": (
-        "loki_pipeline.train.commands",
+        "loki_pipeline.cli.train",
         "fine-tune with LoKI, LoKI*, full or a PEFT baseline",
     ),
-    "merge": ("loki_pipeline.implant.commands_merge", "fold an adapter into a plain checkpoint"),
+    "merge": ("loki_pipeline.cli.merge", "fold an adapter into a plain checkpoint"),
     "suppress": (
-        "loki_pipeline.implant.commands_suppress",
+        "loki_pipeline.cli.suppress",
         "zero selected down_proj rows (ablation)",
     ),
     "eval-general": (
-        "loki_pipeline.evaluate.commands_general",
+        "loki_pipeline.cli.eval_general",
         "six general benchmarks with lm-eval",
     ),
     "eval-task": (
-        "loki_pipeline.evaluate.commands_task",
+        "loki_pipeline.cli.eval_task",
         "task performance: BFCL AST accuracy or reranking",
     ),
     "forgetting": (
-        "loki_pipeline.report.commands_forgetting",
+        "loki_pipeline.cli.forgetting",
         "forgetting table from lm-eval result files",
     ),
     "plan": (
-        "loki_pipeline.plan.commands",
+        "loki_pipeline.cli.plan",
         "peak memory of every KVA, training and evaluation job of a config",
     ),
 }

@@ -33,7 +33,7 @@ class _Metric(argparse.Action):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A settings flag left out (None) takes the schema's default (``GeneralEvalSettings``)."""
-    from loki_pipeline.cli_options import add_device, add_setting
+    from loki_pipeline.cli.options import add_device, add_setting
 
     def setting(flag: str, text: str, **kwargs: Any) -> None:
         add_setting(parser, flag, f"evaluate.general.{flag[2:].replace('-', '_')}", text, **kwargs)

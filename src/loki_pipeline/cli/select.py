@@ -8,7 +8,7 @@ HELP = "select trainable nodes from a kva.h5, or validate a selection file again
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loki_pipeline.cli_options import add_renamed
+    from loki_pipeline.cli.options import add_renamed
     from loki_pipeline.settings import help_default
 
     parser.add_argument("--kva", help="kva.h5 to select from")
@@ -45,13 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.select.io import (
+    from loki_pipeline.select.naming import check_q, check_strategy
+    from loki_pipeline.select.selection_file import (
         check_fits_checkpoint,
         checkpoint_shape,
         read_selection_file,
         save_selection,
     )
-    from loki_pipeline.select.naming import check_q, check_strategy
     from loki_pipeline.select.settings import SelectSettings
     from loki_pipeline.select.strategies import select_to_file
 

@@ -9,7 +9,7 @@ HELP = "Fine-tune a model on a task (LoKI, LoKI*, full or a PEFT baseline)."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings flags default to None: not given, the config's (or the schema's) stands."""
-    from loki_pipeline.cli_options import add_device
+    from loki_pipeline.cli.options import add_device
     from loki_pipeline.train.settings import DTYPES
 
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loki_pipeline.errors import LokiInputError
     from loki_pipeline.schemas import validate_training
-    from loki_pipeline.tasks import is_generic, loader_options, train_data
+    from loki_pipeline.tasks.registry import is_generic, loader_options, train_data
     from loki_pipeline.train.launch import launched_rank
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training

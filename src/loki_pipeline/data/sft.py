@@ -1,6 +1,6 @@
 """Supervised fine-tuning examples for a task, ready for a Hugging Face ``Trainer``.
 
-``build_sft_dataset`` = task loader (``loki_pipeline.tasks``: ToolACE, reranker, or a task of
+``build_sft_dataset`` = task loader (``loki_pipeline.tasks.registry``: ToolACE, reranker, or a task of
 the user's in LLaMA-Factory's formats) -> chat template with assistant-only
 labels (``chat.tokenize_conversation``) -> optional packing. ``SFTCollator`` pads a batch.
 
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def load_task(task: str, source: str | os.PathLike | None = None, **kwargs) -> list[list[dict]]:
-    """Conversations of ``task`` (its loader in the registry, ``loki_pipeline.tasks``) from
+    """Conversations of ``task`` (its loader in the registry, ``loki_pipeline.tasks.registry``) from
     ``source`` (the shipped default file when ``None``)."""
-    from loki_pipeline.tasks import default_source, task_spec
+    from loki_pipeline.tasks.registry import default_source, task_spec
 
     return task_spec(task).load(default_source(task) if source is None else source, **kwargs)
 
@@ -90,7 +90,7 @@ def build_sft_dataset(
             dropped,
         )
     if dropped > max_drop_fraction * len(conversations):
-        from loki_pipeline.tasks import default_source
+        from loki_pipeline.tasks.registry import default_source
 
         raise LokiInputError(
             f"{task} data {source or default_source(task)}: {dropped} of {len(conversations)} "

@@ -1,6 +1,6 @@
 """Evaluating: what a model kept (general abilities, lm-eval) and what it learned (the task).
 
-What a model learned is measured per task (the registry ``loki_pipeline.tasks``): ``toolace``
+What a model learned is measured per task (the registry ``loki_pipeline.tasks.registry``): ``toolace``
 (BFCL) and ``reranker`` (BEIR-style ranking), which share ``generation``'s batched model calls,
 and ``sft``, the held-out split (and lm-eval tasks) of a task of the user's own.
 """

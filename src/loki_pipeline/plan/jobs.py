@@ -26,7 +26,7 @@ from loki_pipeline.plan.memory import (
     training_memory,
 )
 from loki_pipeline.settings import lookup, schema_default, schema_node
-from loki_pipeline.tasks import is_generic, task_names
+from loki_pipeline.tasks.registry import is_generic, task_names
 
 RULES = ("kva", "kva_compare", "train", "eval_general", "eval_task")
 #: How many times a CPU job's resident memory holds the estimate's transient parts (all but
@@ -200,7 +200,7 @@ def eval_estimate(config: Mapping[str, Any], rule: str, model: str, run: str) ->
         settings = GeneralEvalSettings.from_config(config)
         prompt = prompt_tokens(config, "general")
         return eval_memory(dims, settings.dtype, general_calls(settings, prompt), on_gpu=gpu)
-    from loki_pipeline.evaluate.task import TaskEvalSettings
+    from loki_pipeline.tasks.driver import TaskEvalSettings
 
     tasks = runs.run_tasks(config, model, run, task_names(config))
     settings = TaskEvalSettings.from_config(config, tasks)

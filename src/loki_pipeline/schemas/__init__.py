@@ -175,7 +175,7 @@ def validate_config(config: dict[str, Any], *, set_defaults: bool = True) -> dic
         fill_defaults(config)
     check_experiments(config)
     from loki_pipeline.runs import check_external_runs  # light, but imports the method grammar
-    from loki_pipeline.tasks import check_task_configs, task_names
+    from loki_pipeline.tasks.registry import check_task_configs, task_names
 
     problems = check_task_configs(config)
     if problems:

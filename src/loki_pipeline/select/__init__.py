@@ -5,7 +5,8 @@ one strict reader of the JSON it leaves (or the upstream repository's plain list
 every later stage uses.
 """
 
-from loki_pipeline.select.io import (
+from loki_pipeline.select.naming import STRATEGIES, format_q, selection_filename
+from loki_pipeline.select.selection_file import (
     Selection,
     check_fits,
     check_fits_checkpoint,
@@ -17,7 +18,6 @@ from loki_pipeline.select.io import (
     save_selection,
     validate_selection,
 )
-from loki_pipeline.select.naming import STRATEGIES, format_q, selection_filename
 from loki_pipeline.select.strategies import (
     count_nodes,
     extreme_mask,

@@ -1,6 +1,6 @@
 """Task performance: what a fine-tuned model learned (the LoKI paper's task metrics).
 
-A task is an entry of the registry (``loki_pipeline.tasks``): the settings of its
+A task is an entry of the registry (``loki_pipeline.tasks.registry``): the settings of its
 ``tasks.<task>.eval`` object, how its data is prepared (read and checked before any model is
 loaded) and evaluated, and its primary metric. ``toolace`` (BFCL AST accuracy), ``reranker``
 (BEIR-style ranking) and a task of the user's own (held-out rows, lm-eval tasks) implement
@@ -22,7 +22,7 @@ from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.reranker import rank_metrics
 from loki_pipeline.evaluate.toolace import bfcl_summary
 from loki_pipeline.settings import StageSettings, from_schema, lookup
-from loki_pipeline.tasks import TASKS, TaskSpec, is_generic, task_spec
+from loki_pipeline.tasks.registry import TASKS, TaskSpec, is_generic, task_spec
 
 log = logging.getLogger(__name__)
 

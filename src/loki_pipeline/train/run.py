@@ -52,7 +52,7 @@ def default_checkpoint_dir(out_dir: str | os.PathLike) -> Path:
 
 def _check_selection(method: Method, selection_path, model_dir) -> Any:
     """Read the selection and check it against config.json before any weights are loaded."""
-    from loki_pipeline.implant.selection import check_fits_checkpoint, read_selection
+    from loki_pipeline.select.selection_file import check_fits_checkpoint, read_selection_file
 
     if not method.needs_selection:
         if selection_path is not None:
@@ -63,7 +63,7 @@ def _check_selection(method: Method, selection_path, model_dir) -> Any:
             f"method {method.name} trains selected nodes: pass the selection file "
             f"({method.selection_name}.json from the select stage) with --selection"
         )
-    selection = read_selection(selection_path)
+    selection = read_selection_file(selection_path)
     check_fits_checkpoint(selection, model_dir)
     if selection.q is not None and abs(float(selection.q) - float(method.q)) > 1e-9:
         raise LokiInputError(
@@ -94,7 +94,7 @@ def run_training(
 ) -> Path:
     """Train one run and write its directory; every input is checked before training starts.
 
-    ``data_options`` go to the task's loader (``loki_pipeline.tasks.loader_options``). The run
+    ``data_options`` go to the task's loader (``loki_pipeline.tasks.registry.loader_options``). The run
     holds the locks of ``out_dir`` and of its checkpoint directory throughout, so a second run
     on the same output fails at once ("in use by another run") instead of mixing checkpoints.
     """
@@ -181,7 +181,7 @@ def _run_locked(
     from loki_pipeline.data.sft import build_sft_dataset
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.models.loading import context_length, load_model, read_checkpoint_config
-    from loki_pipeline.tasks import default_source
+    from loki_pipeline.tasks.registry import default_source
     from loki_pipeline.train import trainer
 
     world = distributed.current()
@@ -400,7 +400,7 @@ def _save_outputs(
     """
     import torch
 
-    from loki_pipeline.implant.merge import save_checkpoint
+    from loki_pipeline.models.saving import save_checkpoint
 
     merged = method.spec.save(
         model,

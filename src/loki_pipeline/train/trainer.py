@@ -46,9 +46,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.selection import Selection
 from loki_pipeline.io import atomic_path, content_fingerprint, describe_changes, remove_tree
 from loki_pipeline.models.architecture import get_adapter
+from loki_pipeline.select.selection_file import Selection
 from loki_pipeline.train import distributed
 from loki_pipeline.train.methods import Method
 from loki_pipeline.train.settings import TrainSettings
