@@ -19,9 +19,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from loki_pipeline.kva.kva_file import iter_kva_chunks
 from loki_pipeline.select import STRATEGIES, select_nodes
 from loki_pipeline.select.naming import nodes_per_layer_quota
-from loki_pipeline.select.selection_file import iter_kva_chunks
 
 
 def write_synthetic_kva(path: Path, samples: int, layers: int, nodes: int, seed: int = 0) -> None:

@@ -28,12 +28,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.kva.kva_file import inspect_kva, iter_kva_chunks
 from loki_pipeline.select.naming import (
     check_strategy,
     global_quota,
     nodes_per_layer_quota,
 )
-from loki_pipeline.select.selection_file import inspect_kva, iter_kva_chunks
 from loki_pipeline.settings import schema_default
 
 #: a kva.h5 path or an array ``[samples, layers, nodes]``; a ``torch.Tensor`` is accepted too
