@@ -150,7 +150,7 @@ def test_attributed_set_names_the_source_and_format():
 
 
 def test_an_unknown_format_is_a_schema_error():
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     good = copy.deepcopy(config)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.general import GeneralEvalSettings
 from loki_pipeline.kva.runner import KVASettings
-from loki_pipeline.schemas import validate_config
 from loki_pipeline.select.settings import SelectSettings
 from loki_pipeline.settings import config_key, schema_node
 from loki_pipeline.train.settings import TrainSettings, resolve_settings
@@ -221,8 +221,8 @@ def test_train_and_eval_task_scripts_pass_a_task_of_your_own_its_heldout_split(
 
     import loki_pipeline.tasks.driver as task_eval
     import loki_pipeline.train.run as train_run
+    from loki_pipeline.config import resolve_extends
     from loki_pipeline.evaluate.sft import SftEvalSettings
-    from loki_pipeline.schemas import resolve_extends
     from loki_pipeline.tasks.registry import eval_config, train_data
 
     monkeypatch.chdir(ROOT)

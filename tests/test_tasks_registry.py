@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from loki_pipeline.cli import main as loki_main
+from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.sft import SftEvalSettings
-from loki_pipeline.schemas import load_schema, validate_config
+from loki_pipeline.schemas import load_schema
 from loki_pipeline.tasks.driver import TaskEvalSettings, benchmark_settings
 from loki_pipeline.tasks.registry import (
     GENERIC,

@@ -170,7 +170,7 @@ def test_gradients_reach_every_loki_row_through_checkpointed_layers():
 
 # --------------------------------------------------------------------------- settings and runs
 def test_the_setting_resolves_per_method_and_is_on_for_every_paper_run():
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     assert TrainSettings().gradient_checkpointing is False
     training = {

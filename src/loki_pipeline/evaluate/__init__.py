@@ -20,9 +20,9 @@ def task_eval_default(key: str, definition: str = "paper_task") -> Any:
     """
     import copy
 
-    from loki_pipeline.schemas import _resolve, fill_defaults, load_schema
+    from loki_pipeline.schemas import fill_defaults, load_schema, resolve_ref
 
-    node = _resolve(load_schema()["$defs"][definition])
+    node = resolve_ref(load_schema()["$defs"][definition])
     for part in ("eval", *key.split(".")):
-        node = _resolve(node["properties"][part])
+        node = resolve_ref(node["properties"][part])
     return fill_defaults(copy.deepcopy(node["default"]), node)
