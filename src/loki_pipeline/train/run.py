@@ -178,10 +178,11 @@ def _run_locked(
     data_options: dict[str, Any],
 ) -> Path:
     """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
-    from loki_pipeline.data.sft import build_sft_dataset
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.models.loading import context_length, load_model, read_checkpoint_config
-    from loki_pipeline.tasks.registry import default_source
+
+    # the one import up a layer: the training driver asks the task registry for its data once
+    from loki_pipeline.tasks.registry import default_source, task_examples
     from loki_pipeline.train import trainer
 
     world = distributed.current()
@@ -190,7 +191,7 @@ def _run_locked(
     load_device = "cpu" if sharding else device
     model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=load_device)
     max_context = context_length(read_checkpoint_config(model_dir))
-    examples = build_sft_dataset(
+    examples = task_examples(
         task,
         data,
         tokenizer,
