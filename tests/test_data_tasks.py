@@ -154,9 +154,7 @@ def test_truncation_keeps_the_beginning_and_warns(caplog):
 
 def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
     with caplog.at_level(logging.WARNING):
-        examples = task_examples(
-            "reranker", None, tiny_tokenizer, cutoff_len=287, max_samples=40
-        )
+        examples = task_examples("reranker", None, tiny_tokenizer, cutoff_len=287, max_samples=40)
     assert all(len(e["input_ids"]) <= 287 for e in examples)
     warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "of 40 examples truncated to 287 tokens" in warnings[0]

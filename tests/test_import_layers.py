@@ -148,7 +148,9 @@ def test_function_level_and_relative_imports_are_read(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "kva" / "__init__.py").write_text("")
     (pkg / "errors.py").write_text("")
-    (pkg / "kva" / "x.py").write_text("def f():\n    from ..errors import E\n    import loki_pipeline.cli\n")
+    (pkg / "kva" / "x.py").write_text(
+        "def f():\n    from ..errors import E\n    import loki_pipeline.cli\n"
+    )
     (pkg / "cli.py").write_text("")
     known = {"": pkg, "errors": pkg, "cli": pkg, "kva": pkg, "kva.x": pkg}
     assert _targets("kva.x", pkg / "kva" / "x.py", known) == {"errors", "cli"}

@@ -34,6 +34,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -53,7 +54,15 @@ from loki_pipeline.evaluate.bfcl import (
     decode_calls,
     is_call_list,
 )
-from loki_pipeline.evaluate.bfcl_data import MULTI_TURN  # noqa: F401 - re-exported
+from loki_pipeline.evaluate.bfcl_data import (  # MULTI_TURN: re-exported
+    DATA_DIR,
+    MULTI_TURN,
+    bfcl_messages,
+    check_categories,
+    json_lines,
+    load_single_turn,
+    member,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +300,43 @@ def execute_multi_turn_func_call(
 # items
 
 
+def load_bfcl(
+    wheel: str | os.PathLike,
+    categories: list[str],
+    *,
+    max_per_category: int | None = None,
+    multi_turn_ids: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Items ``{"id", "category", "messages", "function", "ground_truth"}`` from the wheel.
+
+    ``messages`` is the first (only) turn of ``question``; ``ground_truth`` is ``None`` for
+    relevance and irrelevance. The first ``max_per_category`` items of each file, in file order.
+    Multi-turn categories give :func:`load_multi_turn`'s items (with ``turns``),
+    plus ``wheel``, the path their checker is imported from; ``multi_turn_ids`` picks them.
+    """
+    check_categories(categories)
+    multi = [c for c in categories if c in MULTI_TURN]
+    if multi_turn_ids and not multi:
+        raise LokiInputError(
+            f"tasks.toolace.eval.bfcl.multi_turn_ids {multi_turn_ids} given, but no multi-turn "
+            f"category among {categories}"
+        )
+    if multi:
+        loaded = {
+            it["id"]: {**it, "wheel": str(wheel)}
+            for it in load_multi_turn(
+                wheel, multi, max_per_category=max_per_category, ids=multi_turn_ids
+            )
+        }
+        single = [c for c in categories if c not in MULTI_TURN]
+        items = load_single_turn(wheel, single, max_per_category=max_per_category) if single else []
+        by_category: dict[str, list[dict[str, Any]]] = {}
+        for it in [*items, *loaded.values()]:
+            by_category.setdefault(it["category"], []).append(it)
+        return [it for c in categories for it in by_category.get(c, [])]
+    return load_single_turn(wheel, categories, max_per_category=max_per_category)
+
+
 def load_multi_turn(
     wheel: str | Path,
     categories: Iterable[str],
@@ -307,8 +353,6 @@ def load_multi_turn(
     ``utils.py::populate_test_cases_with_predefined_functions`` does. ``ids``: only these items
     (each must exist), else the first ``max_per_category`` of each file.
     """
-    from loki_pipeline.evaluate.bfcl_data import _DATA, _json_lines, _member
-
     _, utils = bfcl_modules(wheel)
     import zipfile
 
@@ -317,13 +361,13 @@ def load_multi_turn(
         names = set(zf.namelist())
         docs: dict[str, list[dict[str, Any]]] = {}
         for category in categories:
-            question_file = _member(names, _DATA, category)
-            answer_file = _member(names, _DATA + "possible_answer/", category)
+            question_file = member(names, DATA_DIR, category)
+            answer_file = member(names, DATA_DIR + "possible_answer/", category)
             if question_file is None or answer_file is None:
                 raise LokiInputError(f"{wheel}: no question or answer file for {category!r}")
-            rows = _json_lines(zf, question_file)
+            rows = json_lines(zf, question_file)
             rows = [r for r in rows if r.get("id") in ids] if ids else rows[:max_per_category]
-            answers = {r["id"]: r["ground_truth"] for r in _json_lines(zf, answer_file)}
+            answers = {r["id"]: r["ground_truth"] for r in json_lines(zf, answer_file)}
             for row in rows:
                 missing = [k for k in ("id", "question", "involved_classes") if k not in row]
                 if missing or row["id"] not in answers:
@@ -332,10 +376,10 @@ def load_multi_turn(
                 for cls in row["involved_classes"]:
                     if cls not in docs:
                         module = utils.CLASS_FILE_PATH_MAPPING.get(cls)
-                        doc = f"{_DATA}multi_turn_func_doc/{str(module).rsplit('.', 1)[-1]}.json"
+                        doc = f"{DATA_DIR}multi_turn_func_doc/{str(module).rsplit('.', 1)[-1]}.json"
                         if module is None or doc not in names:
                             raise LokiInputError(f"{question_file}: no function docs for {cls!r}")
-                        docs[cls] = _json_lines(zf, doc)
+                        docs[cls] = json_lines(zf, doc)
                     functions.extend(copy.deepcopy(docs[cls]))
                 missed: dict[str, list[dict[str, Any]]] = {}
                 for turn, held_out in (row.get("missed_function") or {}).items():
@@ -394,8 +438,6 @@ def run_conversation(
     The loop of ``inference_multi_turn_prompting`` (see the module docstring); ``max_steps``
     is BFCL's ``MAXIMUM_STEP_LIMIT`` (the turn stops after ``max_steps + 1`` answers, as there).
     """
-    from loki_pipeline.evaluate.toolace import bfcl_messages
-
     reset_instances()
     long_context = "long_context" in item["category"]
     messages: list[dict[str, str]] = []

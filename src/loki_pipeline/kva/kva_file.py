@@ -92,7 +92,9 @@ def inspect_kva(path: str | os.PathLike, *, require: Sequence[str] = ()) -> KvaI
                 raise LokiInputError(
                     f"{path}: dataset {name!r} has {fh[name].shape[0]} rows, expected {n}"
                 )
-        dataset = {k: _attr_str(fh.attrs[k]) for k in ("dataset", "dataset_format") if k in fh.attrs}
+        dataset = {
+            k: _attr_str(fh.attrs[k]) for k in ("dataset", "dataset_format") if k in fh.attrs
+        }
         info = KvaInfo(path, _attr_str(fh.attrs["model"]), n, layers, nodes, **dataset)
     verify_kva_file(path)
     return info
