@@ -20,7 +20,7 @@ execute_multi_turn_func_call``). Here the checker's module gets ``execute_multi_
 below instead, the same contract (instances per model and item, loaded from ``initial_config``,
 results as strings, errors as ``"Error during execution: ..."``) without ``eval``: a call text is
 parsed with ``ast`` into a name and literal arguments (the project's bounded resolver,
-``bfcl._resolve_value``) and the instance's public method of that name is called with them.
+``bfcl.resolve_value``) and the instance's public method of that name is called with them.
 Checked on bfcl-eval 2026.3.23 and 2025.6.8 (V3's data): on both, every multi-turn item's
 ground truth, executed this way, passes the checker against itself (800 of 800).
 """
@@ -49,10 +49,10 @@ from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.bfcl import (
     MAX_OUTPUT_CHARS,
     DecodeError,
-    _check_depth,
-    _resolve_value,
+    check_depth,
     decode_calls,
     is_call_list,
+    resolve_value,
 )
 from loki_pipeline.evaluate.bfcl_data import (  # MULTI_TURN: re-exported
     DATA_DIR,
@@ -154,7 +154,7 @@ def execution_strings(decoded: Sequence[Mapping[str, Mapping[str, Any]]]) -> lis
 def parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
     """``(name, positional args, keyword args)`` of one call text, read with ``ast`` only.
 
-    Arguments are literals (the AST decoder's ``_resolve_value``: numbers, strings, lists,
+    Arguments are literals (the AST decoder's ``resolve_value``: numbers, strings, lists,
     dicts; a nested call stays data). Raises ``DecodeError`` for anything that is not one call
     of a plain name, or over the decoder's size and depth bounds.
     """
@@ -164,7 +164,7 @@ def parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
         node = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise DecodeError(f"not a call: {err}") from None
-    _check_depth(node)
+    check_depth(node)
     if not isinstance(node, ast.Call):
         raise DecodeError(f"not a call: {text[:80]!r}")
     if not isinstance(node.func, ast.Name):
@@ -173,8 +173,8 @@ def parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
         k.arg is None for k in node.keywords
     ):
         raise DecodeError("*args/**kwargs are not literal arguments")
-    args = [_resolve_value(a) for a in node.args]
-    kwargs = {k.arg: _resolve_value(k.value) for k in node.keywords}
+    args = [resolve_value(a) for a in node.args]
+    kwargs = {k.arg: resolve_value(k.value) for k in node.keywords}
     return node.func.id, args, kwargs
 
 
