@@ -113,7 +113,7 @@ def run_case(case: str, model_dir: str) -> dict:
 
 def estimate(case: str, model_dir: str, measured: dict) -> float:
     """The plan's device peak for the case's settings (bytes)."""
-    from loki_pipeline.kva.runner import KVASettings
+    from loki_pipeline.kva.settings import KVASettings
     from loki_pipeline.plan.dims import model_dims
     from loki_pipeline.plan.memory import eval_memory, kva_memory, training_memory
     from loki_pipeline.train.methods import parse_method

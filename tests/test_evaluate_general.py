@@ -27,12 +27,12 @@ from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, est
 from loki_pipeline.evaluate.general import (
     DEFAULT_METRICS,
     TASKS,
-    GeneralEvalSettings,
     check_model_dir,
     check_tasks,
     evaluate_general,
     scores_from_results,
 )
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 

@@ -23,7 +23,6 @@ from loki_pipeline.evaluate.general import (
     DEFAULT_METRICS,
     PROTOCOL_METRICS,
     TASKS,
-    GeneralEvalSettings,
     check_tasks,
     evaluate_general,
 )
@@ -36,6 +35,7 @@ from loki_pipeline.evaluate.opencompass import (
     humaneval_postprocess_v2,
     triviaqa_score,
 )
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 

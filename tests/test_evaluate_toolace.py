@@ -12,7 +12,8 @@ from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.bfcl_data import bfcl_messages, check_categories
 from loki_pipeline.evaluate.bfcl_multi_turn import load_bfcl
 from loki_pipeline.evaluate.toolace import bfcl_summary
-from loki_pipeline.tasks.driver import TaskEvalSettings, benchmark_settings, run_task_eval
+from loki_pipeline.tasks.driver import run_task_eval
+from loki_pipeline.tasks.settings import TaskEvalSettings, benchmark_settings
 
 FN = {
     "name": "get_weather",

@@ -293,7 +293,7 @@ def test_kva_activations_equal_what_the_exact_backend_saves(monkeypatch):
 
     from loki_pipeline.kva import exact
     from loki_pipeline.kva.quadrature import quadrature_rule
-    from loki_pipeline.kva.runner import KVASettings
+    from loki_pipeline.kva.settings import KVASettings
 
     model = build_tiny_model("llama", layers=3, attn_implementation="sdpa", **SHAPE)
     caught = {}

@@ -1,4 +1,4 @@
-"""The non-learning flag and the task intervals, on task.json summaries as ``evaluate.task``
+"""The non-learning flag and the task intervals, on task.json summaries as ``tasks.driver``
 builds them (BFCL records through its own ``bfcl_summary``); the per-query ranking metrics
 against ``rank_metrics`` (ranx) once, on graded judgements."""
 

@@ -16,8 +16,8 @@ import yaml
 
 from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate.general import GeneralEvalSettings
-from loki_pipeline.kva.runner import KVASettings
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
+from loki_pipeline.kva.settings import KVASettings
 from loki_pipeline.select.settings import SelectSettings
 from loki_pipeline.settings import config_key, schema_node
 from loki_pipeline.train.settings import TrainSettings, resolve_settings

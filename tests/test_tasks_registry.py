@@ -14,7 +14,6 @@ from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.sft import SftEvalSettings
 from loki_pipeline.schemas import load_schema
-from loki_pipeline.tasks.driver import TaskEvalSettings, benchmark_settings
 from loki_pipeline.tasks.registry import (
     GENERIC,
     TASKS,
@@ -26,6 +25,7 @@ from loki_pipeline.tasks.registry import (
     task_spec,
     train_data,
 )
+from loki_pipeline.tasks.settings import TaskEvalSettings, benchmark_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from loki_pipeline.data.lm_eval_items import default_data_dir
-    from loki_pipeline.evaluate.general import GeneralEvalSettings, evaluate_general
+    from loki_pipeline.evaluate.general import evaluate_general
+    from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
     settings = GeneralEvalSettings.from_cli(args, data_dir=args.data_dir or default_data_dir())
     summary = evaluate_general(

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loki_pipeline.kva.runner import KVASettings, run_kva_shard
+    from loki_pipeline.kva.runner import run_kva_shard
+    from loki_pipeline.kva.settings import KVASettings
 
     settings = KVASettings.from_cli(args)
     print(run_kva_shard(args.model, args.out, settings, shard=args.shard))

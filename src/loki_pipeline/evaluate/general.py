@@ -30,7 +30,6 @@ its own metric map (:data:`OPENCOMPASS_METRICS`); both sources work under both p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import logging
@@ -53,8 +52,8 @@ from loki_pipeline.evaluate.opencompass import (
     OPENCOMPASS_CONFIGS,
     OPENCOMPASS_METRICS,
 )
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
 from loki_pipeline.io import atomic_path, write_json
-from loki_pipeline.settings import StageSettings, from_schema
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +86,6 @@ PROTOCOL_METRICS: dict[str, dict[str, str]] = {
 
 #: Seed of every random draw lm-eval makes (sampling, few-shot examples), fixed for repeatability.
 SEED = 1234
-
-
-@dataclasses.dataclass
-class GeneralEvalSettings(StageSettings):
-    """How general abilities are measured: the config's ``evaluate.general`` block and
-    ``device``, defaults from the schema (whose descriptions say what each one does)."""
-
-    tasks: list[str] = from_schema("evaluate.general.tasks")
-    protocol: str = from_schema("evaluate.general.protocol")
-    source: str = from_schema("evaluate.general.source")
-    data_dir: str | os.PathLike = from_schema("evaluate.general.data_dir")
-    limit: int | None = from_schema("evaluate.general.limit")
-    batch_size: int = from_schema("evaluate.general.batch_size")
-    dtype: str = from_schema("evaluate.general.dtype")
-    max_gen_toks: int | None = from_schema("evaluate.general.max_gen_toks")
-    num_fewshot: int | None = from_schema("evaluate.general.num_fewshot")
-    apply_chat_template: bool = from_schema("evaluate.general.apply_chat_template")
-    allow_code_execution: bool = from_schema("evaluate.general.allow_code_execution")
-    code_timeout: float = from_schema("evaluate.general.code_timeout")
-    metrics: dict[str, str] = from_schema("evaluate.general.metrics")
-    threads: int = from_schema("evaluate.general.threads")
-    device: str = from_schema("device")
 
 
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
