@@ -33,6 +33,8 @@ from loki_pipeline.select.naming import (
     selection_stem,
 )
 from loki_pipeline.tasks.registry import eval_config, train_data, task_names
+from loki_pipeline.train.methods import parse_method
+from loki_pipeline.train.settings import TrainSettings
 
 # A user config may start with `extends: config/config.yaml` (relative to its own folder, else
 # the working directory) and give only what it changes: it is merged over the config it names
