@@ -1,13 +1,16 @@
-"""The ``loki`` command line: one sub-command per pipeline step.
+"""The ``loki`` command line, the top floor of the package: one sub-command per pipeline step.
 
-Each sub-command lives next to the code it drives, in a ``commands`` module that exposes
-``HELP`` (its description), ``add_arguments(parser)`` and ``run(args) -> int``. Only the module
-of the command being run is imported, so ``loki --help`` answers without loading torch.
+Each sub-command is a module of this package (``cli/<command>.py``) that exposes ``HELP`` (its
+description), ``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command
+being run is imported, so ``loki --help`` answers without loading torch. Every flag has a help
+text that names its default (:class:`HelpFormatter`), and an unknown flag is answered with the
+command's own usage and the flag it most likely meant.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -21,7 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "loki_pipeline.cli.prepare_model",
         "fetch a model, save a safetensors checkpoint",
     ),
-    "kva": ("loki_pipeline.cli.kva", "attribute MMLU prompts with KVA into an HDF5 shard"),
+    "kva": (
+        "loki_pipeline.cli.kva",
+        "attribute a prompt set (MMLU, a prompts file or an lm-eval task) with KVA into an "
+        "HDF5 shard",
+    ),
     "kva-gather": ("loki_pipeline.cli.kva_gather", "merge KVA shards into one kva.h5"),
     "select": (
         "loki_pipeline.cli.select",
@@ -42,7 +49,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "eval-task": (
         "loki_pipeline.cli.eval_task",
-        "task performance: BFCL AST accuracy or reranking",
+        "task performance: BFCL (ToolACE), reranking, or a task of your own's held-out split "
+        "and lm-eval tasks",
     ),
     "forgetting": (
         "loki_pipeline.cli.forgetting",
@@ -55,8 +63,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The CLI parser; only the command named in ``argv`` gets its arguments (and imports)."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that names each flag's default: argparse's ``(default: X)`` unless the help text
+    already says it (a flag whose default comes from the config schema, or is computed)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def did_you_mean(unknown: str, parser: argparse.ArgumentParser) -> str | None:
+    """The flag of ``parser`` that ``unknown`` most likely meant: one whose name or destination
+    it spells (``--learning-rate`` is ``--lr``'s ``learning_rate``), else the closest name."""
+    flag = unknown.split("=", 1)[0]
+    options = {
+        o: a.dest for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings
+    }
+    by_dest = [o for o, dest in options.items() if dest == flag.lstrip("-").replace("-", "_")]
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    return (by_dest or close or [None])[0]
+
+
+def build_parser(
+    argv: list[str] | None = None, commands: dict[str, argparse.ArgumentParser] | None = None
+) -> argparse.ArgumentParser:
+    """The CLI parser; only the command named in ``argv`` gets its arguments (and imports).
+
+    ``commands``, when given, collects each sub-command's parser by name."""
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
@@ -66,7 +101,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, summary) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=summary, description=summary)
+        cmd = sub.add_parser(name, help=summary, description=summary, formatter_class=HelpFormatter)
+        if commands is not None:
+            commands[name] = cmd
         if name == chosen:
             module = importlib.import_module(module_name)
             cmd.description = module.HELP
@@ -75,8 +112,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag is an error of its sub-command, with a did-you-mean."""
+    argv = sys.argv[1:] if argv is None else argv
+    commands: dict[str, argparse.ArgumentParser] = {}
+    parser = build_parser(argv, commands)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        cmd = commands.get(args.command, parser)
+        hints = [f"{u} (did you mean {m}?)" if (m := did_you_mean(u, cmd)) else u for u in unknown]
+        cmd.error(f"unrecognized arguments: {' '.join(hints)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -90,6 +140,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loki {args.command}: error: {err}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm-eval-dir", help="where lm-eval's files go (default: OUT's dir/lm_eval)"
     )
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
-    parser.add_argument("--run", help="run name recorded in the summary (e.g. base)")
+    parser.add_argument(
+        "--run", help="run name recorded in the summary, e.g. base (default: none)"
+    )
     setting("--tasks", "comma-separated", type=_tasks)
     setting(
         "--protocol",
@@ -55,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="local items (default: the checkout's data/lm_eval, the schema's)"
     )
-    parser.add_argument("--limit", type=int, help="at most this many items per task")
+    setting("--limit", "at most this many items per task; none: all", type=int)
     setting("--batch-size", "batch size", type=int)
     add_device(parser)
     setting("--dtype", "model dtype; auto is the checkpoint's")
@@ -67,12 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="few-shot examples for every task (default: each task's own)",
     )
-    parser.add_argument("--apply-chat-template", action="store_true", default=None)
-    parser.add_argument(
+    setting(
+        "--apply-chat-template",
+        "format each prompt with the model's chat template",
+        action="store_const",
+        const=True,
+    )
+    setting(
         "--allow-code-execution",
-        action="store_true",
-        default=None,
-        help="needed for humaneval: runs model-written code in 'python -I' subprocesses",
+        "needed for humaneval: runs model-written code in 'python -I' subprocesses",
+        action="store_const",
+        const=True,
     )
     setting("--code-timeout", "seconds per program", type=float)
     parser.add_argument(
@@ -80,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="metrics",
         action=_Metric,
         metavar="TASK=METRIC,FILTER",
-        help="score a task by another lm-eval result key (repeatable)",
+        help="score a task by another lm-eval result key (repeatable; default: the protocol's "
+        "key of each task)",
     )
     setting("--threads", "CPU threads", type=int)
 

@@ -11,8 +11,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from loki_pipeline.cli.options import add_renamed
     from loki_pipeline.settings import help_default
 
-    parser.add_argument("--kva", help="kva.h5 to select from")
-    parser.add_argument("--q", type=float, help="percent of all nodes to select, in (0, 100)")
+    parser.add_argument("--kva", help="kva.h5 to select from (required unless --check)")
+    parser.add_argument(
+        "--q",
+        type=float,
+        help="percent of all nodes to select, in (0, 100) (required unless --check)"
+    )
     parser.add_argument(
         "--strategy",
         default="layer_balanced_low",
@@ -31,15 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         metavar="SELECTION",
-        help="validate this selection file (pipeline JSON or upstream list of lists) instead",
+        help="validate this selection file (pipeline JSON or upstream list of lists) instead "
+        "(default: none, select from --kva)",
     )
     parser.add_argument(
         "--model",
-        help="with --check: model directory (config.json) whose layer count and width to check",
+        help="with --check: model directory (config.json) whose layer count and width to check "
+        "(default: none, the shape is not checked)",
     )
     add_renamed(
         parser, "--out", "--output", "-o",
-        help="selection JSON to write (with --check: convert to the contract)",
+        help="selection JSON to write (with --check: convert to the contract; default: none, "
+        "only check; required otherwise)",
     )  # fmt: skip
 
 
