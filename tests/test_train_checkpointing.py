@@ -20,7 +20,7 @@ from test_train_resume_safety import _cli, _data, _killed_after, _merged, _setti
 
 from loki_pipeline.cli import main
 from loki_pipeline.models.architecture import get_adapter
-from loki_pipeline.train import parse_method, resolve_settings, trainer
+from loki_pipeline.train import checkpoint, parse_method, resolve_settings, trainer
 from loki_pipeline.train.run import run_training
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import (
@@ -211,7 +211,7 @@ def test_checkpointing_is_not_fingerprinted_so_a_run_resumes_with_it_toggled(
             run_training(tiny_checkpoint, "toolace", data, "lora_r2", tmp_path / "run", _settings())
     assert enabled == []
     on = TrainSettings(**{**_settings().to_dict(), "gradient_checkpointing": True})
-    with caplog.at_level(logging.INFO, logger=trainer.__name__):
+    with caplog.at_level(logging.INFO, logger=checkpoint.__name__):
         run = run_training(
             tiny_checkpoint, "toolace", data, "lora_r2", tmp_path / "run", on, progress=False
         )

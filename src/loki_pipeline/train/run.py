@@ -183,7 +183,7 @@ def _run_locked(
 
     # the one import up a layer: the training driver asks the task registry for its data once
     from loki_pipeline.tasks.registry import default_source, task_examples
-    from loki_pipeline.train import trainer
+    from loki_pipeline.train import checkpoint, trainer
 
     world = distributed.current()
     sharding = world.size > 1 and settings.distributed == "fsdp"
@@ -274,8 +274,8 @@ def _run_locked(
     distributed.check_same(fingerprint, "training inputs")
     initial_adapter = None
     if world.main:
-        trainer.remove_stale_temporaries(ckpt_dir)
-        initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
+        checkpoint.remove_stale_temporaries(ckpt_dir)
+        initial_adapter = checkpoint.save_initial_adapter(model, method, ckpt_dir)
     rows = trainer.train_model(
         model,
         examples,
@@ -312,7 +312,7 @@ def _run_locked(
         )
         if not settings.keep_checkpoints:
             try:
-                trainer.remove_checkpoint(ckpt_dir)
+                checkpoint.remove_checkpoint(ckpt_dir)
             except LokiInputError as err:  # the run is finished: a refused clean-up only warns
                 log.warning("checkpoints kept: %s", err)
     distributed.barrier()  # every process ends when the outputs are written
@@ -349,12 +349,12 @@ def _write_run(
     initial_adapter,
 ) -> None:
     """The run directory, written atomically (rank 0 only)."""
-    from loki_pipeline.train import trainer
+    from loki_pipeline.train import loss_figure, trainer
 
     task = inputs["task"]
     with atomic_path(out_dir, is_dir=True) as tmp:
         trainer.write_train_log(rows, tmp / "train_log.csv")
-        trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
+        loss_figure.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
         (tmp / "trainable_params.json").write_text(json.dumps(counts, indent=2) + "\n")
         (tmp / "train_config.json").write_text(
             json.dumps(
