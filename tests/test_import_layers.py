@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("registries", ("tasks", "runs")),
     ("config", ("config",)),
     ("plan, report, figures", ("plan", "report", "figures")),
-    ("cli", ("cli", "cli_options")),
+    ("cli", ("cli",)),
 ]
 
 #: Imports allowed to run up a layer: (importer, imported) -> why. At most one (issue 24).
