@@ -7,7 +7,8 @@ import argparse
 
 import pytest
 
-from loki_pipeline.cli import COMMANDS, HelpFormatter, build_parser, main
+from loki_pipeline.cli import COMMANDS, build_parser, main
+from loki_pipeline.cli.help import HelpFormatter
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:

@@ -1,21 +1,19 @@
-"""The ``loki`` command line, the top floor of the package: one sub-command per pipeline step.
+"""The ``loki`` command line: one sub-command per pipeline step.
 
-Each sub-command is a module of this package (``cli/<command>.py``) that exposes ``HELP`` (its
-description), ``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command
-being run is imported, so ``loki --help`` answers without loading torch. Every flag has a help
-text that names its default (:class:`HelpFormatter`), and an unknown flag is answered with the
-command's own usage and the flag it most likely meant.
+Each sub-command is a module of this package (``cli/<command>.py``) that exposes
+``HELP`` (its description), ``add_arguments(parser)`` and ``run(args) -> int``. Only the module
+of the command being run is imported, so ``loki --help`` answers without loading torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import logging
 import sys
 
 from loki_pipeline import __version__
+from loki_pipeline.cli.help import HelpFormatter, did_you_mean
 from loki_pipeline.errors import LokiInputError, LokiWriteError
 
 #: sub-command -> (module implementing it, one-line summary). Adding a command is one entry.
@@ -61,29 +59,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "peak memory of every KVA, training and evaluation job of a config",
     ),
 }
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that names each flag's default: argparse's ``(default: X)`` unless the help text
-    already says it (a flag whose default comes from the config schema, or is computed)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.required or action.default in (None, argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
-
-
-def did_you_mean(unknown: str, parser: argparse.ArgumentParser) -> str | None:
-    """The flag of ``parser`` that ``unknown`` most likely meant: one whose name or destination
-    it spells (``--learning-rate`` is ``--lr``'s ``learning_rate``), else the closest name."""
-    flag = unknown.split("=", 1)[0]
-    options = {
-        o: a.dest for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings
-    }
-    by_dest = [o for o, dest in options.items() if dest == flag.lstrip("-").replace("-", "_")]
-    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
-    return (by_dest or close or [None])[0]
 
 
 def build_parser(
@@ -139,4 +114,3 @@ def main(argv: list[str] | None = None) -> int:
     except LokiWriteError as err:
         print(f"loki {args.command}: error: {err}", file=sys.stderr)
         return 1
-

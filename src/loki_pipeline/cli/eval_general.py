@@ -44,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm-eval-dir", help="where lm-eval's files go (default: OUT's dir/lm_eval)"
     )
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
-    parser.add_argument(
-        "--run", help="run name recorded in the summary, e.g. base (default: none)"
-    )
+    parser.add_argument("--run", help="run name recorded in the summary, e.g. base (default: none)")
     setting("--tasks", "comma-separated", type=_tasks)
     setting(
         "--protocol",

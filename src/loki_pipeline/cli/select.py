@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--q",
         type=float,
-        help="percent of all nodes to select, in (0, 100) (required unless --check)"
+        help="percent of all nodes to select, in (0, 100) (required unless --check)",
     )
     parser.add_argument(
         "--strategy",

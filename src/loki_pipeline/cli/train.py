@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
     )
 
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
