@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # runs without an installed package (the GPU box)
     sys.path.insert(0, str(ROOT / "src"))
 
-from loki_pipeline.implant.selection import Selection  # noqa: E402
 from loki_pipeline.kva import attribute_prompts  # noqa: E402
 from loki_pipeline.models.architecture import get_adapter  # noqa: E402
 from loki_pipeline.select import select_nodes  # noqa: E402
+from loki_pipeline.select.selection_file import Selection  # noqa: E402
 from loki_pipeline.train.methods import parse_method  # noqa: E402
 from loki_pipeline.train.settings import TrainSettings  # noqa: E402
 from loki_pipeline.train.trainer import prepare_model, sft_loss  # noqa: E402

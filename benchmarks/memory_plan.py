@@ -64,7 +64,7 @@ def run_case(case: str, model_dir: str) -> dict:
         prompts = [torch.randint(10, 40000, (KVA_TOKENS,)) for _ in range(KVA_PROMPTS)]
         exact_attribute_many(model, prompts, np.asarray(alphas), np.asarray(weights))
     elif case in TRAIN:
-        from loki_pipeline.implant.selection import Selection
+        from loki_pipeline.select.selection_file import Selection
         from loki_pipeline.train.methods import parse_method
         from loki_pipeline.train.settings import TrainSettings
         from loki_pipeline.train.trainer import prepare_model, train_model
@@ -113,7 +113,7 @@ def run_case(case: str, model_dir: str) -> dict:
 
 def estimate(case: str, model_dir: str, measured: dict) -> float:
     """The plan's device peak for the case's settings (bytes)."""
-    from loki_pipeline.kva.runner import KVASettings
+    from loki_pipeline.kva.settings import KVASettings
     from loki_pipeline.plan.dims import model_dims
     from loki_pipeline.plan.memory import eval_memory, kva_memory, training_memory
     from loki_pipeline.train.methods import parse_method

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from loki_pipeline.evaluate import generation, toolace
-from loki_pipeline.evaluate.bfcl_data import load_bfcl
+from loki_pipeline.evaluate.bfcl_multi_turn import load_bfcl
 from loki_pipeline.models.loading import load_model
 
 WHEEL = Path("resources/cache/wheels/bfcl_eval-2026.3.23-py3-none-any.whl")

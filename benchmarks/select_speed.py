@@ -19,8 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from loki_pipeline.kva.kva_file import iter_kva_chunks
 from loki_pipeline.select import STRATEGIES, select_nodes
-from loki_pipeline.select.io import iter_kva_chunks
 from loki_pipeline.select.naming import nodes_per_layer_quota
 
 

@@ -70,8 +70,8 @@ def one(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from loki_pipeline.implant.selection import Selection
     from loki_pipeline.models.architecture import get_adapter
+    from loki_pipeline.select.selection_file import Selection
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.settings import TrainSettings
     from loki_pipeline.train.trainer import (

@@ -150,7 +150,7 @@ def test_attributed_set_names_the_source_and_format():
 
 
 def test_an_unknown_format_is_a_schema_error():
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     good = copy.deepcopy(config)
@@ -190,7 +190,7 @@ def test_a_shipped_lm_eval_task_becomes_mmlu_style_prompts():
 
 
 def test_a_task_yaml_of_ones_own_loads_the_same_documents(tmp_path):
-    from loki_pipeline.evaluate.general import official_tasks_dir
+    from loki_pipeline.data.lm_eval_items import official_tasks_dir
 
     task = tmp_path / "tasks" / "my_hellaswag.yaml"
     task.parent.mkdir()

@@ -19,8 +19,8 @@ from loki_pipeline.data.llamafactory import (
     sharegpt_row_to_messages,
     split_part,
 )
-from loki_pipeline.data.sft import build_sft_dataset, load_task
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.tasks.registry import load_task, task_examples
 
 
 def write(tmp_path, rows, name="data.json"):
@@ -233,7 +233,7 @@ def test_the_generic_task_trains_through_the_registry_without_its_heldout_rows(
     path = write(tmp_path, _rows(20))
     options = {"format": "alpaca", "heldout": {"fraction": 0.25, "seed": 0}}
     assert load_task("my-task", path, **options) == load_llamafactory(path, **options)
-    examples = build_sft_dataset("my-task", path, tiny_tokenizer, cutoff_len=64, **options)
+    examples = task_examples("my-task", path, tiny_tokenizer, cutoff_len=64, **options)
     assert len(examples) == 15
     with pytest.raises(LokiInputError, match="has no shipped data"):
         load_task("my-task", None, **options)

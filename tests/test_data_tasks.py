@@ -15,13 +15,10 @@ from conftest import CHATML_TEMPLATE, build_tiny_model, build_tiny_tokenizer
 
 from loki_pipeline.data import chat
 from loki_pipeline.data.chat import IGNORE_INDEX, tokenize_conversation
-from loki_pipeline.data.sft import (
-    SFTCollator,
-    build_sft_dataset,
-    pack_examples,
-)
+from loki_pipeline.data.sft import SFTCollator, pack_examples
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.loading import context_length
+from loki_pipeline.tasks.registry import task_examples
 
 # SmolLM2-135M-Instruct's template (public tokenizer_config.json): ChatML with a default system
 # prompt when the conversation has none.
@@ -157,9 +154,7 @@ def test_truncation_keeps_the_beginning_and_warns(caplog):
 
 def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
     with caplog.at_level(logging.WARNING):
-        examples = build_sft_dataset(
-            "reranker", None, tiny_tokenizer, cutoff_len=287, max_samples=40
-        )
+        examples = task_examples("reranker", None, tiny_tokenizer, cutoff_len=287, max_samples=40)
     assert all(len(e["input_ids"]) <= 287 for e in examples)
     warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "of 40 examples truncated to 287 tokens" in warnings[0]
@@ -167,7 +162,7 @@ def test_dataset_counts_truncations_in_one_warning(caplog, tiny_tokenizer):
 
 def test_cutoff_beyond_the_models_context_is_capped_with_a_warning(caplog, tiny_tokenizer):
     with caplog.at_level(logging.WARNING):
-        examples = build_sft_dataset(
+        examples = task_examples(
             "reranker", None, tiny_tokenizer, cutoff_len=4096, max_samples=40, max_context=287
         )
     assert examples and max(len(e["input_ids"]) for e in examples) <= 287
@@ -192,12 +187,12 @@ def test_cutoff_that_leaves_no_assistant_token_is_an_error_not_a_silent_drop(tin
     # the reranker's answer comes after the system prompt and the passage: a tiny cutoff cuts
     # every answer off, which must stop the run instead of training on nothing
     with pytest.raises(LokiInputError, match="raise cutoff_len"):
-        build_sft_dataset("reranker", None, tiny_tokenizer, cutoff_len=32, max_samples=20)
+        task_examples("reranker", None, tiny_tokenizer, cutoff_len=32, max_samples=20)
 
 
 def test_packing_concatenates_whole_examples_in_order_up_to_cutoff(tiny_tokenizer):
-    examples = build_sft_dataset("reranker", None, tiny_tokenizer, cutoff_len=1024, max_samples=30)
-    packs = build_sft_dataset(
+    examples = task_examples("reranker", None, tiny_tokenizer, cutoff_len=1024, max_samples=30)
+    packs = task_examples(
         "reranker", None, tiny_tokenizer, cutoff_len=1024, max_samples=30, packing=True
     )
     lengths = [len(e["input_ids"]) for e in examples]
@@ -236,7 +231,7 @@ def test_collator_pads_ids_with_pad_id_and_labels_with_ignore_index():
 
 
 def test_model_loss_on_a_batch_is_cross_entropy_over_assistant_tokens_only(tiny_tokenizer):
-    examples = build_sft_dataset("reranker", None, tiny_tokenizer, cutoff_len=1024, max_samples=2)
+    examples = task_examples("reranker", None, tiny_tokenizer, cutoff_len=1024, max_samples=2)
     batch = SFTCollator(tiny_tokenizer.pad_token_id)(examples)
     model = build_tiny_model("llama")
     with torch.no_grad():

@@ -13,9 +13,9 @@ import pytest
 
 from loki_pipeline.data.chat import IGNORE_INDEX, tokenize_conversation
 from loki_pipeline.data.reranker import RERANKER_SYSTEM_PROMPT, load_reranker
-from loki_pipeline.data.sft import load_task
 from loki_pipeline.data.toolace import load_toolace, toolace_row_to_messages
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.tasks.registry import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLACE = ROOT / "data" / "toolace" / "train.json"
@@ -307,8 +307,7 @@ def test_real_smollm2_tokenizer_trains_only_assistant_turns_of_the_shipped_data(
 
 @pytest.mark.parametrize("task", ["toolace", "reranker"])
 def test_loader_options_of_a_schema_filled_block_load_the_shipped_data(task):
-    from loki_pipeline.data.sft import load_task
-    from loki_pipeline.tasks import loader_options
+    from loki_pipeline.tasks.registry import load_task, loader_options
 
     block = {
         "source": None,

@@ -237,7 +237,7 @@ def test_evaluate_counts_a_conversation_over_the_context_wrong():
     from conftest import build_tiny_model, build_tiny_tokenizer
 
     from loki_pipeline.evaluate import toolace
-    from loki_pipeline.evaluate.bfcl_data import load_bfcl
+    from loki_pipeline.evaluate.bfcl_multi_turn import load_bfcl
 
     items = load_bfcl(
         WHEEL, ["multi_turn_base", "simple_python"], max_per_category=1,

@@ -13,7 +13,7 @@ import pytest
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.bm25 import bm25_ranking, bm25_top_k
 from loki_pipeline.evaluate.reranker import BeirSettings, load_beir
-from loki_pipeline.evaluate.task import evaluate_task, prepare_task
+from loki_pipeline.tasks.driver import evaluate_task, prepare_task
 
 K1, B = 0.9, 0.4
 #: Lucene's default English stop set (EnglishAnalyzer.ENGLISH_STOP_WORDS_SET), written out here.

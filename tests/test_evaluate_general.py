@@ -15,22 +15,24 @@ from pathlib import Path
 
 import pytest
 
+from loki_pipeline.data.lm_eval_items import (
+    LOCAL_DATA_FILES,
+    default_data_dir,
+    official_tasks_dir,
+    write_local_tasks,
+)
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate import code_exec
 from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, estimate_pass_at_k
 from loki_pipeline.evaluate.general import (
     DEFAULT_METRICS,
-    LOCAL_DATA_FILES,
     TASKS,
-    GeneralEvalSettings,
     check_model_dir,
     check_tasks,
-    default_data_dir,
     evaluate_general,
-    official_tasks_dir,
     scores_from_results,
-    write_local_tasks,
 )
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 

@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 from test_evaluate_general import OFFICIAL_YAML
 
+from loki_pipeline.data.lm_eval_items import (
+    default_data_dir,
+    opencompass_tasks_dir,
+    write_local_tasks,
+)
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.general import (
     DEFAULT_METRICS,
     PROTOCOL_METRICS,
     TASKS,
-    GeneralEvalSettings,
     check_tasks,
-    default_data_dir,
     evaluate_general,
-    opencompass_tasks_dir,
-    write_local_tasks,
 )
 from loki_pipeline.evaluate.opencompass import (
     OPENCOMPASS_COMMIT,
@@ -34,6 +35,7 @@ from loki_pipeline.evaluate.opencompass import (
     humaneval_postprocess_v2,
     triviaqa_score,
 )
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 
@@ -84,7 +86,7 @@ def test_hub_tasks_read_the_same_items_as_lm_evals_official_tasks(task):
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from loki_pipeline.evaluate.general import official_tasks_dir
+    from loki_pipeline.data.lm_eval_items import official_tasks_dir
 
     manager = TaskManager(include_path=str(opencompass_tasks_dir()), include_defaults=False)
     assert set(TASKS) <= set(manager.all_tasks)

@@ -65,7 +65,7 @@ def test_multi_turn_item_with_and_without_the_cache(monkeypatch):
     functions: the tiny tokenizer spends ~4x SmolLM2's tokens on text): the cached conversation
     gives the same answers and verdict as the uncached one."""
     from loki_pipeline.evaluate import toolace
-    from loki_pipeline.evaluate.bfcl_data import load_bfcl
+    from loki_pipeline.evaluate.bfcl_multi_turn import load_bfcl
 
     items = load_bfcl(WHEEL, ["multi_turn_base"], max_per_category=1,
                       multi_turn_ids=["multi_turn_base_1"])  # fmt: skip

@@ -14,7 +14,8 @@ from loki_pipeline.data.llamafactory import read_llamafactory, split_part
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate import generation
 from loki_pipeline.evaluate.sft import SftEvalSettings, answer_losses, evaluate_heldout, prepare
-from loki_pipeline.evaluate.task import TaskEvalSettings, run_task_eval
+from loki_pipeline.tasks.driver import run_task_eval
+from loki_pipeline.tasks.settings import TaskEvalSettings
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},

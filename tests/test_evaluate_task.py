@@ -8,21 +8,16 @@ import json
 import pytest
 
 from loki_pipeline.cli import build_parser
+from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate import task as task_module
 from loki_pipeline.evaluate.reranker import BeirSettings
 from loki_pipeline.evaluate.sft import SftEvalSettings
-from loki_pipeline.evaluate.task import (
-    TASKS,
-    TaskEvalSettings,
-    TaskSpec,
-    benchmark_settings,
-    evaluate_task,
-    prepare_task,
-)
 from loki_pipeline.evaluate.toolace import BfclSettings
-from loki_pipeline.schemas import load_schema, validate_config
+from loki_pipeline.schemas import load_schema
 from loki_pipeline.settings import schema_default
+from loki_pipeline.tasks import driver as task_module
+from loki_pipeline.tasks.driver import TASKS, TaskSpec, evaluate_task, prepare_task
+from loki_pipeline.tasks.settings import TaskEvalSettings, benchmark_settings
 
 
 def _filled(tasks: dict) -> dict:

@@ -9,9 +9,11 @@ import pytest
 
 from loki_pipeline.cli import main
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate.bfcl_data import check_categories, load_bfcl
-from loki_pipeline.evaluate.task import TaskEvalSettings, benchmark_settings, run_task_eval
-from loki_pipeline.evaluate.toolace import bfcl_messages, bfcl_summary
+from loki_pipeline.evaluate.bfcl_data import bfcl_messages, check_categories
+from loki_pipeline.evaluate.bfcl_multi_turn import load_bfcl
+from loki_pipeline.evaluate.toolace import bfcl_summary
+from loki_pipeline.tasks.driver import run_task_eval
+from loki_pipeline.tasks.settings import TaskEvalSettings, benchmark_settings
 
 FN = {
     "name": "get_weather",

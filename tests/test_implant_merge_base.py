@@ -16,7 +16,7 @@ from loki_pipeline.cli import main
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant import apply_loki, record_base_fingerprint, save_loki_adapter
 from loki_pipeline.implant.adapter import BASE_NAME, base_fingerprint
-from loki_pipeline.implant.merge import merge_adapter
+from loki_pipeline.train.merge import merge_adapter
 
 POSITIONS = [[0, 3], [5], [1, 31]]
 

@@ -210,12 +210,22 @@ def test_safetensors_full_disk_error_is_a_write_error(small_disk):
 
 
 def test_exclusive_lock_works_on_a_full_disk(small_disk):
+    import subprocess
+    import sys
+
     from loki_pipeline.io import exclusive_lock
 
     disk = small_disk(16 * 1024)
     (disk / "filler").write_bytes(b"\0" * (16 * 1024))  # every block taken
-    with exclusive_lock(disk / "out.h5"):
-        pass
+    out = disk / "out.h5"
+    second = f"from loki_pipeline.io import exclusive_lock\nwith exclusive_lock({str(out)!r}): pass"
+    with exclusive_lock(out) as lock:
+        assert lock.is_file()  # an empty file takes an inode, no block
+        held = subprocess.run([sys.executable, "-c", second], capture_output=True, text=True)
+        assert held.returncode != 0 and "in use by another run" in held.stderr
+    assert not lock.exists()  # released and removed
+    free = subprocess.run([sys.executable, "-c", second], capture_output=True, text=True)
+    assert free.returncode == 0, free.stderr
 
 
 def test_a_second_writer_of_any_output_is_told_it_is_in_use(tmp_path):

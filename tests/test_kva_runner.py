@@ -14,7 +14,8 @@ from loki_pipeline import cli
 from loki_pipeline.data.mmlu import encode_prompt, load_mmlu
 from loki_pipeline.errors import LokiBusyError, LokiInputError
 from loki_pipeline.kva import attribution
-from loki_pipeline.kva.runner import KVASettings, run_kva_shard
+from loki_pipeline.kva.runner import run_kva_shard
+from loki_pipeline.kva.settings import KVASettings
 from loki_pipeline.kva.storage import gather_shards, load_kva, partial_path, stale_path
 from loki_pipeline.models.loading import context_length, load_model
 

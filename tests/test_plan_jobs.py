@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from loki_pipeline.cli import main
+from loki_pipeline.cli.plan import load_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.plan.commands import load_config
 from loki_pipeline.plan.jobs import job_estimate, job_mem_mb, plan_jobs, plan_rows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ def trained_model(arch: str, name: str, layers: int, dtype=None, settings=None, 
     dims = dims_of(model)
     selection = selection_for(dims, method) if method.needs_selection else None
     if selection is not None:
-        from loki_pipeline.implant.selection import Selection
+        from loki_pipeline.select.selection_file import Selection
 
         selection = Selection(positions=selection)
     model = prepare_model(model, method, settings, selection=selection)
@@ -293,7 +293,7 @@ def test_kva_activations_equal_what_the_exact_backend_saves(monkeypatch):
 
     from loki_pipeline.kva import exact
     from loki_pipeline.kva.quadrature import quadrature_rule
-    from loki_pipeline.kva.runner import KVASettings
+    from loki_pipeline.kva.settings import KVASettings
 
     model = build_tiny_model("llama", layers=3, attn_implementation="sdpa", **SHAPE)
     caught = {}

@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 import pytest
 
 from loki_pipeline.evaluate.general import DEFAULT_METRICS
-from loki_pipeline.evaluate.task import bfcl_summary
 from loki_pipeline.report.build import build_task_tables, build_tradeoff
+from loki_pipeline.tasks.driver import bfcl_summary
 
 TASKS = ("gsm8k", "winogrande")
 CATEGORIES = ("simple_python", "live_simple")

@@ -1,4 +1,4 @@
-"""The non-learning flag and the task intervals, on task.json summaries as ``evaluate.task``
+"""The non-learning flag and the task intervals, on task.json summaries as ``tasks.driver``
 builds them (BFCL records through its own ``bfcl_summary``); the per-query ranking metrics
 against ``rank_metrics`` (ranx) once, on graded judgements."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from loki_pipeline.evaluate.task import bfcl_summary
 from loki_pipeline.report.intervals import wilson
 from loki_pipeline.report.learning import (
     at_one,
@@ -14,6 +13,7 @@ from loki_pipeline.report.learning import (
     reranker_qrels,
     task_estimates,
 )
+from loki_pipeline.tasks.driver import bfcl_summary
 
 CATEGORIES = ("simple_python", "multiple", "live_simple")
 
@@ -136,7 +136,7 @@ def test_reranker_estimates_over_queries(tmp_path):
 
 
 def test_per_query_metrics_agree_with_ranx_on_graded_judgements():
-    from loki_pipeline.evaluate.task import rank_metrics
+    from loki_pipeline.tasks.driver import rank_metrics
 
     qrels = {"a": {"d1": 2, "d2": 1, "d3": 0}, "b": {"d1": 1}, "c": {"d2": 3, "d5": 1}}
     cases = [

@@ -142,7 +142,7 @@ def test_report_captions_name_the_attributed_prompt_set():
     import yaml
     from jinja2 import Environment
 
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     wildcards = SimpleNamespace(model="smollm2-135m", q="10", task="toolace", method="loki_q10")

@@ -125,7 +125,7 @@ def test_external_runs_and_table_references_are_checked(extra, message):
 
 
 def test_validate_config_checks_external_runs():
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = _config(external_runs={"m": {"reranker": {"reranker-full": "hf:o/r"}}})
     config["tasks"] = {"reranker": {}}
@@ -134,7 +134,7 @@ def test_validate_config_checks_external_runs():
 
 
 def test_an_analyse_only_model_is_refused_in_experiments():
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = _config()
     config["models"]["m"]["analyse_only"] = True

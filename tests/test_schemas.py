@@ -15,8 +15,9 @@ import yaml
 
 import loki_pipeline
 from loki_pipeline.cli import main as loki_main
+from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.schemas import SCHEMA_FILE, load_schema, validate_config
+from loki_pipeline.schemas import SCHEMA_FILE, load_schema
 from loki_pipeline.train.settings import TrainSettings, resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]

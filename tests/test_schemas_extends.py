@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loki_pipeline.config import apply_extends, merge_configs, resolve_extends, validate_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.schemas import apply_extends, merge_configs, resolve_extends, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,13 @@ from conftest import build_tiny_model, build_tiny_tokenizer
 
 from loki_pipeline.cli import main
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.selection import Selection, check_fits_checkpoint, read_selection
 from loki_pipeline.implant.suppress import suppress_checkpoint
-from loki_pipeline.select.io import checkpoint_shape, read_selection_file
+from loki_pipeline.select.selection_file import (
+    Selection,
+    check_fits_checkpoint,
+    checkpoint_shape,
+    read_selection_file,
+)
 from loki_pipeline.train.run import run_training
 from loki_pipeline.train.settings import TrainSettings
 
@@ -101,19 +105,19 @@ def test_both_formats_load_the_same_selection(tmp_path, checkpoint, capsys):
                     "positions": [[1, 5], [0, 31], [7]]})
     )  # fmt: skip
     for path in (upstream, pipeline):
-        selection = read_selection(path)
+        selection = read_selection_file(path)
         assert isinstance(selection, Selection) and selection.positions == [[1, 5], [0, 31], [7]]
         check_fits_checkpoint(selection, checkpoint)
         assert main(["select", "--check", str(path), "--model", str(checkpoint)]) == 0
     assert "valid; 3 layers, 5 nodes" in capsys.readouterr().out
-    meta = read_selection(pipeline)
+    meta = read_selection_file(pipeline)
     assert (meta.strategy, meta.q, meta.nodes_per_layer, meta.extra) == (
         "layer_balanced_low",
         10,
         D_MODEL,
         {"num_samples": 4},
     )
-    assert read_selection(upstream).q is None and read_selection_file(upstream).extra == {}
+    assert read_selection_file(upstream).q is None and read_selection_file(upstream).extra == {}
 
 
 def _config_dir(tmp_path, config) -> str:
@@ -131,11 +135,11 @@ def test_multimodal_config_is_read_from_text_config(tmp_path, capsys):
     assert checkpoint_shape(model) == (3, 32)
     sel = tmp_path / "sel.json"
     sel.write_text(json.dumps([[0], [1], [31]]))
-    check_fits_checkpoint(read_selection(sel), model)
+    check_fits_checkpoint(read_selection_file(sel), model)
     assert main(["select", "--check", str(sel), "--model", model]) == 0
     sel.write_text(json.dumps([[0]] * 24))  # the vision tower's layer count is not the LM's
     with pytest.raises(LokiInputError, match="has 24 layer lists but model .* has 3 layers"):
-        check_fits_checkpoint(read_selection(sel), model)
+        check_fits_checkpoint(read_selection_file(sel), model)
     # the top level wins when it has the key
     assert checkpoint_shape(_config_dir(tmp_path, {**nested, "hidden_size": 64})) == (3, 64)
 
@@ -157,7 +161,7 @@ def test_bad_model_config_is_refused(tmp_path, config, message):
 def test_an_upstream_selection_file_is_imported_as_the_pipelines_own(tmp_path, checkpoint):
     import hashlib
 
-    from loki_pipeline.select.io import import_selection
+    from loki_pipeline.select.selection_file import import_selection
 
     upstream = tmp_path / "pos_q10.json"  # upstream LoKI's published format: lists per layer
     upstream.write_text(json.dumps([[5, 1], [0, 31], [7]]))
@@ -170,7 +174,7 @@ def test_an_upstream_selection_file_is_imported_as_the_pipelines_own(tmp_path, c
     )  # fmt: skip
     assert doc["nodes_per_layer"] == D_MODEL and doc["imported_from"] == str(upstream)
     assert doc["source_sha256"] == hashlib.sha256(upstream.read_bytes()).hexdigest()
-    assert read_selection(out).positions == [[1, 5], [0, 31], [7]]
+    assert read_selection_file(out).positions == [[1, 5], [0, 31], [7]]
     upstream.write_text(json.dumps([[5, 1], [0, 31]]))  # another model's: 2 layers
     with pytest.raises(LokiInputError, match="has 2 layer lists but model .* has 3 layers"):
         import_selection(upstream, out, checkpoint, model="tiny", strategy="global_low", q=10)

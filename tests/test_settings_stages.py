@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.evaluate.general import GeneralEvalSettings
-from loki_pipeline.kva.runner import KVASettings
-from loki_pipeline.schemas import validate_config
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
+from loki_pipeline.kva.settings import KVASettings
 from loki_pipeline.select.settings import SelectSettings
 from loki_pipeline.settings import config_key, schema_node
 from loki_pipeline.train.settings import TrainSettings, resolve_settings
@@ -193,7 +193,7 @@ def test_train_script_passes_the_resolved_settings(tmp_path, monkeypatch, task, 
     import torch
 
     import loki_pipeline.train.run as train_run
-    from loki_pipeline.tasks import loader_options
+    from loki_pipeline.tasks.registry import loader_options
 
     config = default_config()
     data = config["tasks"][task]["train"]
@@ -215,15 +215,15 @@ def test_train_script_passes_the_resolved_settings(tmp_path, monkeypatch, task, 
 def test_train_and_eval_task_scripts_pass_a_task_of_your_own_its_heldout_split(
     tmp_path, monkeypatch
 ):
-    """The rules' params of a task of the user's (loki_pipeline.tasks.train_data / eval_config)
+    """The rules' params of a task of the user's (loki_pipeline.tasks.registry.train_data / eval_config)
     reach the loader (rows left out) and the evaluation (rows scored) as one split."""
     import torch
 
-    import loki_pipeline.evaluate.task as task_eval
+    import loki_pipeline.tasks.driver as task_eval
     import loki_pipeline.train.run as train_run
+    from loki_pipeline.config import resolve_extends
     from loki_pipeline.evaluate.sft import SftEvalSettings
-    from loki_pipeline.schemas import resolve_extends
-    from loki_pipeline.tasks import eval_config, train_data
+    from loki_pipeline.tasks.registry import eval_config, train_data
 
     monkeypatch.chdir(ROOT)
     raw = yaml.safe_load((ROOT / "config" / "example_task.yaml").read_text())

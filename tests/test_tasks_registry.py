@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from loki_pipeline.cli import main as loki_main
+from loki_pipeline.config import validate_config
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.sft import SftEvalSettings
-from loki_pipeline.evaluate.task import TaskEvalSettings, benchmark_settings
-from loki_pipeline.schemas import load_schema, validate_config
-from loki_pipeline.tasks import (
+from loki_pipeline.schemas import load_schema
+from loki_pipeline.tasks.registry import (
     GENERIC,
     TASKS,
     eval_config,
@@ -25,6 +25,7 @@ from loki_pipeline.tasks import (
     task_spec,
     train_data,
 )
+from loki_pipeline.tasks.settings import TaskEvalSettings, benchmark_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

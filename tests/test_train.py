@@ -12,7 +12,7 @@ from conftest import build_tiny_model
 from transformers import AutoModelForCausalLM
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.implant.selection import Selection
+from loki_pipeline.select.selection_file import Selection
 from loki_pipeline.train import parse_method, resolve_settings
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import prepare_model, sft_loss, train_model
@@ -91,7 +91,7 @@ def test_a_method_pattern_may_name_the_task_so_scaling_applies_to_one_task_only(
 def test_paper_config_scales_the_rate_with_q_for_the_reranker_only():
     import yaml
 
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
 
@@ -398,7 +398,7 @@ def test_corda_calibrates_on_task_data_or_on_nq_open(
 def test_paper_config_runs_corda_in_kpm_on_nq_open():
     import yaml
 
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
     s = TrainSettings.from_config(config, "reranker", "corda_r8")

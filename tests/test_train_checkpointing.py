@@ -20,7 +20,7 @@ from test_train_resume_safety import _cli, _data, _killed_after, _merged, _setti
 
 from loki_pipeline.cli import main
 from loki_pipeline.models.architecture import get_adapter
-from loki_pipeline.train import parse_method, resolve_settings, trainer
+from loki_pipeline.train import checkpoint, parse_method, resolve_settings, trainer
 from loki_pipeline.train.run import run_training
 from loki_pipeline.train.settings import TrainSettings
 from loki_pipeline.train.trainer import (
@@ -170,7 +170,7 @@ def test_gradients_reach_every_loki_row_through_checkpointed_layers():
 
 # --------------------------------------------------------------------------- settings and runs
 def test_the_setting_resolves_per_method_and_is_on_for_every_paper_run():
-    from loki_pipeline.schemas import validate_config
+    from loki_pipeline.config import validate_config
 
     assert TrainSettings().gradient_checkpointing is False
     training = {
@@ -211,7 +211,7 @@ def test_checkpointing_is_not_fingerprinted_so_a_run_resumes_with_it_toggled(
             run_training(tiny_checkpoint, "toolace", data, "lora_r2", tmp_path / "run", _settings())
     assert enabled == []
     on = TrainSettings(**{**_settings().to_dict(), "gradient_checkpointing": True})
-    with caplog.at_level(logging.INFO, logger=trainer.__name__):
+    with caplog.at_level(logging.INFO, logger=checkpoint.__name__):
         run = run_training(
             tiny_checkpoint, "toolace", data, "lora_r2", tmp_path / "run", on, progress=False
         )

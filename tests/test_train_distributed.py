@@ -124,7 +124,7 @@ def test_two_processes_train_the_weights_and_log_of_one_with_twice_the_accumulat
 
 def test_a_run_killed_under_two_processes_resumes_under_one_to_the_same_weights(launched, caplog):
     uninterrupted = train_job({"method": "loki_lora_q10_r2", "settings": {**RESUMED, **ONE}})
-    with caplog.at_level(logging.INFO, logger="loki_pipeline.train.trainer"):
+    with caplog.at_level(logging.INFO, logger="loki_pipeline.train.checkpoint"):
         resumed = train_job({"method": "loki_lora_q10_r2", "settings": {**RESUMED, **ONE},
                              "checkpoint_dir": str(launched[0] / "killed-by-2")})  # fmt: skip
     assert "killed-by-2/last at step 2" in caplog.text  # resumed, not started over

@@ -8,7 +8,7 @@ import math
 import matplotlib.pyplot as plt
 import pytest
 
-from loki_pipeline.train.trainer import loss_figure, plot_loss, smooth_loss, smoothing_span
+from loki_pipeline.train.loss_figure import loss_figure, plot_loss, smooth_loss, smoothing_span
 
 
 def _ema_oracle(values, span):

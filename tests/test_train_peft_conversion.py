@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from loki_pipeline.implant.merge import merge_adapter
-from loki_pipeline.train import trainer
+from loki_pipeline.train import checkpoint, trainer
+from loki_pipeline.train.merge import merge_adapter
 from loki_pipeline.train.run import run_training
 from loki_pipeline.train.settings import TrainSettings
 
@@ -77,11 +77,11 @@ def test_resumed_pissa_run_still_converts(tmp_path, tiny_checkpoint, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, tiny_checkpoint, "pissa_r4", tmp_path / "run", save_every=1)
     monkeypatch.setattr(trainer, "train_model", original)
-    assert (ckpt / trainer.CHECKPOINT_NAME / trainer.STATE_FILE).is_file() and not (
+    assert (ckpt / checkpoint.CHECKPOINT_NAME / checkpoint.STATE_FILE).is_file() and not (
         tmp_path / "run"
     ).exists()
-    assert (ckpt / trainer.INITIAL_ADAPTER / "adapter_config.json").is_file()
-    with caplog.at_level(logging.INFO, logger=trainer.__name__):
+    assert (ckpt / checkpoint.INITIAL_ADAPTER / "adapter_config.json").is_file()
+    with caplog.at_level(logging.INFO, logger=checkpoint.__name__):
         run = _train(tmp_path, tiny_checkpoint, "pissa_r4", tmp_path / "run", save_every=1)
     assert "at step 1" in caplog.text  # it resumed
     _assert_adapter_fits_original_base(tmp_path, tiny_checkpoint, run)

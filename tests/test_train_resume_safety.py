@@ -20,11 +20,11 @@ from safetensors.torch import load_file, save_file
 from test_train import TOOLACE_ROWS, _trained
 
 from loki_pipeline.cli import main
-from loki_pipeline.train import trainer
+from loki_pipeline.train import checkpoint, trainer
 from loki_pipeline.train.run import run_training
 from loki_pipeline.train.settings import TrainSettings
 
-LOGGER = trainer.__name__
+LOGGER = checkpoint.__name__  # resuming and setting aside are the checkpoint module's
 
 
 def _assert_same_trainable(a, b) -> None:
@@ -71,11 +71,11 @@ def _flip_last_byte(path):
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda d: _truncate(d / trainer.TENSORS_FILE),
-        lambda d: _flip_last_byte(d / trainer.TENSORS_FILE),
-        lambda d: (d / trainer.TENSORS_FILE).unlink(),
-        lambda d: _truncate(d / trainer.STATE_FILE),
-        lambda d: (d / trainer.STATE_FILE).write_text('["not", "a", "checkpoint"]'),
+        lambda d: _truncate(d / checkpoint.TENSORS_FILE),
+        lambda d: _flip_last_byte(d / checkpoint.TENSORS_FILE),
+        lambda d: (d / checkpoint.TENSORS_FILE).unlink(),
+        lambda d: _truncate(d / checkpoint.STATE_FILE),
+        lambda d: (d / checkpoint.STATE_FILE).write_text('["not", "a", "checkpoint"]'),
     ],
     ids=["tensors-truncated", "tensors-bit-flip", "tensors-missing", "json-truncated", "json"],
 )
@@ -83,8 +83,8 @@ def test_damaged_checkpoint_restarts_from_step_0_with_a_log_line(tmp_path, caplo
     straight, rows = _trained(tmp_path, ckpt="a")
     with pytest.raises(KeyboardInterrupt):
         _trained(tmp_path, stop_at=3, ckpt="b")  # last checkpoint at step 2
-    last = tmp_path / "b" / trainer.CHECKPOINT_NAME
-    assert json.loads((last / trainer.STATE_FILE).read_text())["step"] == 2
+    last = tmp_path / "b" / checkpoint.CHECKPOINT_NAME
+    assert json.loads((last / checkpoint.STATE_FILE).read_text())["step"] == 2
     damage(last)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         restarted, restarted_rows = _trained(tmp_path, ckpt="b")
@@ -257,7 +257,7 @@ def test_full_disk_at_the_final_write_fails_cleanly_then_resumes(
     assert main(_cli(tiny_checkpoint, data, tmp_path / "reference")) == 0
     disk = small_disk(200_000)  # room for the checkpoints (~65 kB), not for the run (~275 kB)
     _assert_clean_failure(capsys, main(_cli(tiny_checkpoint, data, disk / "run")), disk)
-    state = disk / ".checkpoints/run" / trainer.CHECKPOINT_NAME / trainer.STATE_FILE
+    state = disk / ".checkpoints/run" / checkpoint.CHECKPOINT_NAME / checkpoint.STATE_FILE
     assert json.loads(state.read_text())["step"] == 4
     small_disk.grow(4_000_000)
     with caplog.at_level(logging.INFO, logger=LOGGER):
@@ -292,8 +292,8 @@ def test_full_disk_during_training_keeps_the_last_checkpoint_then_resumes(
         patch.setattr(trainer, "train_model", disk_fills_after_step_2)
         rc = main(_cli(tiny_checkpoint, data, disk / "run"))
     _assert_clean_failure(capsys, rc, disk)
-    last = disk / ".checkpoints/run" / trainer.CHECKPOINT_NAME
-    assert json.loads((last / trainer.STATE_FILE).read_text())["step"] == 2
+    last = disk / ".checkpoints/run" / checkpoint.CHECKPOINT_NAME
+    assert json.loads((last / checkpoint.STATE_FILE).read_text())["step"] == 2
     (disk / "filler").unlink()
     with caplog.at_level(logging.INFO, logger=LOGGER):
         assert main(_cli(tiny_checkpoint, data, disk / "run")) == 0

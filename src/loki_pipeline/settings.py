@@ -26,11 +26,11 @@ S = TypeVar("S", bound="StageSettings")
 
 def schema_node(key: str) -> Mapping[str, Any]:
     """The schema of config key ``key`` (dotted, e.g. ``"evaluate.general.batch_size"``)."""
-    from loki_pipeline.schemas import _resolve, load_schema
+    from loki_pipeline.schemas import load_schema, resolve_ref
 
     node: Mapping[str, Any] = load_schema()
     for part in key.split("."):
-        resolved = _resolve(node)
+        resolved = resolve_ref(node)
         properties = resolved.get("properties", {})
         if part in properties:
             node = properties[part]
@@ -38,7 +38,7 @@ def schema_node(key: str) -> Mapping[str, Any]:
             node = resolved["additionalProperties"]  # a map: every key has the same schema
         else:
             raise KeyError(f"the config schema has no key {key!r} (at {part!r})")
-    return _resolve(node)
+    return resolve_ref(node)
 
 
 def schema_default(key: str) -> Any:

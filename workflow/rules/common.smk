@@ -10,8 +10,12 @@ import pathlib
 import re
 
 from loki_pipeline import runs
+from loki_pipeline.config import apply_extends, check_prompt_files, validate_config
+from loki_pipeline.data.kva_sets import local_dataset_file
+from loki_pipeline.data.records import is_hub_source
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.sources import source_fingerprint
+from loki_pipeline.plan.jobs import job_mem_mb
 from loki_pipeline.runs import (
     BASE,
     external_runs,
@@ -21,8 +25,16 @@ from loki_pipeline.runs import (
     table_tasks,
     trained_run,
 )
-from loki_pipeline.schemas import apply_extends, validate_config
-from loki_pipeline.tasks import eval_config, train_data, task_names
+from loki_pipeline.select.naming import (
+    Q_PATTERN,
+    STRATEGIES,
+    format_q,
+    selection_filename,
+    selection_stem,
+)
+from loki_pipeline.tasks.registry import eval_config, train_data, task_names
+from loki_pipeline.train.methods import parse_method
+from loki_pipeline.train.settings import TrainSettings
 
 # A user config may start with `extends: config/config.yaml` (relative to its own folder, else
 # the working directory) and give only what it changes: it is merged over the config it names
@@ -38,7 +50,7 @@ if not workflow.modifier.skip_validation:
 
 MODELS = list(config["models"])
 # The fine-tuning tasks: the paper's two and any of the user's the config declares (the task
-# registry, loki_pipeline.tasks); run names are parsed against them (runs.parse_run).
+# registry, loki_pipeline.tasks.registry); run names are parsed against them (runs.parse_run).
 TASKS = task_names(config)
 
 
@@ -47,6 +59,9 @@ wildcard_constraints:
     shard=r"\d+",
     run=r"[^/]+",
     task="|".join(map(re.escape, TASKS)),
+    strategy="|".join(STRATEGIES),
+    q=Q_PATTERN,
+    method=r"[a-z0-9][a-z0-9_.]*",
 
 
 def model_dir(wildcards):
@@ -57,7 +72,6 @@ def model_dir(wildcards):
 # plan estimates for it (loki_pipeline.plan; `loki plan` prints it for every job): on CPU the
 # job's whole peak, on a GPU what it holds on the host (the weights read before they move to the
 # GPU, checkpoint copies). Each retry (the SLURM profile's) asks for attempt x that.
-from loki_pipeline.plan.jobs import job_mem_mb
 
 
 def plan_mem_mb(rule):
@@ -104,15 +118,8 @@ def kva_settings(model, compare=False):
 
 
 def kva_dataset_file(compare=False):
-    """The prompt set's local file (a prompts file or an lm-eval task .yaml), else None (an
-    mmlu file, a hub source or an lm-eval task by name)."""
-    dataset = kva_dataset(compare)
-    fmt, source = dataset.get("format", "mmlu"), str(dataset["source"])
-    if (fmt == "prompts" and not source.startswith("hf:")) or (
-        fmt == "lm_eval" and source.endswith((".yaml", ".yml"))
-    ):
-        return source
-    return None
+    """The prompt set's local file, else None (data.kva_sets.local_dataset_file)."""
+    return local_dataset_file(kva_dataset(compare))
 
 
 def kva_inputs(wildcards, compare=False):
@@ -127,17 +134,8 @@ def kva_inputs(wildcards, compare=False):
     return inputs
 
 
-# A missing prompt file stops the plan here, naming its key. As a missing input alone it would
-# not: Snakemake plans no job for shards that already exist, so they would be gathered as the
-# KVA of a file that is not there.
-for _key, _compare in (("dataset", False), ("compare_dataset", True)):
-    if config["kva"][_key] is not None:
-        _source = kva_dataset_file(_compare)
-        if _source is not None and not pathlib.Path(_source).is_file():
-            raise LokiInputError(
-                f"kva.{_key}.source: {_source} does not exist (relative paths are read from "
-                f"the working directory, {pathlib.Path.cwd()})"
-            )
+# A missing prompt file stops the plan here, naming its key (loki plan checks the same).
+check_prompt_files(config)
 
 
 def all_targets():
@@ -188,14 +186,6 @@ def task_methods(model, task):
 
 
 # Selecting (select.smk): selection files, figure targets, honest {strategy} and {q} wildcards.
-from loki_pipeline.select.naming import (
-    Q_PATTERN,
-    STRATEGIES,
-    format_q,
-    selection_filename,
-    selection_stem,
-)
-
 SELECT = config["select"]  # the Selecting stage (select.smk)
 # Published selection files (select.imports) stand in for the computed selections they name:
 # "{model}/{strategy}_q{q}", matched by rule import_selection only.
@@ -206,11 +196,6 @@ def imported_selection(imported):
     """(model, path of the published file) of an imported "{model}/{stem}"."""
     model, stem = imported.split("/", 1)
     return model, SELECT["imports"][model][stem]
-
-
-wildcard_constraints:
-    strategy="|".join(STRATEGIES),
-    q=Q_PATTERN,
 
 
 def selection_file(model, strategy, q):
@@ -250,21 +235,13 @@ def select_targets():
 
 
 # Implanting (train.smk): what each training run reads, and the runs the config asks for.
-from loki_pipeline.train.methods import parse_method
-from loki_pipeline.train.settings import TrainSettings
-
-
-wildcard_constraints:
-    method=r"[a-z0-9][a-z0-9_.]*",
-
-
 def train_inputs(wildcards):
     """Base model, the task's local data file (if any) and, for LoKI methods, the selection."""
     inputs = {"model": f"resources/models/{wildcards.model}"}
     # a task the config does not declare trains on its shipped set
     declared = wildcards.task in config["tasks"]
     source = config["tasks"][wildcards.task]["train"]["source"] if declared else None
-    if source and not str(source).startswith("hf:"):
+    if source and not is_hub_source(str(source)):
         inputs["data"] = source
     method = parse_method(wildcards.method)
     if method.needs_selection:
@@ -272,7 +249,7 @@ def train_inputs(wildcards):
     if method.kind == "corda":  # CorDA's NQ-Open rows (KPM), when a local file
         settings = TrainSettings.from_config(config, wildcards.task, wildcards.method)
         calibration = settings.corda_calibration
-        if calibration is not None and not calibration.startswith("hf:"):
+        if calibration is not None and not is_hub_source(calibration):
             inputs["corda_calibration"] = calibration
     return inputs
 
@@ -280,7 +257,7 @@ def train_inputs(wildcards):
 def task_train_data(task):
     """What a training run of `task` reads of its config block: tasks.<task>.train ({} for a
     paper task the config does not declare: its shipped set), and for a task of the user's the
-    held-out split it leaves out (loki_pipeline.tasks.train_data)."""
+    held-out split it leaves out (loki_pipeline.tasks.registry.train_data)."""
     return train_data(task, config["tasks"][task] if task in config["tasks"] else None)
 
 
@@ -307,7 +284,7 @@ def run_tasks(model, run):
 
 def task_eval_configs(model, run):
     """Task -> what the run's task evaluation reads of tasks.<task>: a paper task's eval object,
-    a task of the user's whole block (loki_pipeline.tasks.eval_config)."""
+    a task of the user's whole block (loki_pipeline.tasks.registry.eval_config)."""
     return {t: eval_config(t, config["tasks"][t]) for t in run_tasks(model, run)}
 
 

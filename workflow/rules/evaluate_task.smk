@@ -1,5 +1,5 @@
 # Evaluating, task performance of one run's checkpoint: BFCL AST accuracy (toolace), reranking
-# (reranker), the held-out split and lm-eval tasks of a task of the user's (loki_pipeline.tasks).
+# (reranker), the held-out split and lm-eval tasks of a task of the user's (loki_pipeline.tasks.registry).
 # A training run "{task}-{method}" is evaluated on its own task; "base" (and any other run) on
 # every task the config trains for the model, loading the model once.
 

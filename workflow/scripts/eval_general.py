@@ -8,7 +8,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from pathlib import Path  # noqa: E402
 
-from loki_pipeline.evaluate.general import GeneralEvalSettings, evaluate_general  # noqa: E402
+from loki_pipeline.evaluate.general import evaluate_general  # noqa: E402
+from loki_pipeline.evaluate.settings import GeneralEvalSettings  # noqa: E402
 
 config = {"evaluate": {"general": snakemake.params.general}, "device": snakemake.params.device}
 evaluate_general(

@@ -6,8 +6,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from loki_pipeline.evaluate.task import TaskEvalSettings, run_task_eval  # noqa: E402
-from loki_pipeline.tasks import task_block  # noqa: E402
+from loki_pipeline.tasks.driver import run_task_eval  # noqa: E402
+from loki_pipeline.tasks.registry import task_block  # noqa: E402
+from loki_pipeline.tasks.settings import TaskEvalSettings  # noqa: E402
 
 params = snakemake.params
 config = {

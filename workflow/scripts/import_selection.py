@@ -7,8 +7,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from loki_pipeline.select.io import import_selection  # noqa: E402
 from loki_pipeline.select.naming import parse_selection_stem  # noqa: E402
+from loki_pipeline.select.selection_file import import_selection  # noqa: E402
 
 model, stem = snakemake.wildcards.imported.split("/", 1)
 strategy, q = parse_selection_stem(stem)

@@ -11,7 +11,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from loki_pipeline.kva.runner import KVASettings, run_kva_shard  # noqa: E402
+from loki_pipeline.kva.runner import run_kva_shard  # noqa: E402
+from loki_pipeline.kva.settings import KVASettings  # noqa: E402
 
 config = {"kva": snakemake.params.kva, "device": snakemake.params.device}
 run_kva_shard(

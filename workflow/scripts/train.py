@@ -19,7 +19,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from loki_pipeline.tasks import loader_options  # noqa: E402
+from loki_pipeline.tasks.registry import loader_options  # noqa: E402
 from loki_pipeline.train.run import run_training  # noqa: E402
 from loki_pipeline.train.settings import TrainSettings  # noqa: E402
 

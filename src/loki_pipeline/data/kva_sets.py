@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from loki_pipeline.data.kva_prompt import KVAItem
+from loki_pipeline.data.records import is_hub_source
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.settings import schema_node
 
@@ -42,6 +43,17 @@ def load_kva_set(spec: Mapping[str, Any]) -> list[KVAItem]:
 
         return load_lm_eval_mc(source, max_per_subject=cap)
     raise LokiInputError(f"kva.dataset.format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def local_dataset_file(spec: Mapping[str, Any]) -> str | None:
+    """The prompt set's local file (a prompts file or an lm-eval task ``.yaml``), else None (an
+    mmlu file, a hub source or an lm-eval task by name): the file whose edit redoes the KVA."""
+    fmt, source = spec.get("format", MMLU), str(spec["source"])
+    if (fmt == "prompts" and not is_hub_source(source)) or (
+        fmt == "lm_eval" and source.endswith((".yaml", ".yml"))
+    ):
+        return source
+    return None
 
 
 def attributed_set(source: str, fmt: str, num_prompts: int) -> str:

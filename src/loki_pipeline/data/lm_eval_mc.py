@@ -68,7 +68,7 @@ def _manager(source: str, scratch: str) -> tuple[Any, str]:
     from lm_eval.tasks import TaskManager
 
     if source.startswith(LOCAL_PREFIX):
-        from loki_pipeline.evaluate.general import (
+        from loki_pipeline.data.lm_eval_items import (
             LOCAL_DATA_FILES,
             check_local_data,
             default_data_dir,

@@ -20,7 +20,7 @@ from loki_pipeline.data.kva_prompt import (  # noqa: F401  (encode_prompts: re-e
     number_and_cap,
     optional_id,
 )
-from loki_pipeline.data.records import read_records
+from loki_pipeline.data.records import is_hub_source, read_records
 from loki_pipeline.errors import LokiInputError
 
 #: The 57 official MMLU subjects (``cais/mmlu`` config names).
@@ -181,7 +181,7 @@ def load_mmlu(
     file is. Every row is validated before anything is returned.
     """
     source_str = os.fspath(source)
-    if source_str.startswith("hf:"):
+    if is_hub_source(source_str):
         repo = source_str[3:]
         if split not in HUB_SPLITS:
             raise LokiInputError(f"MMLU split {split!r}: expected one of {', '.join(HUB_SPLITS)}")

@@ -1,8 +1,9 @@
 """Supervised fine-tuning examples for a task, ready for a Hugging Face ``Trainer``.
 
-``build_sft_dataset`` = task loader (``loki_pipeline.tasks``: ToolACE, reranker, or a task of
-the user's in LLaMA-Factory's formats) -> chat template with assistant-only
-labels (``chat.tokenize_conversation``) -> optional packing. ``SFTCollator`` pads a batch.
+``build_sft_dataset``: a task's conversations (loaded by its loader in the task registry,
+``loki_pipeline.tasks.registry``: ToolACE, reranker, or a task of the user's in LLaMA-Factory's
+formats) -> chat template with assistant-only labels (``chat.tokenize_conversation``) ->
+optional packing. ``SFTCollator`` pads a batch.
 
 Truncation: a conversation longer than ``cutoff_len`` keeps its first ``cutoff_len`` tokens.
 One that keeps no assistant token at all is dropped; each is counted and reported in one
@@ -33,31 +34,22 @@ from loki_pipeline.errors import LokiInputError
 log = logging.getLogger(__name__)
 
 
-def load_task(task: str, source: str | os.PathLike | None = None, **kwargs) -> list[list[dict]]:
-    """Conversations of ``task`` (its loader in the registry, ``loki_pipeline.tasks``) from
-    ``source`` (the shipped default file when ``None``)."""
-    from loki_pipeline.tasks import default_source, task_spec
-
-    return task_spec(task).load(default_source(task) if source is None else source, **kwargs)
-
-
 def build_sft_dataset(
-    task: str,
-    source: str | os.PathLike | None,
+    conversations: Sequence[list[dict[str, str]]],
     tokenizer: Any,
     *,
+    task: str,
+    source: str | os.PathLike,
     cutoff_len: int,
     packing: bool = False,
-    max_samples: int | None = None,
     max_drop_fraction: float = 0.05,
     max_context: int | None = None,
-    **loader_kwargs,
 ) -> list[dict[str, list[int]]]:
-    """Tokenized (and optionally packed) examples ``{"input_ids", "labels"}`` of a task.
+    """Tokenized (and optionally packed) examples ``{"input_ids", "labels"}`` of a task's
+    ``conversations`` (the task registry loads them: ``tasks.registry.task_examples``).
 
-    ``loader_kwargs`` go to the task's loader (``tasks.loader_options``: ``split``,
-    ``tool_role``, ``columns``; a generic task's ``format``, ``columns``, ``tags``, ``heldout``).
-    ``max_context`` (the model's context) caps ``cutoff_len``, with a warning.
+    ``task`` and ``source`` (its data file) name the data in messages. ``max_context`` (the
+    model's context) caps ``cutoff_len``, with a warning.
     """
     from tqdm.auto import tqdm
 
@@ -70,7 +62,6 @@ def build_sft_dataset(
             max_context,
         )
         cutoff_len = max_context
-    conversations = load_task(task, source, max_samples=max_samples, **loader_kwargs)
     examples, truncated, dropped = [], 0, 0
     for messages in tqdm(conversations, desc=f"tokenize {task}", unit="conv", leave=False):
         example, length = encode_conversation(tokenizer, messages, cutoff_len=cutoff_len)
@@ -90,10 +81,8 @@ def build_sft_dataset(
             dropped,
         )
     if dropped > max_drop_fraction * len(conversations):
-        from loki_pipeline.tasks import default_source
-
         raise LokiInputError(
-            f"{task} data {source or default_source(task)}: {dropped} of {len(conversations)} "
+            f"{task} data {source}: {dropped} of {len(conversations)} "
             f"conversations have no assistant token within cutoff_len={cutoff_len}; raise "
             "cutoff_len"
         )

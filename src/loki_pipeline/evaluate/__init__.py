@@ -1,6 +1,6 @@
 """Evaluating: what a model kept (general abilities, lm-eval) and what it learned (the task).
 
-What a model learned is measured per task (the registry ``loki_pipeline.tasks``): ``toolace``
+What a model learned is measured per task (the registry ``loki_pipeline.tasks.registry``): ``toolace``
 (BFCL) and ``reranker`` (BEIR-style ranking), which share ``generation``'s batched model calls,
 and ``sft``, the held-out split (and lm-eval tasks) of a task of the user's own.
 """
@@ -20,9 +20,9 @@ def task_eval_default(key: str, definition: str = "paper_task") -> Any:
     """
     import copy
 
-    from loki_pipeline.schemas import _resolve, fill_defaults, load_schema
+    from loki_pipeline.schemas import fill_defaults, load_schema, resolve_ref
 
-    node = _resolve(load_schema()["$defs"][definition])
+    node = resolve_ref(load_schema()["$defs"][definition])
     for part in ("eval", *key.split(".")):
-        node = _resolve(node["properties"][part])
+        node = resolve_ref(node["properties"][part])
     return fill_defaults(copy.deepcopy(node["default"]), node)

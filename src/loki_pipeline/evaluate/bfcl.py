@@ -88,7 +88,7 @@ def decode_calls(output: str) -> list[dict[str, dict[str, Any]]]:
         body = ast.parse(text.strip().strip("'"), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise DecodeError(f"not valid Python: {err}") from None
-    _check_depth(body)
+    check_depth(body)
     if isinstance(body, ast.Call):
         return [_resolve_call(body)]
     if not isinstance(body, (ast.List, ast.Tuple, ast.Set)):
@@ -101,7 +101,7 @@ def decode_calls(output: str) -> list[dict[str, dict[str, Any]]]:
     return calls
 
 
-def _check_depth(root: ast.AST) -> None:
+def check_depth(root: ast.AST) -> None:
     """Refuse a tree deeper than ``MAX_DEPTH`` before anything recurses into it."""
     stack = [(root, 1)]
     while stack:
@@ -124,7 +124,7 @@ def _resolve_call(node: ast.Call) -> dict[str, dict[str, Any]]:
     for kw in node.keywords:
         if kw.arg is None:
             raise DecodeError("**kwargs is not a parameter assignment")
-        args[kw.arg] = _resolve_value(kw.value)
+        args[kw.arg] = resolve_value(kw.value)
     return {name: args}
 
 
@@ -139,32 +139,32 @@ _ARITH = {
 }
 
 
-def _resolve_value(node: ast.AST) -> Any:
+def resolve_value(node: ast.AST) -> Any:
     """A literal's value, as the official decoder reads it, without ever running model code."""
     if isinstance(node, ast.Constant):
         return "..." if node.value is Ellipsis else node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _resolve_value(node.operand)
+        value = resolve_value(node.operand)
         if not isinstance(value, (int, float, complex)) or isinstance(value, bool):
             raise DecodeError(f"unary sign on a non-number: {ast.unparse(node)}")
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.List):
-        return [_resolve_value(v) for v in node.elts]
+        return [resolve_value(v) for v in node.elts]
     if isinstance(node, ast.Tuple):
-        return tuple(_resolve_value(v) for v in node.elts)
+        return tuple(resolve_value(v) for v in node.elts)
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise DecodeError("dict unpacking is not a literal")
         try:
             return {
-                _resolve_value(k): _resolve_value(v)
+                resolve_value(k): resolve_value(v)
                 for k, v in zip(node.keys, node.values, strict=True)
             }
         except TypeError as err:  # an unhashable key such as {[1]: 2}
             raise DecodeError(f"{ast.unparse(node)}: {err}") from None
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
         # The official decoder eval()s arithmetic like 3*4; numbers only here, small powers.
-        left, right = _resolve_value(node.left), _resolve_value(node.right)
+        left, right = resolve_value(node.left), resolve_value(node.right)
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
             raise DecodeError(f"arithmetic on non-numbers: {ast.unparse(node)}")
         if isinstance(node.op, ast.Pow) and abs(right) > 64:

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ MULTI_TURN = (
 CATEGORIES = NON_LIVE + LIVE + MULTI_TURN
 #: other names for a category across BFCL versions
 ALIASES = {"simple": "simple_python", "simple_python": "simple"}
-_DATA = "bfcl_eval/data/"
+DATA_DIR = "bfcl_eval/data/"
 
 
 def bfcl_wheel(
@@ -74,7 +75,7 @@ def check_categories(categories: list[str]) -> list[str]:
     return categories
 
 
-def _member(names: set[str], folder: str, category: str) -> str | None:
+def member(names: set[str], folder: str, category: str) -> str | None:
     for cat in (category, ALIASES.get(category)):
         if cat is None:
             continue
@@ -85,7 +86,7 @@ def _member(names: set[str], folder: str, category: str) -> str | None:
     return None
 
 
-def _json_lines(zf: zipfile.ZipFile, member: str) -> list[dict[str, Any]]:
+def json_lines(zf: zipfile.ZipFile, member: str) -> list[dict[str, Any]]:
     rows = []
     for lineno, line in enumerate(zf.read(member).decode("utf-8").splitlines(), 1):
         if not line.strip():
@@ -97,42 +98,15 @@ def _json_lines(zf: zipfile.ZipFile, member: str) -> list[dict[str, Any]]:
     return rows
 
 
-def load_bfcl(
-    wheel: str | os.PathLike,
-    categories: list[str],
-    *,
-    max_per_category: int | None = None,
-    multi_turn_ids: list[str] | None = None,
+def load_single_turn(
+    wheel: str | os.PathLike, categories: list[str], *, max_per_category: int | None = None
 ) -> list[dict[str, Any]]:
-    """Items ``{"id", "category", "messages", "function", "ground_truth"}`` from the wheel.
+    """Single-turn items ``{"id", "category", "messages", "function", "ground_truth"}`` from
+    the wheel (``bfcl_multi_turn.load_bfcl`` reads any category, multi-turn ones included).
 
     ``messages`` is the first (only) turn of ``question``; ``ground_truth`` is ``None`` for
     relevance and irrelevance. The first ``max_per_category`` items of each file, in file order.
-    Multi-turn categories give ``bfcl_multi_turn.load_multi_turn``'s items (with ``turns``),
-    plus ``wheel``, the path their checker is imported from; ``multi_turn_ids`` picks them.
     """
-    check_categories(categories)
-    multi = [c for c in categories if c in MULTI_TURN]
-    if multi_turn_ids and not multi:
-        raise LokiInputError(
-            f"tasks.toolace.eval.bfcl.multi_turn_ids {multi_turn_ids} given, but no multi-turn "
-            f"category among {categories}"
-        )
-    if multi:
-        from loki_pipeline.evaluate.bfcl_multi_turn import load_multi_turn
-
-        loaded = {
-            it["id"]: {**it, "wheel": str(wheel)}
-            for it in load_multi_turn(
-                wheel, multi, max_per_category=max_per_category, ids=multi_turn_ids
-            )
-        }
-        single = [c for c in categories if c not in MULTI_TURN]
-        items = load_bfcl(wheel, single, max_per_category=max_per_category) if single else []
-        by_category: dict[str, list[dict[str, Any]]] = {}
-        for it in [*items, *loaded.values()]:
-            by_category.setdefault(it["category"], []).append(it)
-        return [it for c in categories for it in by_category.get(c, [])]
     try:
         zf = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as err:
@@ -141,20 +115,20 @@ def load_bfcl(
     with zf:
         names = set(zf.namelist())
         for category in categories:
-            question_file = _member(names, _DATA, category)
+            question_file = member(names, DATA_DIR, category)
             if question_file is None:
                 raise LokiInputError(
-                    f"{wheel}: no question file for BFCL category {category!r} under {_DATA}"
+                    f"{wheel}: no question file for BFCL category {category!r} under {DATA_DIR}"
                 )
-            questions = _json_lines(zf, question_file)
+            questions = json_lines(zf, question_file)
             if max_per_category is not None:
                 questions = questions[:max_per_category]
             answers: dict[str, Any] = {}
             if "relevance" not in category:  # irrelevance/relevance: judged without answers
-                answer_file = _member(names, _DATA + "possible_answer/", category)
+                answer_file = member(names, DATA_DIR + "possible_answer/", category)
                 if answer_file is None:
                     raise LokiInputError(f"{wheel}: no possible_answer file for {category!r}")
-                answers = {row["id"]: row["ground_truth"] for row in _json_lines(zf, answer_file)}
+                answers = {row["id"]: row["ground_truth"] for row in json_lines(zf, answer_file)}
             for row in questions:
                 missing = [k for k in ("id", "question", "function") if k not in row]
                 if missing:
@@ -173,3 +147,31 @@ def load_bfcl(
     if not items:
         raise LokiInputError(f"{wheel}: no BFCL items for categories {categories}")
     return items
+
+
+#: BFCL's default system prompt for prompting models (``bfcl_eval/constants/default_prompts.py``:
+#: ret_fmt=python, no tool-call tag, functions as JSON, plaintext, classic style).
+BFCL_SYSTEM_PROMPT = (
+    "You are an expert in composing functions.You are given a question and a set of possible "
+    "functions. Based on the question, you will need to make one or more function/tool calls to "
+    "achieve the purpose. If none of the functions can be used, point it out. If the given "
+    "question lacks the parameters required by the function, also point it out.\n\n"
+    "You should only return the function calls in your response.\n\nIf you decide to invoke any "
+    "of the function(s), you MUST put it in the format of [func_name1(params_name1=params_value1, "
+    "params_name2=params_value2...), func_name2(params)].  You SHOULD NOT include any other text "
+    "in the response.\n\nAt each turn, you should try your best to complete the tasks requested "
+    "by the user within the current turn. Continue to output functions to call until you have "
+    "fulfilled the user's request to the best of your ability. Once you have no more functions "
+    "to call, the system will consider the current turn complete and proceed to the next turn or "
+    "task.\n\nHere is a list of functions in json format that you can invoke.\n{functions}\n"
+)
+
+
+def bfcl_messages(item: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The item's turn with BFCL's system prompt (merged into an existing system message)."""
+    system = BFCL_SYSTEM_PROMPT.format(functions=json.dumps(item["function"], indent=4))
+    messages = [dict(m) for m in item["messages"]]
+    if messages and messages[0].get("role") == "system":
+        messages[0]["content"] = system + "\n\n" + messages[0]["content"]
+        return messages
+    return [{"role": "system", "content": system}, *messages]

@@ -20,7 +20,7 @@ execute_multi_turn_func_call``). Here the checker's module gets ``execute_multi_
 below instead, the same contract (instances per model and item, loaded from ``initial_config``,
 results as strings, errors as ``"Error during execution: ..."``) without ``eval``: a call text is
 parsed with ``ast`` into a name and literal arguments (the project's bounded resolver,
-``bfcl._resolve_value``) and the instance's public method of that name is called with them.
+``bfcl.resolve_value``) and the instance's public method of that name is called with them.
 Checked on bfcl-eval 2026.3.23 and 2025.6.8 (V3's data): on both, every multi-turn item's
 ground truth, executed this way, passes the checker against itself (800 of 800).
 """
@@ -34,6 +34,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import re
 import sys
 import zipimport
@@ -46,10 +47,10 @@ from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.bfcl import (
     MAX_OUTPUT_CHARS,
     DecodeError,
-    _check_depth,
-    _resolve_value,
+    check_depth,
     decode_calls,
     is_call_list,
+    resolve_value,
 )
 from loki_pipeline.evaluate.bfcl_call_limits import (
     ItemOutOfTime,
@@ -60,7 +61,15 @@ from loki_pipeline.evaluate.bfcl_call_limits import (
     seconds_left,
     spending,
 )
-from loki_pipeline.evaluate.bfcl_data import MULTI_TURN  # noqa: F401 - re-exported
+from loki_pipeline.evaluate.bfcl_data import (  # MULTI_TURN: re-exported
+    DATA_DIR,
+    MULTI_TURN,
+    bfcl_messages,
+    check_categories,
+    json_lines,
+    load_single_turn,
+    member,
+)
 from loki_pipeline.time_limit import time_limit
 
 log = logging.getLogger(__name__)
@@ -154,7 +163,7 @@ def execution_strings(decoded: Sequence[Mapping[str, Mapping[str, Any]]]) -> lis
 def parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
     """``(name, positional args, keyword args)`` of one call text, read with ``ast`` only.
 
-    Arguments are literals (the AST decoder's ``_resolve_value``: numbers, strings, lists,
+    Arguments are literals (the AST decoder's ``resolve_value``: numbers, strings, lists,
     dicts; a nested call stays data). Raises ``DecodeError`` for anything that is not one call
     of a plain name, or over the decoder's size and depth bounds.
     """
@@ -164,7 +173,7 @@ def parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
         node = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise DecodeError(f"not a call: {err}") from None
-    _check_depth(node)
+    check_depth(node)
     if not isinstance(node, ast.Call):
         raise DecodeError(f"not a call: {text[:80]!r}")
     if not isinstance(node.func, ast.Name):
@@ -173,8 +182,8 @@ def parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
         k.arg is None for k in node.keywords
     ):
         raise DecodeError("*args/**kwargs are not literal arguments")
-    args = [_resolve_value(a) for a in node.args]
-    kwargs = {k.arg: _resolve_value(k.value) for k in node.keywords}
+    args = [resolve_value(a) for a in node.args]
+    kwargs = {k.arg: resolve_value(k.value) for k in node.keywords}
     return node.func.id, args, kwargs
 
 
@@ -292,6 +301,43 @@ def execute_multi_turn_func_call(
 # items
 
 
+def load_bfcl(
+    wheel: str | os.PathLike,
+    categories: list[str],
+    *,
+    max_per_category: int | None = None,
+    multi_turn_ids: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Items ``{"id", "category", "messages", "function", "ground_truth"}`` from the wheel.
+
+    ``messages`` is the first (only) turn of ``question``; ``ground_truth`` is ``None`` for
+    relevance and irrelevance. The first ``max_per_category`` items of each file, in file order.
+    Multi-turn categories give :func:`load_multi_turn`'s items (with ``turns``),
+    plus ``wheel``, the path their checker is imported from; ``multi_turn_ids`` picks them.
+    """
+    check_categories(categories)
+    multi = [c for c in categories if c in MULTI_TURN]
+    if multi_turn_ids and not multi:
+        raise LokiInputError(
+            f"tasks.toolace.eval.bfcl.multi_turn_ids {multi_turn_ids} given, but no multi-turn "
+            f"category among {categories}"
+        )
+    if multi:
+        loaded = {
+            it["id"]: {**it, "wheel": str(wheel)}
+            for it in load_multi_turn(
+                wheel, multi, max_per_category=max_per_category, ids=multi_turn_ids
+            )
+        }
+        single = [c for c in categories if c not in MULTI_TURN]
+        items = load_single_turn(wheel, single, max_per_category=max_per_category) if single else []
+        by_category: dict[str, list[dict[str, Any]]] = {}
+        for it in [*items, *loaded.values()]:
+            by_category.setdefault(it["category"], []).append(it)
+        return [it for c in categories for it in by_category.get(c, [])]
+    return load_single_turn(wheel, categories, max_per_category=max_per_category)
+
+
 def load_multi_turn(
     wheel: str | Path,
     categories: Iterable[str],
@@ -308,8 +354,6 @@ def load_multi_turn(
     ``utils.py::populate_test_cases_with_predefined_functions`` does. ``ids``: only these items
     (each must exist), else the first ``max_per_category`` of each file.
     """
-    from loki_pipeline.evaluate.bfcl_data import _DATA, _json_lines, _member
-
     _, utils = bfcl_modules(wheel)
     import zipfile
 
@@ -318,13 +362,13 @@ def load_multi_turn(
         names = set(zf.namelist())
         docs: dict[str, list[dict[str, Any]]] = {}
         for category in categories:
-            question_file = _member(names, _DATA, category)
-            answer_file = _member(names, _DATA + "possible_answer/", category)
+            question_file = member(names, DATA_DIR, category)
+            answer_file = member(names, DATA_DIR + "possible_answer/", category)
             if question_file is None or answer_file is None:
                 raise LokiInputError(f"{wheel}: no question or answer file for {category!r}")
-            rows = _json_lines(zf, question_file)
+            rows = json_lines(zf, question_file)
             rows = [r for r in rows if r.get("id") in ids] if ids else rows[:max_per_category]
-            answers = {r["id"]: r["ground_truth"] for r in _json_lines(zf, answer_file)}
+            answers = {r["id"]: r["ground_truth"] for r in json_lines(zf, answer_file)}
             for row in rows:
                 missing = [k for k in ("id", "question", "involved_classes") if k not in row]
                 if missing or row["id"] not in answers:
@@ -333,10 +377,10 @@ def load_multi_turn(
                 for cls in row["involved_classes"]:
                     if cls not in docs:
                         module = utils.CLASS_FILE_PATH_MAPPING.get(cls)
-                        doc = f"{_DATA}multi_turn_func_doc/{str(module).rsplit('.', 1)[-1]}.json"
+                        doc = f"{DATA_DIR}multi_turn_func_doc/{str(module).rsplit('.', 1)[-1]}.json"
                         if module is None or doc not in names:
                             raise LokiInputError(f"{question_file}: no function docs for {cls!r}")
-                        docs[cls] = _json_lines(zf, doc)
+                        docs[cls] = json_lines(zf, doc)
                     functions.extend(copy.deepcopy(docs[cls]))
                 missed: dict[str, list[dict[str, Any]]] = {}
                 for turn, held_out in (row.get("missed_function") or {}).items():
@@ -418,8 +462,6 @@ def _converse(
     answers: list[list[str]],
 ) -> bool:
     """``run_conversation``'s loop, appending to ``answers``; whether the step limit hit."""
-    from loki_pipeline.evaluate.toolace import bfcl_messages
-
     long_context = "long_context" in item["category"]
     messages: list[dict[str, str]] = []
     force_quit = False

@@ -30,7 +30,6 @@ its own metric map (:data:`OPENCOMPASS_METRICS`); both sources work under both p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import logging
@@ -38,10 +37,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from loki_pipeline.data.lm_eval_items import (
+    check_local_data,
+    opencompass_tasks_dir,
+    write_local_tasks,
+)
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError, LokiWriteError
 from loki_pipeline.evaluate.opencompass import (
@@ -49,8 +52,8 @@ from loki_pipeline.evaluate.opencompass import (
     OPENCOMPASS_CONFIGS,
     OPENCOMPASS_METRICS,
 )
+from loki_pipeline.evaluate.settings import GeneralEvalSettings
 from loki_pipeline.io import atomic_path, write_json
-from loki_pipeline.settings import StageSettings, from_schema, schema_default
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +69,6 @@ DEFAULT_METRICS: dict[str, str] = {
     "humaneval": "pass@1,create_test",
     "ifeval": "prompt_level_strict_acc,none",
 }
-
-#: task -> data files (under the data directory) its local task definition reads.
-LOCAL_DATA_FILES: dict[str, tuple[str, ...]] = {
-    "triviaqa": ("triviaqa/train.jsonl", "triviaqa/validation.jsonl"),
-    "gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
-    "hellaswag": ("hellaswag/validation.jsonl",),
-    "winogrande": ("winogrande/validation.jsonl",),
-    "humaneval": ("humaneval/test.jsonl",),
-    "ifeval": ("ifeval/train.jsonl",),
-}
-
-#: GSM8K's official task takes its 5 few-shot examples from the train split.
-MIN_ROWS = {"gsm8k/train.jsonl": 5}
 
 #: Tasks that execute model-written code.
 CODE_TASKS = frozenset({"humaneval"})
@@ -98,28 +88,6 @@ PROTOCOL_METRICS: dict[str, dict[str, str]] = {
 SEED = 1234
 
 
-@dataclasses.dataclass
-class GeneralEvalSettings(StageSettings):
-    """How general abilities are measured: the config's ``evaluate.general`` block and
-    ``device``, defaults from the schema (whose descriptions say what each one does)."""
-
-    tasks: list[str] = from_schema("evaluate.general.tasks")
-    protocol: str = from_schema("evaluate.general.protocol")
-    source: str = from_schema("evaluate.general.source")
-    data_dir: str | os.PathLike = from_schema("evaluate.general.data_dir")
-    limit: int | None = from_schema("evaluate.general.limit")
-    batch_size: int = from_schema("evaluate.general.batch_size")
-    dtype: str = from_schema("evaluate.general.dtype")
-    max_gen_toks: int | None = from_schema("evaluate.general.max_gen_toks")
-    num_fewshot: int | None = from_schema("evaluate.general.num_fewshot")
-    apply_chat_template: bool = from_schema("evaluate.general.apply_chat_template")
-    allow_code_execution: bool = from_schema("evaluate.general.allow_code_execution")
-    code_timeout: float = from_schema("evaluate.general.code_timeout")
-    metrics: dict[str, str] = from_schema("evaluate.general.metrics")
-    threads: int = from_schema("evaluate.general.threads")
-    device: str = from_schema("device")
-
-
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
     """A Hugging Face checkpoint directory (config.json + weights + tokenizer), or an error."""
     path = Path(model_dir)
@@ -136,94 +104,6 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise LokiInputError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json)")
     return path
-
-
-def default_data_dir() -> Path:
-    """The schema's ``data_dir`` in the source checkout this package is installed from, or in
-    the cwd (``loki eval-general`` without ``--data-dir``)."""
-    relative = schema_default("evaluate.general.data_dir")
-    here = Path(__file__).resolve().parents[3] / relative
-    return here if here.is_dir() else Path(relative).resolve()
-
-
-def check_local_data(data_dir: str | os.PathLike, tasks: Iterable[str]) -> Path:
-    """Every data file the local tasks read exists and parses as non-empty JSON lines."""
-    root = Path(data_dir)
-    for task in tasks:
-        for rel in LOCAL_DATA_FILES[task]:
-            path = root / rel
-            if not path.is_file():
-                raise LokiInputError(
-                    f"local lm-eval data for {task!r} is missing: {path} (expected JSON lines in "
-                    f"the official dataset's schema; set evaluate.general.data_dir or use "
-                    f"source: hub)"
-                )
-            rows = 0
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise LokiInputError(f"{path}:{lineno} is not valid JSON: {err}") from err
-                    rows += 1
-            if rows < MIN_ROWS.get(rel, 1):
-                raise LokiInputError(
-                    f"{path} has {rows} items; {task} needs at least {MIN_ROWS.get(rel, 1)}"
-                )
-    return root.resolve()
-
-
-def official_tasks_dir() -> Path:
-    """Directory of the task YAMLs shipped with the installed lm-eval."""
-    import lm_eval.tasks
-
-    return Path(lm_eval.tasks.__file__).resolve().parent
-
-
-def opencompass_tasks_dir() -> Path:
-    """Directory of the OpenCompass-protocol task YAMLs (and their ``utils.py``)."""
-    return Path(__file__).resolve().parent / "opencompass_tasks"
-
-
-def write_local_tasks(
-    include_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    tasks: Iterable[str],
-    protocol: str = "lm-eval",
-) -> Path:
-    """Fill ``lm_eval_tasks/<task>.yaml`` with this machine's paths into ``include_dir``.
-
-    The templates hold ``$LM_EVAL_TASKS`` (the installed official YAMLs) and ``$DATA_DIR``;
-    values are substituted after YAML parsing, so any path is quoted correctly. Under protocol
-    ``opencompass`` the same data settings extend ``opencompass_tasks/<task>.yaml`` instead of
-    the official task (both read items in the official schema).
-    """
-    import yaml
-
-    values = {"LM_EVAL_TASKS": str(official_tasks_dir()), "DATA_DIR": str(Path(data_dir).resolve())}
-
-    def fill(node: Any) -> Any:
-        if isinstance(node, str):
-            for key, value in values.items():
-                node = node.replace(f"${key}", value)
-            return node
-        if isinstance(node, dict):
-            return {k: fill(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [fill(v) for v in node]
-        return node
-
-    out = Path(include_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    templates = resources.files("loki_pipeline.evaluate") / "lm_eval_tasks"
-    for task in tasks:
-        cfg = fill(yaml.safe_load((templates / f"{task}.yaml").read_text(encoding="utf-8")))
-        if protocol == "opencompass":
-            cfg["include"] = str(opencompass_tasks_dir() / f"{task}.yaml")
-        (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return out
 
 
 def check_tasks(

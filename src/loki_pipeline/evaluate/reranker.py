@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from loki_pipeline.data.records import is_hub_source
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate import task_eval_default
 from loki_pipeline.evaluate.bm25 import check_top_k
@@ -149,7 +150,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _read_beir(source: str, split: str):
     """``(corpus rows, query rows, qrels rows)`` from a local BEIR folder or ``hf:<repo>``."""
-    if source.startswith("hf:"):
+    if is_hub_source(source):
         from datasets import load_dataset
 
         repo = source[3:]

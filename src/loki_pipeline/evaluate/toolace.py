@@ -11,33 +11,16 @@ category and BFCL V3's summary scores ``overall``, ``non_live``, ``live``, ``mul
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loki_pipeline.evaluate import task_eval_default
+from loki_pipeline.evaluate.bfcl_data import bfcl_messages
 from loki_pipeline.evaluate.generation import generate_greedy
 
 log = logging.getLogger(__name__)
-
-#: BFCL's default system prompt for prompting models (``bfcl_eval/constants/default_prompts.py``:
-#: ret_fmt=python, no tool-call tag, functions as JSON, plaintext, classic style).
-BFCL_SYSTEM_PROMPT = (
-    "You are an expert in composing functions.You are given a question and a set of possible "
-    "functions. Based on the question, you will need to make one or more function/tool calls to "
-    "achieve the purpose. If none of the functions can be used, point it out. If the given "
-    "question lacks the parameters required by the function, also point it out.\n\n"
-    "You should only return the function calls in your response.\n\nIf you decide to invoke any "
-    "of the function(s), you MUST put it in the format of [func_name1(params_name1=params_value1, "
-    "params_name2=params_value2...), func_name2(params)].  You SHOULD NOT include any other text "
-    "in the response.\n\nAt each turn, you should try your best to complete the tasks requested "
-    "by the user within the current turn. Continue to output functions to call until you have "
-    "fulfilled the user's request to the best of your ability. Once you have no more functions "
-    "to call, the system will consider the current turn complete and proceed to the next turn or "
-    "task.\n\nHere is a list of functions in json format that you can invoke.\n{functions}\n"
-)
 
 
 @dataclasses.dataclass
@@ -50,16 +33,6 @@ class BfclSettings:
     max_new_tokens: int = task_eval_default("bfcl.max_new_tokens")
     max_steps_per_turn: int = task_eval_default("bfcl.max_steps_per_turn")
     multi_turn_ids: list[str] | None = task_eval_default("bfcl.multi_turn_ids")
-
-
-def bfcl_messages(item: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The item's turn with BFCL's system prompt (merged into an existing system message)."""
-    system = BFCL_SYSTEM_PROMPT.format(functions=json.dumps(item["function"], indent=4))
-    messages = [dict(m) for m in item["messages"]]
-    if messages and messages[0].get("role") == "system":
-        messages[0]["content"] = system + "\n\n" + messages[0]["content"]
-        return messages
-    return [{"role": "system", "content": system}, *messages]
 
 
 #: Non-live simple categories, one per language (V3 names and their older/newer spellings).
@@ -134,7 +107,8 @@ def bfcl_summary(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float]
 
 def prepare(settings: BfclSettings, cache_dir: str | os.PathLike) -> tuple[list[dict], str]:
     """``(items, benchmark)``: the wheel fetched and its items read, before any model loads."""
-    from loki_pipeline.evaluate.bfcl_data import CATEGORIES, bfcl_wheel, load_bfcl
+    from loki_pipeline.evaluate.bfcl_data import CATEGORIES, bfcl_wheel
+    from loki_pipeline.evaluate.bfcl_multi_turn import load_bfcl
 
     categories = list(settings.categories or CATEGORIES)
     wheel = bfcl_wheel(settings.version, cache_dir)

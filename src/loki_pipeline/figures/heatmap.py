@@ -94,7 +94,7 @@ def draw_kva_heatmap(
     model: str | None = None,
 ) -> None:
     """Count the per-prompt top/bottom ``q``% over all nodes in one pass of ``kva.h5`` and draw."""
-    from loki_pipeline.select.io import inspect_kva
+    from loki_pipeline.kva.kva_file import inspect_kva
     from loki_pipeline.select.strategies import count_nodes
 
     info = inspect_kva(kva_path)

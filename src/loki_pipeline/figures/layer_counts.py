@@ -60,7 +60,8 @@ def draw_global_layer_counts(
     """Read the ``global_high``/``global_low`` selection files and draw their per-layer counts;
     ``kva_path``: the KVA file they were selected from, named in the title."""
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.select.io import kva_attributed, read_selection
+    from loki_pipeline.kva.kva_file import kva_attributed
+    from loki_pipeline.select.selection_file import read_selection
 
     high, low = read_selection(high_json), read_selection(low_json)
     for doc, path in ((high, high_json), (low, low_json)):

@@ -71,7 +71,7 @@ def stability_report(
     chunk_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Compute the stability table, write its CSV and draw its figure (rule stability)."""
-    from loki_pipeline.select.io import inspect_kva
+    from loki_pipeline.kva.kva_file import inspect_kva
     from loki_pipeline.select.stability import stability_table, write_stability_csv
     from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE
 

@@ -2,7 +2,8 @@
 
 PEFT-shaped: ``layer.LokiLinear`` wraps one ``nn.Linear``; ``apply_loki`` injects it into every
 block; ``merge_loki`` folds it back; ``adapter`` saves/loads only the trained rows and records
-the base they belong to. Selections are read by the Selecting stage's one strict reader.
+the base they belong to. Selections are read by the Selecting stage's one strict reader
+(``loki_pipeline.select.selection_file``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ from typing import Any
 
 _EXPORTS = {
     "LokiLinear": "loki_pipeline.implant.layer",
-    "Selection": "loki_pipeline.implant.selection",
     "apply_loki": "loki_pipeline.implant.apply",
-    "check_fits": "loki_pipeline.implant.selection",
-    "check_fits_checkpoint": "loki_pipeline.implant.selection",
     "load_loki_adapter": "loki_pipeline.implant.adapter",
     "loki_layers": "loki_pipeline.implant.apply",
     "merge_loki": "loki_pipeline.implant.apply",
-    "read_selection": "loki_pipeline.implant.selection",
     "record_base_fingerprint": "loki_pipeline.implant.adapter",
     "save_loki_adapter": "loki_pipeline.implant.adapter",
     "suppress_nodes": "loki_pipeline.implant.suppress",

@@ -27,9 +27,9 @@ from torch import nn
 from loki_pipeline import __version__
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant.apply import apply_loki, loki_layers
-from loki_pipeline.implant.selection import Selection
 from loki_pipeline.io import config_hash, content_fingerprint, file_sha256, write_json
 from loki_pipeline.models.architecture import get_adapter
+from loki_pipeline.select.selection_file import Selection
 
 log = logging.getLogger(__name__)
 

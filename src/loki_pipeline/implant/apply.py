@@ -8,8 +8,8 @@ from torch import nn
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.implant.layer import LokiLinear
-from loki_pipeline.implant.selection import Selection, check_fits
 from loki_pipeline.models.architecture import get_adapter
+from loki_pipeline.select.selection_file import Selection, check_fits
 
 
 def _positions(positions: Sequence[Sequence[int]] | Selection) -> list[list[int]]:

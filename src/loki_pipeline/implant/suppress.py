@@ -13,15 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from loki_pipeline.implant.merge import write_checkpoint
-from loki_pipeline.implant.selection import (
+from loki_pipeline.models.architecture import get_adapter
+from loki_pipeline.models.loading import load_model
+from loki_pipeline.models.saving import write_checkpoint
+from loki_pipeline.select.selection_file import (
     Selection,
     check_fits,
     check_fits_checkpoint,
-    read_selection,
+    read_selection_file,
 )
-from loki_pipeline.models.architecture import get_adapter
-from loki_pipeline.models.loading import load_model
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def suppress_checkpoint(
 ) -> int:
     """File level: read the selection first (the one strict reader, checked against config.json),
     then load, zero and save atomically (a failed write is a ``LokiWriteError``)."""
-    selection = read_selection(selection_path)
+    selection = read_selection_file(selection_path)
     check_fits_checkpoint(selection, model_dir)
     model, tokenizer = load_model(model_dir, dtype=dtype)
     n = suppress_nodes(model, selection)

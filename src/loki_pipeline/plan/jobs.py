@@ -26,7 +26,7 @@ from loki_pipeline.plan.memory import (
     training_memory,
 )
 from loki_pipeline.settings import lookup, schema_default, schema_node
-from loki_pipeline.tasks import is_generic, task_names
+from loki_pipeline.tasks.registry import is_generic, task_names
 
 RULES = ("kva", "kva_compare", "train", "eval_general", "eval_task")
 #: How many times a CPU job's resident memory holds the estimate's transient parts (all but
@@ -89,7 +89,7 @@ def run_dims(config: Mapping[str, Any], model: str, run: str) -> ModelDims:
 
 # --------------------------------------------------------------------------- per job
 def kva_estimate(config: Mapping[str, Any], dims: ModelDims) -> Estimate:
-    from loki_pipeline.kva.runner import KVASettings
+    from loki_pipeline.kva.settings import KVASettings
 
     settings = KVASettings.from_config(config)
     tokens = prompt_tokens(config, "kva")
@@ -195,12 +195,12 @@ def eval_estimate(config: Mapping[str, Any], rule: str, model: str, run: str) ->
     dims = run_dims(config, model, run)
     gpu = on_gpu(config)
     if rule == "eval_general":
-        from loki_pipeline.evaluate.general import GeneralEvalSettings
+        from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
         settings = GeneralEvalSettings.from_config(config)
         prompt = prompt_tokens(config, "general")
         return eval_memory(dims, settings.dtype, general_calls(settings, prompt), on_gpu=gpu)
-    from loki_pipeline.evaluate.task import TaskEvalSettings
+    from loki_pipeline.tasks.settings import TaskEvalSettings
 
     tasks = runs.run_tasks(config, model, run, task_names(config))
     settings = TaskEvalSettings.from_config(config, tasks)

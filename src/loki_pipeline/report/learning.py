@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from loki_pipeline.data.records import is_hub_source
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.sft import KIND as SFT_KIND
 from loki_pipeline.report.intervals import (
@@ -140,7 +141,7 @@ def reranker_qrels(summary: Mapping[str, Any]) -> dict[str, dict[str, int]] | No
         }
     settings = summary.get("settings") or {}
     source, split = settings.get("source"), settings.get("split", "test")
-    if not source or str(source).startswith("hf:"):
+    if not source or is_hub_source(str(source)):
         return None
     if not (Path(source) / "qrels" / f"{split}.tsv").is_file():
         return None

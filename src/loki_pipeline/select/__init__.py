@@ -5,19 +5,18 @@ one strict reader of the JSON it leaves (or the upstream repository's plain list
 every later stage uses.
 """
 
-from loki_pipeline.select.io import (
+from loki_pipeline.select.naming import STRATEGIES, format_q, selection_filename
+from loki_pipeline.select.selection_file import (
     Selection,
     check_fits,
     check_fits_checkpoint,
     checkpoint_shape,
-    inspect_kva,
     load_selection,
     read_selection,
     read_selection_file,
     save_selection,
     validate_selection,
 )
-from loki_pipeline.select.naming import STRATEGIES, format_q, selection_filename
 from loki_pipeline.select.strategies import (
     count_nodes,
     extreme_mask,
@@ -35,7 +34,6 @@ __all__ = [
     "count_nodes",
     "extreme_mask",
     "format_q",
-    "inspect_kva",
     "keep_most_frequent",
     "load_selection",
     "read_selection",

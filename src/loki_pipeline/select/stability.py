@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.select.io import inspect_kva, read_kva_strings
+from loki_pipeline.kva.kva_file import inspect_kva, read_kva_strings
 from loki_pipeline.select.naming import check_q, nodes_per_layer_quota
 from loki_pipeline.select.strategies import DEFAULT_CHUNK_SIZE, count_nodes, select_from_counts
 from loki_pipeline.settings import schema_default

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.select.io import inspect_kva, iter_kva_chunks
+from loki_pipeline.kva.kva_file import inspect_kva, iter_kva_chunks
 from loki_pipeline.select.naming import (
     check_strategy,
     global_quota,
@@ -268,7 +268,7 @@ def select_to_file(
     global selection made with ``tie_break="upstream"`` records it)."""
     import h5py
 
-    from loki_pipeline.select.io import save_selection
+    from loki_pipeline.select.selection_file import save_selection
 
     info = inspect_kva(kva_path)
     positions = select_nodes(

@@ -231,7 +231,7 @@ def _prepare_peft(model, method: Method, settings, *, selection, calibration, op
         calibrate(model, config, settings, calibration)
     model = get_peft_model(model, config)
     # corda_config only drives the initialisation: without it the adapter, saved as a plain
-    # LoRA (see trainer.save_initial_adapter), loads without peft's "corda_config ... ignored"
+    # LoRA (see checkpoint.save_initial_adapter), loads without peft's "corda_config ... ignored"
     # warning
     model.peft_config["default"].corda_config = None
     return model

@@ -52,7 +52,7 @@ def default_checkpoint_dir(out_dir: str | os.PathLike) -> Path:
 
 def _check_selection(method: Method, selection_path, model_dir) -> Any:
     """Read the selection and check it against config.json before any weights are loaded."""
-    from loki_pipeline.implant.selection import check_fits_checkpoint, read_selection
+    from loki_pipeline.select.selection_file import check_fits_checkpoint, read_selection_file
 
     if not method.needs_selection:
         if selection_path is not None:
@@ -63,7 +63,7 @@ def _check_selection(method: Method, selection_path, model_dir) -> Any:
             f"method {method.name} trains selected nodes: pass the selection file "
             f"({method.selection_name}.json from the select stage) with --selection"
         )
-    selection = read_selection(selection_path)
+    selection = read_selection_file(selection_path)
     check_fits_checkpoint(selection, model_dir)
     if selection.q is not None and abs(float(selection.q) - float(method.q)) > 1e-9:
         raise LokiInputError(
@@ -94,7 +94,7 @@ def run_training(
 ) -> Path:
     """Train one run and write its directory; every input is checked before training starts.
 
-    ``data_options`` go to the task's loader (``loki_pipeline.tasks.loader_options``). The run
+    ``data_options`` go to the task's loader (``loki_pipeline.tasks.registry.loader_options``). The run
     holds the locks of ``out_dir`` and of its checkpoint directory throughout, so a second run
     on the same output fails at once ("in use by another run") instead of mixing checkpoints.
     """
@@ -178,11 +178,12 @@ def _run_locked(
     data_options: dict[str, Any],
 ) -> Path:
     """The body of :func:`run_training`, run while the output and checkpoint locks are held."""
-    from loki_pipeline.data.sft import build_sft_dataset
     from loki_pipeline.models.architecture import get_adapter
     from loki_pipeline.models.loading import context_length, load_model, read_checkpoint_config
-    from loki_pipeline.tasks import default_source
-    from loki_pipeline.train import trainer
+
+    # the one import up a layer: the training driver asks the task registry for its data once
+    from loki_pipeline.tasks.registry import default_source, task_examples
+    from loki_pipeline.train import checkpoint, trainer
 
     world = distributed.current()
     sharding = world.size > 1 and settings.distributed == "fsdp"
@@ -190,7 +191,7 @@ def _run_locked(
     load_device = "cpu" if sharding else device
     model, tokenizer = load_model(model_dir, dtype=settings.dtype, device=load_device)
     max_context = context_length(read_checkpoint_config(model_dir))
-    examples = build_sft_dataset(
+    examples = task_examples(
         task,
         data,
         tokenizer,
@@ -273,8 +274,8 @@ def _run_locked(
     distributed.check_same(fingerprint, "training inputs")
     initial_adapter = None
     if world.main:
-        trainer.remove_stale_temporaries(ckpt_dir)
-        initial_adapter = trainer.save_initial_adapter(model, method, ckpt_dir)
+        checkpoint.remove_stale_temporaries(ckpt_dir)
+        initial_adapter = checkpoint.save_initial_adapter(model, method, ckpt_dir)
     rows = trainer.train_model(
         model,
         examples,
@@ -311,7 +312,7 @@ def _run_locked(
         )
         if not settings.keep_checkpoints:
             try:
-                trainer.remove_checkpoint(ckpt_dir)
+                checkpoint.remove_checkpoint(ckpt_dir)
             except LokiInputError as err:  # the run is finished: a refused clean-up only warns
                 log.warning("checkpoints kept: %s", err)
     distributed.barrier()  # every process ends when the outputs are written
@@ -348,12 +349,12 @@ def _write_run(
     initial_adapter,
 ) -> None:
     """The run directory, written atomically (rank 0 only)."""
-    from loki_pipeline.train import trainer
+    from loki_pipeline.train import loss_figure, trainer
 
     task = inputs["task"]
     with atomic_path(out_dir, is_dir=True) as tmp:
         trainer.write_train_log(rows, tmp / "train_log.csv")
-        trainer.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
+        loss_figure.plot_loss(rows, tmp / "loss.png", f"{task} / {method.name}")
         (tmp / "trainable_params.json").write_text(json.dumps(counts, indent=2) + "\n")
         (tmp / "train_config.json").write_text(
             json.dumps(
@@ -400,7 +401,7 @@ def _save_outputs(
     """
     import torch
 
-    from loki_pipeline.implant.merge import save_checkpoint
+    from loki_pipeline.models.saving import save_checkpoint
 
     merged = method.spec.save(
         model,

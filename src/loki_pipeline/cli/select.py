@@ -8,11 +8,15 @@ HELP = "select trainable nodes from a kva.h5, or validate a selection file again
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loki_pipeline.cli_options import add_renamed
+    from loki_pipeline.cli.options import add_renamed
     from loki_pipeline.settings import help_default
 
-    parser.add_argument("--kva", help="kva.h5 to select from")
-    parser.add_argument("--q", type=float, help="percent of all nodes to select, in (0, 100)")
+    parser.add_argument("--kva", help="kva.h5 to select from (required unless --check)")
+    parser.add_argument(
+        "--q",
+        type=float,
+        help="percent of all nodes to select, in (0, 100) (required unless --check)",
+    )
     parser.add_argument(
         "--strategy",
         default="layer_balanced_low",
@@ -31,27 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         metavar="SELECTION",
-        help="validate this selection file (pipeline JSON or upstream list of lists) instead",
+        help="validate this selection file (pipeline JSON or upstream list of lists) instead "
+        "(default: none, select from --kva)",
     )
     parser.add_argument(
         "--model",
-        help="with --check: model directory (config.json) whose layer count and width to check",
+        help="with --check: model directory (config.json) whose layer count and width to check "
+        "(default: none, the shape is not checked)",
     )
     add_renamed(
         parser, "--out", "--output", "-o",
-        help="selection JSON to write (with --check: convert to the contract)",
+        help="selection JSON to write (with --check: convert to the contract; default: none, "
+        "only check; required otherwise)",
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.select.io import (
+    from loki_pipeline.select.naming import check_q, check_strategy
+    from loki_pipeline.select.selection_file import (
         check_fits_checkpoint,
         checkpoint_shape,
         read_selection_file,
         save_selection,
     )
-    from loki_pipeline.select.naming import check_q, check_strategy
     from loki_pipeline.select.settings import SelectSettings
     from loki_pipeline.select.strategies import select_to_file
 

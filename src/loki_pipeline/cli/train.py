@@ -9,8 +9,9 @@ HELP = "Fine-tune a model on a task (LoKI, LoKI*, full or a PEFT baseline)."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings flags default to None: not given, the config's (or the schema's) stands."""
-    from loki_pipeline.cli_options import add_device
-    from loki_pipeline.train.settings import DTYPES
+    import functools
+
+    from loki_pipeline.cli.options import add_device, add_setting
 
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument(
@@ -34,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="loki_q{q}, loki_{strategy}_q{q}, loki_lora_q{q}_r{r}, full, lora_r{r}, dora_r{r}, "
         "pissa_r{r}, corda_r{r}",
     )
-    parser.add_argument("--selection", default=None, help="selection JSON (LoKI methods)")
+    parser.add_argument(
+        "--selection", default=None, help="selection JSON (LoKI methods; required there)"
+    )
     parser.add_argument("--out", required=True, help="run directory to write (atomic)")
     parser.add_argument(
         "--checkpoint-dir",
@@ -49,26 +52,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(data, format, held-out split); other keys of the file are ignored",
     )
     add_device(parser)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    group = parser.add_argument_group("training settings (override the config)")
-    group.add_argument("--max-steps", type=int, default=None)
-    group.add_argument("--lr", dest="learning_rate", type=float, default=None)
-    group.add_argument("--epochs", type=float, default=None)
-    group.add_argument("--batch-size", type=int, default=None)
-    group.add_argument("--grad-accum", type=int, default=None)
-    group.add_argument("--cutoff-len", type=int, default=None)
-    group.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None)
-    group.add_argument("--warmup-ratio", type=float, default=None)
-    group.add_argument("--scheduler", default=None)
-    group.add_argument("--seed", type=int, default=None)
-    group.add_argument("--dtype", default=None, choices=DTYPES)
-    group.add_argument("--max-samples", type=int, default=None)
-    group.add_argument("--save-every", type=int, default=None)
-    group.add_argument(
+    setting = functools.partial(add_setting, parser)
+    setting("--threads", "training.threads", "torch CPU threads", type=int)
+    group = parser.add_argument_group(
+        "training settings (override the config; the defaults are the schema's)"
+    )
+    setting = functools.partial(add_setting, group)
+    setting("--max-steps", "training.max_steps", "optimizer steps; 0: run --epochs", type=int)
+    setting("--lr", "training.learning_rate", "peak learning rate", dest="learning_rate",
+            type=float)  # fmt: skip
+    setting("--epochs", "training.epochs", "passes over the data (when --max-steps is 0)",
+            type=float)  # fmt: skip
+    setting("--batch-size", "training.batch_size", "examples per device step", type=int)
+    setting("--grad-accum", "training.grad_accum", "gradient accumulation steps", type=int)
+    setting("--cutoff-len", "training.cutoff_len", "tokens kept of each example", type=int)
+    setting("--packing", "training.packing", "pack whole examples into --cutoff-len sequences",
+            action=argparse.BooleanOptionalAction)  # fmt: skip
+    setting("--warmup-ratio", "training.warmup_ratio", "share of steps warming up", type=float)
+    setting("--scheduler", "training.scheduler", "learning-rate schedule")
+    setting("--seed", "training.seed", "seed of data order and initialisation", type=int)
+    setting("--dtype", "training.dtype", "training dtype")
+    setting("--max-samples", "training.max_samples", "rows of the task's data; 0: all",
+            type=int)  # fmt: skip
+    setting("--save-every", "training.save_every", "steps between resumable checkpoints",
+            type=int)  # fmt: skip
+    setting(
         "--gradient-checkpointing",
+        "training.gradient_checkpointing",
+        "recompute activations in the backward pass: less memory, same weights",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="recompute activations in the backward pass: less memory, same weights",
     )
 
 
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loki_pipeline.errors import LokiInputError
     from loki_pipeline.schemas import validate_training
-    from loki_pipeline.tasks import is_generic, loader_options, train_data
+    from loki_pipeline.tasks.registry import is_generic, loader_options, train_data
     from loki_pipeline.train.launch import launched_rank
     from loki_pipeline.train.methods import parse_method
     from loki_pipeline.train.run import run_training

@@ -200,3 +200,42 @@ def check_task_configs(config: Mapping[str, Any]) -> list[str]:
         except LokiInputError as err:
             problems.append(f"tasks.{task}.{err}")
     return problems
+
+
+def load_task(task: str, source: str | os.PathLike | None = None, **kwargs) -> list[list[dict]]:
+    """Conversations of ``task`` (its loader) from ``source`` (the shipped default file when
+    ``None``)."""
+    return task_spec(task).load(default_source(task) if source is None else source, **kwargs)
+
+
+def task_examples(
+    task: str,
+    source: str | os.PathLike | None,
+    tokenizer: Any,
+    *,
+    cutoff_len: int,
+    packing: bool = False,
+    max_samples: int | None = None,
+    max_drop_fraction: float = 0.05,
+    max_context: int | None = None,
+    **loader_kwargs,
+) -> list[dict[str, list[int]]]:
+    """A task's training examples: its conversations, loaded once here, tokenized by
+    :func:`loki_pipeline.data.sft.build_sft_dataset`.
+
+    ``loader_kwargs`` go to the task's loader (:func:`loader_options`: ``split``,
+    ``tool_role``, ``columns``; a generic task's ``format``, ``columns``, ``tags``, ``heldout``).
+    """
+    from loki_pipeline.data.sft import build_sft_dataset
+
+    conversations = load_task(task, source, max_samples=max_samples, **loader_kwargs)
+    return build_sft_dataset(
+        conversations,
+        tokenizer,
+        task=task,
+        source=source or default_source(task),
+        cutoff_len=cutoff_len,
+        packing=packing,
+        max_drop_fraction=max_drop_fraction,
+        max_context=max_context,
+    )

@@ -8,7 +8,7 @@ HELP = "Suppression ablation: zero the selected down_proj rows and save a plain 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loki_pipeline.cli_options import add_checkpoint_output
+    from loki_pipeline.cli.options import add_checkpoint_output
 
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument("--selection", required=True, help="selection JSON of the nodes to zero")

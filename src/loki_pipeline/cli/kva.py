@@ -9,7 +9,7 @@ HELP = "attribute prompts with KVA (the LoKI paper's Analysing stage) into a res
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A settings flag left out (None) takes the config schema's default (``KVASettings``)."""
-    from loki_pipeline.cli_options import add_device, add_renamed, add_setting
+    from loki_pipeline.cli.options import add_device, add_renamed, add_setting
 
     add_renamed(
         parser, "--model", "--model-dir", required=True, help="Hugging Face checkpoint directory"
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loki_pipeline.kva.runner import KVASettings, run_kva_shard
+    from loki_pipeline.kva.runner import run_kva_shard
+    from loki_pipeline.kva.settings import KVASettings
 
     settings = KVASettings.from_cli(args)
     print(run_kva_shard(args.model, args.out, settings, shard=args.shard))

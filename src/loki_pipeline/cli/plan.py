@@ -26,12 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_config(path: str | Path) -> dict:
     """Read a pipeline config, resolving ``extends``, and validate it as the Snakefile does
-    (the file is read as the base of an empty config, by the one reader of config files)."""
-    from loki_pipeline.schemas import resolve_extends, validate_config
+    (the file is read as the base of an empty config, by the one reader of config files), its
+    prompt files included, so ``loki plan`` refuses what the workflow refuses."""
+    from loki_pipeline.config import check_prompt_files, resolve_extends, validate_config
 
     if not Path(path).is_file():
         raise LokiInputError(f"config file {path} does not exist")
-    return validate_config(resolve_extends({"extends": str(path)}))
+    config = validate_config(resolve_extends({"extends": str(path)}))
+    check_prompt_files(config)
+    return config
 
 
 def table(rows: list[dict]) -> str:

@@ -8,7 +8,7 @@ HELP = "Merge a trained adapter into its base model and save a plain checkpoint.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loki_pipeline.cli_options import add_checkpoint_output
+    from loki_pipeline.cli.options import add_checkpoint_output
 
     parser.add_argument("--model", required=True, help="base model checkpoint directory")
     parser.add_argument("--adapter", required=True, help="adapter directory (LoKI or PEFT)")
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loki_pipeline.implant.merge import merge_adapter
+    from loki_pipeline.train.merge import merge_adapter
 
     merge_adapter(args.model, args.adapter, args.out, dtype=args.dtype)
     print(f"merged checkpoint written to {args.out}")

@@ -33,7 +33,7 @@ class _Metric(argparse.Action):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A settings flag left out (None) takes the schema's default (``GeneralEvalSettings``)."""
-    from loki_pipeline.cli_options import add_device, add_setting
+    from loki_pipeline.cli.options import add_device, add_setting
 
     def setting(flag: str, text: str, **kwargs: Any) -> None:
         add_setting(parser, flag, f"evaluate.general.{flag[2:].replace('-', '_')}", text, **kwargs)
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm-eval-dir", help="where lm-eval's files go (default: OUT's dir/lm_eval)"
     )
     parser.add_argument("--name", help="model name recorded in the summary (default: dir name)")
-    parser.add_argument("--run", help="run name recorded in the summary (e.g. base)")
+    parser.add_argument("--run", help="run name recorded in the summary, e.g. base (default: none)")
     setting("--tasks", "comma-separated", type=_tasks)
     setting(
         "--protocol",
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="local items (default: the checkout's data/lm_eval, the schema's)"
     )
-    parser.add_argument("--limit", type=int, help="at most this many items per task")
+    setting("--limit", "at most this many items per task; none: all", type=int)
     setting("--batch-size", "batch size", type=int)
     add_device(parser)
     setting("--dtype", "model dtype; auto is the checkpoint's")
@@ -67,12 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="few-shot examples for every task (default: each task's own)",
     )
-    parser.add_argument("--apply-chat-template", action="store_true", default=None)
-    parser.add_argument(
+    setting(
+        "--apply-chat-template",
+        "format each prompt with the model's chat template",
+        action="store_const",
+        const=True,
+    )
+    setting(
         "--allow-code-execution",
-        action="store_true",
-        default=None,
-        help="needed for humaneval: runs model-written code in 'python -I' subprocesses",
+        "needed for humaneval: runs model-written code in 'python -I' subprocesses",
+        action="store_const",
+        const=True,
     )
     setting("--code-timeout", "seconds per program", type=float)
     parser.add_argument(
@@ -80,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="metrics",
         action=_Metric,
         metavar="TASK=METRIC,FILTER",
-        help="score a task by another lm-eval result key (repeatable)",
+        help="score a task by another lm-eval result key (repeatable; default: the protocol's "
+        "key of each task)",
     )
     setting("--threads", "CPU threads", type=int)
 
@@ -88,11 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from loki_pipeline.evaluate.general import (
-        GeneralEvalSettings,
-        default_data_dir,
-        evaluate_general,
-    )
+    from loki_pipeline.data.lm_eval_items import default_data_dir
+    from loki_pipeline.evaluate.general import evaluate_general
+    from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
     settings = GeneralEvalSettings.from_cli(args, data_dir=args.data_dir or default_data_dir())
     summary = evaluate_general(

@@ -13,10 +13,11 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A settings flag left out (None) takes the schema's default (``TaskEvalSettings``)."""
-    from loki_pipeline.cli_options import add_device
-    from loki_pipeline.evaluate.task import TASKS, TaskEvalSettings
+    from loki_pipeline.cli.options import add_device
     from loki_pipeline.settings import help_default as default
     from loki_pipeline.settings import schema_node
+    from loki_pipeline.tasks.driver import TASKS
+    from loki_pipeline.tasks.settings import TaskEvalSettings
 
     key = "evaluate.task."
     parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
@@ -47,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loki_pipeline.errors import LokiInputError
-    from loki_pipeline.evaluate.task import TaskEvalSettings, run_task_eval
+    from loki_pipeline.tasks.driver import run_task_eval
+    from loki_pipeline.tasks.settings import TaskEvalSettings
 
     settings = TaskEvalSettings.from_cli(args)
     if settings.batch_size < 1 or settings.threads < 1:
