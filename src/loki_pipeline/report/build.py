@@ -22,6 +22,8 @@ from typing import Any
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.sft import KIND as SFT_KIND
 from loki_pipeline.report.forgetting import (
+    BENCHMARKS,
+    LEFT_OUT,
     ItemScores,
     forgetting_avg,
     forgetting_avg_interval,
@@ -151,11 +153,16 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
     if not any(r.get(f"{k}_n") for r in rows for k in benchmarks):
         return ["No per-item scores or item counts were found: the scores have no n or interval."]
     notes = [
-        "Scores in percent with their 95% Wilson interval over the n items. Avg: 95% percentile "
-        f"bootstrap interval ({BOOTSTRAP}), resampling the items of each benchmark with the "
-        "same item indices for base and run where both scored the same items (paired); its n "
-        "is the number of items over all benchmarks."
+        "Scores in percent with their 95% Wilson interval over the n items. Avg and Avg drop: "
+        f"95% percentile bootstrap interval ({BOOTSTRAP}), resampling the items of each "
+        "benchmark with the same item indices for base and run where both scored the same "
+        "items (paired); their n is the number of items over the benchmarks they average. "
+        "Avg drop (points): 100/N Σ (S_o − S_t), the average drop in points over all N "
+        "benchmarks, defined at any base score."
     ]
+    left_out = left_out_note(rows)
+    if left_out:
+        notes.append(left_out)
     noise = noise_note(rows, columns, benchmarks)
     if noise:
         notes.append(noise)
@@ -180,6 +187,25 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
             "few items Avg is not evidence either way: " + ", ".join(undefined) + "."
         )
     return notes
+
+
+def left_out_note(rows: list[dict[str, Any]]) -> str | None:
+    """The note naming the benchmarks left out of the relative Avg, and why (``LEFT_OUT``)."""
+    left_out = next((r[LEFT_OUT] for r in rows if r.get(LEFT_OUT)), None)
+    if not left_out:
+        return None
+    reasons = "; ".join(f"{BENCHMARKS.get(t, t)}: {why}" for t, why in left_out.items())
+    every = all(r.get("Avg") is None for r in rows)
+    avg = (
+        "so no relative Avg is given (every benchmark is left out)"
+        if every
+        else "so Avg averages the other benchmarks only"
+    )
+    return (
+        "Left out of the relative Avg, whose term (S_o − S_t)/S_o is undefined at a base score "
+        f"of 0 and decided by one item near it ({reasons}): {avg}. Their scores stay in the "
+        "table, and Avg drop (points) includes them."
+    )
 
 
 #: How a task of the user's is scored, under its task table.
