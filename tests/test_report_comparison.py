@@ -90,7 +90,10 @@ def _case(base, a, b):
 @pytest.mark.parametrize("metric", ["Avg", "Avg_drop"])
 def test_avg_differences_match_a_plain_python_paired_bootstrap(metric):
     r = random.Random(3)
-    base = {"gsm8k": [r.random() < 0.6 for _ in range(20)], "ifeval": [r.random() < 0.5 for _ in range(16)]}
+    base = {
+        "gsm8k": [r.random() < 0.6 for _ in range(20)],
+        "ifeval": [r.random() < 0.5 for _ in range(16)],
+    }
     a = {t: [x if r.random() < 0.9 else not x for x in v] for t, v in base.items()}
     b = {t: [x and r.random() < 0.5 for x in v] for t, v in base.items()}
     scores, items = _case(base, a, b)
@@ -103,6 +106,7 @@ def test_avg_differences_match_a_plain_python_paired_bootstrap(metric):
     a_f = {t: [float(x) for x in v] for t, v in a.items()}
     b_f = {t: [float(x) for x in v] for t, v in b.items()}
     lo, hi = oracle(base_f, a_f, b_f, list(base), relative=relative)
+
     # the point: the formula on the full item sets
     def avg(run):
         terms = [(_mean(base_f[t]) - _mean(run[t])) / (_mean(base_f[t]) if relative else 1)
@@ -233,3 +237,57 @@ def test_a_task_without_a_pair_gets_an_empty_table_with_a_note(tmp_path):
     assert (tmp_path / "t" / "comparison.csv").read_text().strip() == ",".join(COLUMNS)
     assert "No comparison" in (tmp_path / "t" / "comparison.md").read_text()
     assert json.loads(json.dumps(COLUMNS))  # the contract is plain strings
+
+
+def _xlabel(points, intervals, **kw):
+    from loki_pipeline.figures.common import plt
+    from loki_pipeline.figures.tradeoff import draw_tradeoff
+
+    fig, ax = plt.subplots()
+    draw_tradeoff(ax, points, task="toolace", score_label="s", intervals=intervals, **kw)
+    label = ax.get_xlabel()
+    plt.close(fig)
+    return label
+
+
+def test_tradeoff_caption_promises_only_the_bars_it_draws():
+    points = {"base": (0.0, 20.0), "toolace-loki_q10": (5.0, 40.0), "toolace-lora_r16": (9.0, 45.0)}
+    both = {"base": (None, (10.0, 30.0)), "toolace-loki_q10": ((1.0, 9.0), (30.0, 50.0)),
+            "toolace-lora_r16": ((4.0, 14.0), (35.0, 55.0))}  # fmt: skip
+    label = _xlabel(points, both)
+    assert "bars: 95% intervals" in label and "no x interval" not in label  # base: Avg 0
+    missing = {**both, "toolace-lora_r16": (None, (35.0, 55.0))}
+    assert "no x interval: toolace-lora_r16" in _xlabel(points, missing)
+    none = {r: (None, None) for r in points}
+    label = _xlabel(points, none)
+    assert "no 95% intervals" in label and "bars: 95%" not in label
+
+
+def test_tradeoff_x_axis_is_the_tables_avg_without_the_unstable_benchmark(tmp_path, monkeypatch):
+    from loki_pipeline.figures import tradeoff
+    from loki_pipeline.report.build import build_tradeoff
+
+    folder = tmp_path / "eval"
+    per_run = {
+        "base": ({"gsm8k": [1] + [0] * 19, "winogrande": [1, 0] * 10}, lambda c, i: i % 4 == 0),
+        "toolace-loki_q10": ({"gsm8k": [0] * 20, "winogrande": [1, 0] * 10}, lambda c, i: i % 2),
+        "toolace-lora_r16": ({"gsm8k": [1] * 20, "winogrande": [0] * 20}, lambda c, i: i % 2),
+    }
+    general = {r: write_general(folder / r, g) for r, (g, _) in per_run.items()}
+    task = {r: write_task(folder / r, c) for r, (_, c) in per_run.items()}
+    seen = {}
+    real = tradeoff.draw_tradeoff
+
+    def spy(ax, points, **kw):
+        seen.update(points=dict(points), intervals=kw["intervals"], x_label=kw["x_label"])
+        return real(ax, points, **kw)
+
+    monkeypatch.setattr(tradeoff, "draw_tradeoff", spy)
+    build_tradeoff("toolace", general, task, tmp_path / "t.png")
+    assert seen["x_label"] == "forgetting Avg (%) without GSM8K"
+    # WinoGrande only: loki keeps 10/20 (Avg 0), lora loses all (Avg 100)
+    assert seen["points"]["toolace-loki_q10"][0] == pytest.approx(0.0)
+    assert seen["points"]["toolace-lora_r16"][0] == pytest.approx(100.0)
+    assert all(
+        seen["intervals"][r][0] is not None for r in ("toolace-loki_q10", "toolace-lora_r16")
+    )

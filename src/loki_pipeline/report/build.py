@@ -27,9 +27,11 @@ from loki_pipeline.report.forgetting import (
     ItemScores,
     forgetting_avg,
     forgetting_avg_interval,
+    forgetting_drop,
     forgetting_rows,
     load_item_scores,
     load_scores,
+    unstable_benchmarks,
 )
 from loki_pipeline.report.intervals import RESAMPLES, SEED, Estimate
 from loki_pipeline.report.learning import (
@@ -361,23 +363,32 @@ def build_tradeoff(
     first = next(iter(results.values()))
     primary = first["primary_metric"]
     scale = metric_scales(first).get(primary, 100)  # a loss is plotted as it is, not in %
+    # x: the table's Avg, over the benchmarks it keeps; the drop in points when it keeps none
+    left_out = unstable_benchmarks(base, items[BASE], tasks)
+    kept = [t for t in tasks if t not in left_out]
+    over, point = (kept, forgetting_avg) if kept else (tasks, forgetting_drop)
+    x_label = "forgetting Avg (%)" if kept else "forgetting: Avg drop (points)"
+    if left_out and kept:
+        x_label += " without " + ", ".join(BENCHMARKS.get(t, t) for t in left_out)
     points, intervals = {}, {}
     for name, result in results.items():
         score = estimates[name].get(primary) or Estimate(float(result["metrics"][primary]))
         if name == BASE:
             avg, x_interval = 0.0, None
         else:
-            avg = forgetting_avg(base, runs[name])
-            x_interval = forgetting_avg_interval(items[BASE], items.get(name, {}), tasks)
+            avg = point(base, runs[name], over)
+            x_interval = forgetting_avg_interval(
+                items[BASE], items.get(name, {}), over, relative=bool(kept)
+            )
         y_interval = None if score.lo is None else (scale * score.lo, scale * score.hi)
         points[name] = (avg, scale * float(result["metrics"][primary]))
         intervals[name] = (x_interval, y_interval)
     vlines, vline_intervals = {}, {}
     for name, path in (suppress_general or {}).items():
         scores = load_scores(path, tasks=tasks)
-        vlines[name] = forgetting_avg(base, scores)
+        vlines[name] = point(base, scores, over)
         vline_intervals[name] = forgetting_avg_interval(
-            items[BASE], load_item_scores(path, tasks=tasks), tasks
+            items[BASE], load_item_scores(path, tasks=tasks), over, relative=bool(kept)
         )
     return plot_tradeoff(
         points,
@@ -391,4 +402,5 @@ def build_tradeoff(
         intervals=intervals,
         no_learning=[name for name, c in checks.items() if c.learned is False],
         vline_intervals=vline_intervals,
+        x_label=x_label,
     )

@@ -448,12 +448,12 @@ def forgetting_rows(
             if not over:
                 put_estimate(row, key, None)
                 continue
-            value = forgetting_avg(base, scores, over) if relative else forgetting_drop(
-                base, scores, over
+            value = (
+                forgetting_avg(base, scores, over)
+                if relative
+                else forgetting_drop(base, scores, over)
             )
-            interval = forgetting_avg_interval(
-                items.get("base", {}), mine, over, relative=relative
-            )
+            interval = forgetting_avg_interval(items.get("base", {}), mine, over, relative=relative)
             counts = [mine[t].n for t in over if t in mine]
             n = sum(counts) if len(counts) == len(over) else None
             put_estimate(row, key, Estimate(value, n, *(interval or (None, None))))
