@@ -155,3 +155,11 @@ def test_every_number_the_repository_documents_quote_is_its_snapshots():
     """README.md and docs/*.md: every marked number equals the committed snapshot's cell, and
     each document names the commit the snapshot was made at (docs/_incoming/comparison.md)."""
     assert check_quotes(default_documents(ROOT), ROOT) == []
+
+
+def test_a_marker_shown_as_code_is_an_example_not_a_quote(repo):
+    wrong = q("toolace-loki_q10", "overall", "99.9")
+    body = f"`{wrong}`\n\n  ```\n  {wrong}\n  ```\n\n-   an item\n\n    {wrong}\n"
+    (problem,) = check_quotes([doc(repo, body)], repo)
+    # only the one outside code: an indented line is a list item's text, checked
+    assert ":11: " in problem and "quoted 99.9" in problem

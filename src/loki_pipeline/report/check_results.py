@@ -183,9 +183,19 @@ class Quote:
     text: str
 
 
+_CODE = re.compile(r"^ {0,3}```.*?^ {0,3}```[^\n]*$|`[^`\n]+`", re.S | re.M)
+
+
+def _without_code(text: str) -> str:
+    """``text`` with Markdown code (fenced blocks, inline spans) blanked, new lines kept: a
+    marker shown as an example is not a quote. Indented lines are not skipped: in a list they
+    are the item's text, and a quote there must not go unchecked."""
+    return _CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
 def find_quotes(path: Path) -> list[Quote]:
-    """Every ``<!-- result ... -->...<!-- /result -->`` span of a document."""
-    text = path.read_text(encoding="utf-8")
+    """Every ``<!-- result ... -->...<!-- /result -->`` span of a document, outside code."""
+    text = _without_code(path.read_text(encoding="utf-8"))
     quotes = []
     for match in _MARKER.finditer(text):
         where = f"{path}:{text.count(chr(10), 0, match.start()) + 1}"
