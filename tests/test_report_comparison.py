@@ -291,3 +291,26 @@ def test_tradeoff_x_axis_is_the_tables_avg_without_the_unstable_benchmark(tmp_pa
     assert all(
         seen["intervals"][r][0] is not None for r in ("toolace-loki_q10", "toolace-lora_r16")
     )
+
+
+def test_forgetting_table_notes_the_benchmark_left_out_and_gives_avg_drop(tmp_path):
+    from loki_pipeline.report.build import build_task_tables
+
+    folder = tmp_path / "eval"
+    per_run = {
+        "base": {"gsm8k": [1] + [0] * 19, "winogrande": [1, 0] * 10},
+        "toolace-lora_r16": {"gsm8k": [1] * 3 + [0] * 17, "winogrande": [0] * 20},
+    }
+    general = {r: write_general(folder / r, g) for r, g in per_run.items()}
+    task = {r: write_task(folder / r, lambda c, i: i % 2) for r in per_run}
+    build_task_tables("toolace", general, task, {}, tmp_path / "t")
+    rows = list(csv.DictReader((tmp_path / "t" / "forgetting.csv").open()))
+    lora = rows[1]
+    assert float(lora["Avg"]) == pytest.approx(100.0)  # WinoGrande only: all lost
+    assert lora["Avg_n"] == "20"
+    # in points over both: ((5 − 15) + (50 − 0)) / 2 = 20
+    assert float(lora["Avg drop (points)"]) == pytest.approx(20.0)
+    assert lora["Avg drop (points)_lo"] and lora["Avg drop (points)_n"] == "40"
+    md = (tmp_path / "t" / "forgetting.md").read_text()
+    assert "Left out of the relative Avg" in md and "GSM8K: base scored 1 of 20" in md
+    assert "35.8% of resamples score 0" in md  # (19/20)^20

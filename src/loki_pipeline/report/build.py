@@ -297,7 +297,8 @@ def build_task_tables(
         columns,
         out_dir / "forgetting",
         caption=f"Forgetting on {caption_model} ({task}): general scores (%) with n and 95% "
-        "intervals, and Avg, 100/N Σ (S_o − S_t)/S_o against base.",
+        "intervals, Avg, 100/N Σ (S_o − S_t)/S_o against base, and Avg drop, 100/N Σ "
+        "(S_o − S_t) in points.",
         notes=forgetting_notes(rows, columns) + external_notes,
     )
     results, estimates, checks = task_evidence(task, task_results)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.evaluate.sft import KIND as SFT_KIND
+from loki_pipeline.report.build import _general_items, _general_scores, task_summary
 from loki_pipeline.report.forgetting import (
     ItemScores,
     avg_replicates,
@@ -38,8 +39,15 @@ from loki_pipeline.report.forgetting import (
     unstable_benchmarks,
 )
 from loki_pipeline.report.intervals import RESAMPLES, SEED, percentile
-from loki_pipeline.report.learning import _bfcl_replicates, _bfcl_units, _rank_units, _Units
+from loki_pipeline.report.learning import (
+    _bfcl_replicates,
+    _bfcl_units,
+    _rank_units,
+    _Units,
+    reranker_qrels,
+)
 from loki_pipeline.report.sft import _columns
+from loki_pipeline.report.tables import write_table
 from loki_pipeline.runs import BASE, parse_run
 
 PathLike = str | os.PathLike
@@ -264,14 +272,6 @@ def build_comparison(
 ) -> list[Path]:
     """``out_dir/comparison.{csv,md,tex,html}`` of one task (see the module); a warning in the
     rule's log names each verdict."""
-    from loki_pipeline.report.build import (
-        _general_items,
-        _general_scores,
-        task_summary,
-    )
-    from loki_pipeline.report.learning import reranker_qrels
-    from loki_pipeline.report.tables import write_table
-
     base, runs = _general_scores(general)
     tasks = list(base)
     items = _general_items(general, tasks)

@@ -325,7 +325,7 @@ def unstable_benchmarks(
             if (zero / n) ** n >= UNSTABLE_SHARE:
                 out[task] = (
                     f"base scored {n - zero} of {n} items above 0, so its 95% bootstrap interval "
-                    f"reaches 0 ({100 * (zero / n) ** n:.0f}% of resamples score 0)"
+                    f"reaches 0 ({100 * (zero / n) ** n:.1f}% of resamples score 0)"
                 )
     return out
 
