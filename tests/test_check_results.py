@@ -5,6 +5,7 @@ quote against it, on a small synthetic snapshot; and the repository's own docume
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,35 @@ def test_a_marker_shown_as_code_is_an_example_not_a_quote(repo):
     (problem,) = check_quotes([doc(repo, body)], repo)
     # only the one outside code: an indented line is a list item's text, checked
     assert ":11: " in problem and "quoted 99.9" in problem
+
+
+def test_update_records_the_checked_out_commit_and_whether_tracked_files_changed(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x")
+    (tmp_path / "README.md").write_text("r\n")
+    git("add", "README.md")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "readme")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    write_run(tmp_path / "results")
+    snap = tmp_path / SNAPSHOTS / "default"
+
+    def meta():
+        cwd = Path.cwd()
+        os.chdir(tmp_path)
+        try:
+            update_snapshot(Path("results"), snap, config="c", command="x")
+        finally:
+            os.chdir(cwd)
+        return json.loads((snap / "snapshot.json").read_text())
+
+    assert (meta()["commit"], meta()["dirty"]) == (head, False)
+    git("add", "docs")  # a committed snapshot refilled does not count as a change
+    assert meta()["dirty"] is False
+    (tmp_path / "README.md").write_text("changed\n")
+    assert meta()["dirty"] is True

@@ -111,6 +111,12 @@ def update_snapshot(
 ) -> list[Path]:
     """Copy ``results/tables/**/*.csv`` (and each seed's) into ``snapshot`` and record where
     they came from; the old snapshot's tables are replaced whole."""
+    if commit is None:
+        commit = _git("rev-parse", "HEAD").strip() or "unknown"
+    if dirty is None:  # changes to tracked files other than the snapshots themselves
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      f":(exclude){SNAPSHOTS.as_posix()}")  # fmt: skip
+        dirty = bool(status.strip())
     sources = {"": results, **{f"seeds/{k}/": v for k, v in (seeds or {}).items()}}
     found = {prefix: table_files(Path(r) / "tables") for prefix, r in sources.items()}
     for prefix, files in found.items():
@@ -125,10 +131,6 @@ def update_snapshot(
             out = snapshot / f"{prefix}tables" / rel
             write_text(out, path.read_text(encoding="utf-8"))
             written.append(out)
-    if commit is None:
-        commit = _git("rev-parse", "HEAD").strip() or "unknown"
-    if dirty is None:
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
     meta = {"config": config, "command": command, "commit": commit, "dirty": dirty,
             "seeds": sorted(seeds or {})}  # fmt: skip
     write_json(snapshot / META, meta)
