@@ -8,9 +8,9 @@ are drawn as dashed vertical lines at their ``Avg``, with a shaded band over its
 
 Each point has 95% error bars both ways where they are known (``Avg``: bootstrap over items;
 score: Wilson or bootstrap, see ``report.intervals``); the x-axis caption (``bars_caption``)
-names every run without one, so it never promises a bar the figure lacks. A run that shows no learning on its task
-(``report.learning``) is drawn hollow and labelled "(no learning)". Labels are placed by
-``place_labels`` so that none overlaps another label or a marker.
+names every run without one, so it never promises a bar the figure lacks. A run that shows no
+learning on its task (``report.learning``) is drawn hollow and labelled "(no learning)". Labels
+are placed by ``place_labels`` so that none overlaps another label or a marker.
 """
 
 from __future__ import annotations
