@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from loki_pipeline.report.check_results import (
     SNAPSHOTS,
     check_quotes,
     compare_tables,
+    config_fingerprint,
     default_documents,
     main,
+    stale_snapshots,
     update_snapshot,
 )
 from loki_pipeline.report.comparison import comparison_columns
@@ -42,8 +45,11 @@ def write_run(results: Path, loki: float = 37.5, lora: float = 39.58) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path):
-    """A repository root with a filled snapshot ``default`` (two extra seeds)."""
+def repo(tmp_path, monkeypatch):
+    """A repository root with the shipped configs and a filled snapshot ``default`` (two extra
+    seeds)."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    monkeypatch.chdir(tmp_path)
     run = write_run(tmp_path / "results")
     seeds = {
         "1": write_run(tmp_path / "seed1", loki=33.3),
@@ -68,6 +74,7 @@ def q(row: str, column: str, text: str, table: str = "m/toolace/task.csv", agg: 
 def test_update_copies_every_table_and_records_where_it_came_from(repo):
     snap = repo / SNAPSHOTS / "default"
     meta = json.loads((snap / "snapshot.json").read_text())
+    assert meta.pop("config_fingerprint") == config_fingerprint(ROOT / "config" / "config.yaml")
     assert meta == {"config": "config/config.yaml", "command": "snakemake --cores 1 all",
                     "commit": COMMIT, "dirty": False, "seeds": ["1", "2"]}  # fmt: skip
     assert (snap / "tables" / "m" / "toolace" / "task.csv").is_file()
@@ -139,6 +146,7 @@ def test_a_quote_of_a_missing_snapshot_fails_until_it_is_filled(tmp_path):
 
 def test_cli_update_compare_and_quotes_exit_codes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text("models: {}\n")
     write_run(tmp_path / "results")
     snap = str(tmp_path / SNAPSHOTS / "default")
     assert main(["update", "--snapshot", snap, "--config", "c.yaml", "--command", "x"]) == 0
@@ -147,14 +155,34 @@ def test_cli_update_compare_and_quotes_exit_codes(tmp_path, capsys, monkeypatch)
     write_run(tmp_path / "results", loki=12.0)
     assert main(["compare", "--snapshot", snap]) == 1
     assert "snapshot '37.5', run '12.0'" in capsys.readouterr().out
-    assert main(["update", "--results", "nowhere", "--snapshot", snap, "--config", "c",
+    assert main(["update", "--results", "nowhere", "--snapshot", snap, "--config", "c.yaml",
                  "--command", "x"]) == 2  # fmt: skip
-    assert main(["quotes"]) == 0  # no README or docs here: nothing quoted
+    assert main(["quotes"]) == 0  # no README or docs here: nothing quoted, the config as it was
+    (tmp_path / "c.yaml").write_text("models: {m: {}}\n")
+    assert main(["quotes"]) == 1
+    assert "c.yaml (with what it extends) changed" in capsys.readouterr().out
+
+
+def test_a_change_to_the_config_a_snapshot_extends_makes_it_stale(repo):
+    """The worked example's numbers went stale when the default it extends changed: its
+    snapshot's fingerprint covers what it extends."""
+    update_snapshot(repo / "results", repo / SNAPSHOTS / "example_task",
+                    config="config/example_task.yaml", command="x", commit=COMMIT, dirty=False)  # fmt: skip
+    assert stale_snapshots(repo) == []
+    default = repo / "config" / "config.yaml"
+    default.write_text(default.read_text() + "\n# a comment changes nothing\n")
+    assert stale_snapshots(repo) == []
+    default.write_text(default.read_text().replace("seed: 42", "seed: 43"))
+    stale = stale_snapshots(repo)
+    assert len(stale) == 2 and all("rerun `" in p for p in stale)
+    assert any("config/example_task.yaml (with what it extends) changed" in p for p in stale)
 
 
 def test_every_number_the_repository_documents_quote_is_its_snapshots():
-    """README.md and docs/*.md: every marked number equals the committed snapshot's cell, and
-    each document names the commit the snapshot was made at (docs/_incoming/comparison.md)."""
+    """README.md and docs/*.md: every marked number equals the committed snapshot's cell, each
+    document names the commit the snapshot was made at, and no snapshot's config has changed
+    since its run (docs/_incoming/comparison.md)."""
+    assert stale_snapshots(ROOT) == []
     assert check_quotes(default_documents(ROOT), ROOT) == []
 
 
@@ -180,6 +208,7 @@ def test_update_records_the_checked_out_commit_and_whether_tracked_files_changed
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
     write_run(tmp_path / "results")
+    (tmp_path / "c").write_text("{}\n")
     snap = tmp_path / SNAPSHOTS / "default"
 
     def meta():

@@ -1,8 +1,8 @@
 """Numbers the documentation quotes come from a run of the shipping commit, and stay so.
 
 A *snapshot* is the tables of one run, committed: ``docs/results/<name>/`` holds
-``snapshot.json`` (the config, the command, the commit it ran at and whether the working tree had
-changes) and a copy of every CSV under the run's ``results/tables/`` (``tables/<model>/<task>/
+``snapshot.json`` (the config and its fingerprint, the command, the commit it ran at and whether
+the working tree had changes) and a copy of every CSV under the run's ``results/tables/`` (``tables/<model>/<task>/
 <table>.csv``). Extra runs of the same config with other seeds go under ``seeds/<label>/tables/``
 of the same folder, so the spread of a number that varies can be quoted beside it.
 
@@ -26,8 +26,8 @@ Commands (``python -m loki_pipeline.report.check_results``):
   adds another seed's results folder);
 - ``compare --results results --snapshot docs/results/default`` lists every cell of a fresh
   run's tables that differs from the snapshot (exit 1 if any);
-- ``quotes [FILES...]`` checks every quoted number of README.md and docs/*.md (exit 1 if any
-  differs).
+- ``quotes [FILES...]`` checks every quoted number of README.md and docs/*.md, and that no
+  snapshot's config has changed since its run (``stale_snapshots``; exit 1 if any differs).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.io import write_json, write_text
+from loki_pipeline.io import config_hash, write_json, write_text
 
 #: Where snapshots live, relative to the repository root.
 SNAPSHOTS = Path("docs") / "results"
@@ -92,6 +93,51 @@ def table_files(root: Path) -> dict[str, Path]:
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*.csv"))}
 
 
+def config_fingerprint(path: str | Path) -> str:
+    """A hash of the config as a run reads it: parsed, with what it ``extends`` merged in (so a
+    change to the default moves the fingerprint of a config that extends it), comments and
+    layout ignored."""
+    import yaml
+
+    from loki_pipeline.schemas import resolve_extends
+
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LokiInputError(f"{path}: cannot read the config ({exc})") from exc
+    if not isinstance(config, dict):
+        raise LokiInputError(f"{path}: expected a mapping of keys")
+    resolved = resolve_extends(config, [path.parent, Path(".")])
+    resolved.pop("extends", None)  # an absolute path: differs between checkouts
+    return config_hash(resolved)
+
+
+def stale_snapshots(root: Path = Path(".")) -> list[str]:
+    """Each snapshot under ``docs/results`` whose config no longer reads as it did when the
+    run was made (``config_fingerprint``): its numbers are not what the config now produces."""
+    problems = []
+    for meta_path in sorted((root / SNAPSHOTS).glob(f"*/{META}")):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        config = root / meta.get("config", "")
+        if not config.is_file():
+            problems.append(f"{meta_path}: its config {meta.get('config')!r} does not exist")
+            continue
+        cwd = Path.cwd()
+        try:
+            os.chdir(root)  # extends: relative to the config's folder, else the repository
+            found = config_fingerprint(meta["config"])
+        finally:
+            os.chdir(cwd)
+        if found != meta.get("config_fingerprint"):
+            problems.append(
+                f"{meta_path.parent}: {meta['config']} (with what it extends) changed since the "
+                f"run at {str(meta.get('commit'))[:7]}; rerun `{meta.get('command')}` and fill "
+                "the snapshot again (update)"
+            )
+    return problems
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
@@ -131,7 +177,8 @@ def update_snapshot(
             out = snapshot / f"{prefix}tables" / rel
             write_text(out, path.read_text(encoding="utf-8"))
             written.append(out)
-    meta = {"config": config, "command": command, "commit": commit, "dirty": dirty,
+    meta = {"config": config, "config_fingerprint": config_fingerprint(config),
+            "command": command, "commit": commit, "dirty": dirty,
             "seeds": sorted(seeds or {})}  # fmt: skip
     write_json(snapshot / META, meta)
     return [*written, snapshot / META]
@@ -351,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             found = compare_tables(Path(args.results), Path(args.snapshot),
                                    tolerance=args.tolerance)  # fmt: skip
         else:
-            found = check_quotes([Path(f) for f in args.files] or default_documents())
+            found = stale_snapshots() + check_quotes(
+                [Path(f) for f in args.files] or default_documents()
+            )
     except LokiInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
