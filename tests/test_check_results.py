@@ -175,6 +175,9 @@ def test_a_change_to_the_config_a_snapshot_extends_makes_it_stale(repo):
     default.write_text(default.read_text().replace("seed: 42", "seed: 43"))
     stale = stale_snapshots(repo)
     assert len(stale) == 2 and all("rerun `" in p for p in stale)
+    update_snapshot(repo / "results", repo / SNAPSHOTS / "default", config="config/config.yaml",
+                    command="x", commit=COMMIT, dirty=True)  # fmt: skip
+    assert any("uncommitted changes" in p for p in stale_snapshots(repo))
     assert any("config/example_task.yaml (with what it extends) changed" in p for p in stale)
 
 

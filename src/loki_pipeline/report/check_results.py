@@ -115,7 +115,8 @@ def config_fingerprint(path: str | Path) -> str:
 
 def stale_snapshots(root: Path = Path(".")) -> list[str]:
     """Each snapshot under ``docs/results`` whose config no longer reads as it did when the
-    run was made (``config_fingerprint``): its numbers are not what the config now produces."""
+    run was made (``config_fingerprint``: its numbers are not what the config now produces),
+    or that was made from a checkout with uncommitted changes."""
     problems = []
     for meta_path in sorted((root / SNAPSHOTS).glob(f"*/{META}")):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -129,6 +130,12 @@ def stale_snapshots(root: Path = Path(".")) -> list[str]:
             found = config_fingerprint(meta["config"])
         finally:
             os.chdir(cwd)
+        if meta.get("dirty") is not False:
+            problems.append(
+                f"{meta_path.parent}: made from a checkout with uncommitted changes (or not "
+                "known to be clean): the numbers are not those of a commit; commit, rerun and "
+                "fill it again"
+            )
         if found != meta.get("config_fingerprint"):
             problems.append(
                 f"{meta_path.parent}: {meta['config']} (with what it extends) changed since the "
