@@ -157,7 +157,10 @@ def test_cli_update_compare_and_quotes_exit_codes(tmp_path, capsys, monkeypatch)
     assert "snapshot '37.5', run '12.0'" in capsys.readouterr().out
     assert main(["update", "--results", "nowhere", "--snapshot", snap, "--config", "c.yaml",
                  "--command", "x"]) == 2  # fmt: skip
-    assert main(["quotes"]) == 0  # no README or docs here: nothing quoted, the config as it was
+    capsys.readouterr()
+    # not a git checkout: no commit, so not known to be clean
+    assert json.loads((Path(snap) / "snapshot.json").read_text())["dirty"] is None
+    assert main(["quotes"]) == 1 and "not known to be clean" in capsys.readouterr().out
     (tmp_path / "c.yaml").write_text("models: {m: {}}\n")
     assert main(["quotes"]) == 1
     assert "c.yaml (with what it extends) changed" in capsys.readouterr().out

@@ -166,7 +166,7 @@ def update_snapshot(
     they came from; the old snapshot's tables are replaced whole."""
     if commit is None:
         commit = _git("rev-parse", "HEAD").strip() or "unknown"
-    if dirty is None:  # changes to tracked files other than the snapshots themselves
+    if dirty is None and commit != "unknown":  # tracked files changed, snapshots aside
         status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
                       f":(exclude){SNAPSHOTS.as_posix()}")  # fmt: skip
         dirty = bool(status.strip())
