@@ -120,7 +120,7 @@ def test_pipeline_registers_html_tables_and_keeps_csvs_as_files():
     items = re.findall(r'report\(\s*"([^"]+)",[^)]*?category="([^"]+)"', rules, re.S)
     tables = [path for path, category in items if category == "Tables"]
     files = [path for path, category in items if category == "Table files"]
-    assert len(tables) == 3 and all(p.endswith(".html") for p in tables)
+    assert len(tables) == 4 and all(p.endswith(".html") for p in tables)
     assert sorted(p.removesuffix(".html") for p in tables) == sorted(
         p.removesuffix(".csv") for p in files
     )

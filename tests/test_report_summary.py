@@ -92,3 +92,31 @@ def test_onsuccess_prints_the_summary_of_the_configs_tables(tmp_path):
     out = proc.stdout + proc.stderr
     assert "results/tables/smollm2-135m/toolace/task.{csv,md,tex,html}" in out
     assert "toolace-loki_q10  2.5 [-1.2, 6.8] n=86" in out
+
+
+def test_summary_prints_avg_drop_and_the_comparison_verdicts(tmp_path):
+    from loki_pipeline.report.comparison import comparison_columns
+    from loki_pipeline.report.tables import forgetting_columns
+
+    folder = tmp_path / "results" / "tables" / "m" / "toolace"
+    folder.mkdir(parents=True)
+    rows = [
+        {"run": "base"},
+        {"run": "toolace-loki_q10", "Avg": 2.5, "Avg_drop": 1.0, "Avg_drop_n": 86,
+         "Avg_drop_lo": -2.0, "Avg_drop_hi": 4.0},
+    ]  # fmt: skip
+    written = write_table(rows, forgetting_columns([]), folder / "forgetting")
+    verdicts = [
+        {"run_a": "toolace-loki_q10", "run_b": "toolace-lora_r16", "metric": "Avg",
+         "delta": -29.06, "lo": -50.2, "hi": -8.0, "verdict": "a is better"},
+        {"run_a": "toolace-loki_q10", "run_b": "toolace-lora_r16", "metric": "overall",
+         "delta": 2.0, "lo": None, "hi": None, "verdict": "within noise"},
+    ]  # fmt: skip
+    written += write_table(verdicts, comparison_columns(), folder / "comparison")
+    text = summarize(written)
+    assert f"{folder}/comparison.{{csv,md,tex,html}}" in text
+    assert "Avg drop (points)" in text
+    lines = [" ".join(ln.split()) for ln in text.splitlines()]
+    assert "toolace-loki_q10 2.50 (no interval) 1.0 [-2.0, 4.0] n=86" in lines
+    assert "toolace-loki_q10 vs toolace-lora_r16 Avg -29.1 [-50.2, -8.0] a is better" in lines
+    assert "toolace-loki_q10 vs toolace-lora_r16 overall +2.0 within noise" in lines

@@ -318,7 +318,7 @@ def report_targets():
     targets = []
     for model in MODELS:
         for task in table_tasks(config, model):
-            for stem in ("forgetting", "task"):
+            for stem in ("forgetting", "task", "comparison"):
                 targets += expand(
                     "results/tables/{model}/{task}/{stem}.{ext}",
                     model=model, task=task, stem=stem, ext=["csv", "md", "tex", "html"],

@@ -69,6 +69,43 @@ rule tables:
         "../scripts/tables.py"
 
 
+# The paper's comparison: each LoKI run against each baseline (full, PEFT) of the task, the paired
+# difference in Avg, Avg drop and the primary task score with 95% intervals and a verdict
+# (loki_pipeline.report.comparison); the onsuccess summary prints the verdicts.
+rule comparison:
+    input:
+        general=lambda wc: table_inputs(wc)["general"],
+        task=lambda wc: table_inputs(wc)["task"],
+    output:
+        csv=report(
+            "results/tables/{model}/{task}/comparison.csv",
+            caption="../report/comparison_table.rst",
+            category="Table files",
+            subcategory="{model} {task}",
+        ),
+        md="results/tables/{model}/{task}/comparison.md",
+        tex="results/tables/{model}/{task}/comparison.tex",
+        html=report(
+            "results/tables/{model}/{task}/comparison.html",
+            caption="../report/comparison_table.rst",
+            category="Tables",
+            subcategory="{model} {task}",
+        ),
+    log:
+        "logs/comparison/{model}/{task}.log",
+    benchmark:
+        "results/benchmarks/comparison/{model}/{task}.tsv"
+    conda:
+        "../../envs/loki.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        runs=lambda wc: task_runs(wc.model, wc.task),
+    script:
+        "../scripts/comparison.py"
+
+
 rule tradeoff:
     input:
         unpack(table_inputs),

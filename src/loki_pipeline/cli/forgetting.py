@@ -6,9 +6,10 @@ import argparse
 
 HELP = (
     "Forgetting table from lm-eval result JSON files: one row per run, the general scores in "
-    "percent and Avg = 100/N Σ (S_o − S_t)/S_o against --base, each with its item count and "
-    "95% interval when lm-eval's samples_<task>.jsonl (or n-samples) are beside the results; "
-    "writes PREFIX.csv/.md/.tex."
+    "percent, Avg = 100/N Σ (S_o − S_t)/S_o against --base (leaving out a benchmark whose "
+    "base score's 95% interval reaches 0, named in the table's note) and Avg drop = 100/N Σ "
+    "(S_o − S_t) in points over all, each with its item count and 95% interval when lm-eval's "
+    "samples_<task>.jsonl (or n-samples) are beside the results; writes PREFIX.csv/.md/.tex."
 )
 
 

@@ -6,10 +6,11 @@ corner is read at a glance. Families come from the parsed run names (``loki_pipe
 Runs without a task score (the suppression ablations S-H/S-L, which are not trained on the task)
 are drawn as dashed vertical lines at their ``Avg``, with a shaded band over its interval.
 
-Each point has 95% error bars both ways (``Avg``: bootstrap over items; score: Wilson or
-bootstrap, see ``report.intervals``). A run that shows no learning on its task
-(``report.learning``) is drawn hollow and labelled "(no learning)". Labels are placed by
-``place_labels`` so that none overlaps another label or a marker.
+Each point has 95% error bars both ways where they are known (``Avg``: bootstrap over items;
+score: Wilson or bootstrap, see ``report.intervals``); the x-axis caption (``bars_caption``)
+names every run without one, so it never promises a bar the figure lacks. A run that shows no
+learning on its task (``report.learning``) is drawn hollow and labelled "(no learning)". Labels
+are placed by ``place_labels`` so that none overlaps another label or a marker.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def draw_tradeoff(
     intervals: Mapping[str, tuple[Interval, Interval]] | None = None,
     no_learning: Collection[str] = (),
     vline_intervals: Mapping[str, Interval] | None = None,
+    x_label: str = "forgetting Avg (%)",
 ) -> None:
     """Draw the figure on ``ax`` (see ``plot_tradeoff``); labels are placed by the caller."""
     intervals = intervals or {}
@@ -161,7 +163,10 @@ def draw_tradeoff(
         seen.add("suppress")
         ax.annotate(run, (avg, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7)
     ax.axvline(0, color="#bbbbbb", linewidth=0.8, zorder=1)
-    ax.set_xlabel("forgetting Avg (%)  ← less forgetting   (bars: 95% intervals)")
+    ax.set_xlabel(
+        f"{x_label}  ← less forgetting\n"
+        + bars_caption(points, intervals, task=task, vline_intervals=vline_intervals)
+    )
     ax.set_ylabel(score_label)
     if title:
         ax.set_title(title)
@@ -170,6 +175,32 @@ def draw_tradeoff(
     # outside the axes, right: inside, "best" weighs only lines and points, and the legend
     # covered the vertical suppression lines' labels
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def bars_caption(
+    points: Mapping[str, tuple[float, float]],
+    intervals: Mapping[str, tuple[Interval, Interval]] | None,
+    *,
+    task: str,
+    vline_intervals: Mapping[str, Interval] | None = None,
+) -> str:
+    """What the error bars are, naming every run that has none in a direction (base has no x
+    bar: its Avg is 0 by definition), so the caption never promises a bar the figure lacks."""
+    intervals = intervals or {}
+    no_x = [r for r in points if run_family(parse_run(r, [task])) != "base"
+            and intervals.get(r, (None, None))[0] is None]  # fmt: skip
+    no_x += [r for r, band in (vline_intervals or {}).items() if band is None]
+    no_y = [r for r in points if intervals.get(r, (None, None))[1] is None]
+    if not any(v for pair in intervals.values() for v in pair) and not any(
+        (vline_intervals or {}).values()
+    ):
+        return "no 95% intervals: no per-item scores"
+    text = "bars: 95% intervals"
+    if no_x:
+        text += "; no x interval: " + ", ".join(no_x)
+    if no_y:
+        text += "; no y interval: " + ", ".join(no_y)
+    return text
 
 
 def point_label(run: Run, no_learning: Collection[str]) -> str:

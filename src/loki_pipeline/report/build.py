@@ -22,12 +22,16 @@ from typing import Any
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.evaluate.sft import KIND as SFT_KIND
 from loki_pipeline.report.forgetting import (
+    BENCHMARKS,
+    LEFT_OUT,
     ItemScores,
     forgetting_avg,
     forgetting_avg_interval,
+    forgetting_drop,
     forgetting_rows,
     load_item_scores,
     load_scores,
+    unstable_benchmarks,
 )
 from loki_pipeline.report.intervals import RESAMPLES, SEED, Estimate
 from loki_pipeline.report.learning import (
@@ -151,11 +155,16 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
     if not any(r.get(f"{k}_n") for r in rows for k in benchmarks):
         return ["No per-item scores or item counts were found: the scores have no n or interval."]
     notes = [
-        "Scores in percent with their 95% Wilson interval over the n items. Avg: 95% percentile "
-        f"bootstrap interval ({BOOTSTRAP}), resampling the items of each benchmark with the "
-        "same item indices for base and run where both scored the same items (paired); its n "
-        "is the number of items over all benchmarks."
+        "Scores in percent with their 95% Wilson interval over the n items. Avg and Avg drop: "
+        f"95% percentile bootstrap interval ({BOOTSTRAP}), resampling the items of each "
+        "benchmark with the same item indices for base and run where both scored the same "
+        "items (paired); their n is the number of items over the benchmarks they average. "
+        "Avg drop (points): 100/N Σ (S_o − S_t), the average drop in points over all N "
+        "benchmarks, defined at any base score."
     ]
+    left_out = left_out_note(rows)
+    if left_out:
+        notes.append(left_out)
     noise = noise_note(rows, columns, benchmarks)
     if noise:
         notes.append(noise)
@@ -180,6 +189,25 @@ def forgetting_notes(rows: list[dict[str, Any]], columns: list) -> list[str]:
             "few items Avg is not evidence either way: " + ", ".join(undefined) + "."
         )
     return notes
+
+
+def left_out_note(rows: list[dict[str, Any]]) -> str | None:
+    """The note naming the benchmarks left out of the relative Avg, and why (``LEFT_OUT``)."""
+    left_out = next((r[LEFT_OUT] for r in rows if r.get(LEFT_OUT)), None)
+    if not left_out:
+        return None
+    reasons = "; ".join(f"{BENCHMARKS.get(t, t)}: {why}" for t, why in left_out.items())
+    every = all(r.get("Avg") is None for r in rows)
+    avg = (
+        "so no relative Avg is given (every benchmark is left out)"
+        if every
+        else "so Avg averages the other benchmarks only"
+    )
+    return (
+        "Left out of the relative Avg, whose term (S_o − S_t)/S_o is undefined at a base score "
+        f"of 0 and decided by one item near it ({reasons}): {avg}. Their scores stay in the "
+        "table, and Avg drop (points) includes them."
+    )
 
 
 #: How a task of the user's is scored, under its task table.
@@ -269,7 +297,8 @@ def build_task_tables(
         columns,
         out_dir / "forgetting",
         caption=f"Forgetting on {caption_model} ({task}): general scores (%) with n and 95% "
-        "intervals, and Avg, 100/N Σ (S_o − S_t)/S_o against base.",
+        "intervals, Avg, 100/N Σ (S_o − S_t)/S_o against base, and Avg drop, 100/N Σ "
+        "(S_o − S_t) in points.",
         notes=forgetting_notes(rows, columns) + external_notes,
     )
     results, estimates, checks = task_evidence(task, task_results)
@@ -335,23 +364,32 @@ def build_tradeoff(
     first = next(iter(results.values()))
     primary = first["primary_metric"]
     scale = metric_scales(first).get(primary, 100)  # a loss is plotted as it is, not in %
+    # x: the table's Avg, over the benchmarks it keeps; the drop in points when it keeps none
+    left_out = unstable_benchmarks(base, items[BASE], tasks)
+    kept = [t for t in tasks if t not in left_out]
+    over, point = (kept, forgetting_avg) if kept else (tasks, forgetting_drop)
+    x_label = "forgetting Avg (%)" if kept else "forgetting: Avg drop (points)"
+    if left_out and kept:
+        x_label += " without " + ", ".join(BENCHMARKS.get(t, t) for t in left_out)
     points, intervals = {}, {}
     for name, result in results.items():
         score = estimates[name].get(primary) or Estimate(float(result["metrics"][primary]))
         if name == BASE:
             avg, x_interval = 0.0, None
         else:
-            avg = forgetting_avg(base, runs[name])
-            x_interval = forgetting_avg_interval(items[BASE], items.get(name, {}), tasks)
+            avg = point(base, runs[name], over)
+            x_interval = forgetting_avg_interval(
+                items[BASE], items.get(name, {}), over, relative=bool(kept)
+            )
         y_interval = None if score.lo is None else (scale * score.lo, scale * score.hi)
         points[name] = (avg, scale * float(result["metrics"][primary]))
         intervals[name] = (x_interval, y_interval)
     vlines, vline_intervals = {}, {}
     for name, path in (suppress_general or {}).items():
         scores = load_scores(path, tasks=tasks)
-        vlines[name] = forgetting_avg(base, scores)
+        vlines[name] = point(base, scores, over)
         vline_intervals[name] = forgetting_avg_interval(
-            items[BASE], load_item_scores(path, tasks=tasks), tasks
+            items[BASE], load_item_scores(path, tasks=tasks), over, relative=bool(kept)
         )
     return plot_tradeoff(
         points,
@@ -365,4 +403,5 @@ def build_tradeoff(
         intervals=intervals,
         no_learning=[name for name, c in checks.items() if c.learned is False],
         vline_intervals=vline_intervals,
+        x_label=x_label,
     )

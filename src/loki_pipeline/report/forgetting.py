@@ -15,6 +15,12 @@ without them, a 0/1 metric is rebuilt from the results' ``n-samples`` and the sc
 benchmark's score gets the Wilson interval; ``Avg`` gets a bootstrap interval that resamples the
 items of each benchmark, with the same item indices for base and run where both were scored on
 the same items (lm-eval doc ids), so the interval is that of the drop itself.
+
+Near a base score of 0 the relative drop is undefined (at 0) or decided by one item (base 1 of
+20: a run that gets 3 of 20 has a drop of -200%). A benchmark whose base score's bootstrap
+interval reaches 0 (``unstable_benchmarks``) is therefore reported on its own row cells but left
+out of the relative ``Avg``; ``Avg_drop``, the average drop in points over all benchmarks, is
+given beside it and always has an interval.
 """
 
 from __future__ import annotations
@@ -295,6 +301,81 @@ def _paired(base: ItemScores, run: ItemScores) -> np.ndarray | None:
     return np.array([by_key[k] for k in base.keys])
 
 
+#: A benchmark is left out of the relative Avg when at least this share of bootstrap resamples
+#: of base's items scores 0 (its 95% percentile interval reaches 0): there (S_o − S_t) / S_o
+#: is undefined, and near it a single item decides the benchmark's whole term.
+UNSTABLE_SHARE = 0.025
+#: Row key (not a table column) of the benchmarks left out of a run's relative Avg, with why.
+LEFT_OUT = "Avg_left_out"
+
+
+def unstable_benchmarks(
+    base: Mapping[str, float], items: Mapping[str, ItemScores], tasks: Sequence[str]
+) -> dict[str, str]:
+    """Benchmarks whose relative drop is undefined or unstable, with the reason: base scored 0,
+    or base's 95% bootstrap interval reaches 0, i.e. a resample of its ``n`` items is all 0
+    with probability ``(z/n)^n >= UNSTABLE_SHARE`` (``z`` items score 0; scores are >= 0)."""
+    out = {}
+    for task in tasks:
+        mine = items.get(task)
+        if base[task] == 0:
+            out[task] = "base scored 0, so (S_o - S_t)/S_o is undefined"
+        elif mine is not None and mine.values is not None and np.all(mine.values >= 0):
+            zero, n = int(np.sum(mine.values == 0)), len(mine.values)
+            if (zero / n) ** n >= UNSTABLE_SHARE:
+                out[task] = (
+                    f"base scored {n - zero} of {n} items above 0, so its 95% bootstrap interval "
+                    f"reaches 0 ({100 * (zero / n) ** n:.1f}% of resamples score 0)"
+                )
+    return out
+
+
+def avg_replicates(
+    base: Mapping[str, ItemScores],
+    runs: Sequence[Mapping[str, ItemScores]],
+    tasks: Sequence[str],
+    rng: np.random.Generator,
+    resamples: int,
+    *,
+    relative: bool = True,
+) -> list[np.ndarray] | None:
+    """Bootstrap replicates of each run's Avg against base over ``tasks`` (None without per-item
+    scores for every task, or with fewer than 2 items on one: no spread to resample).
+
+    ``relative``: the paper's ``100/N Σ (S_o − S_t)/S_o`` (NaN where a resampled base is 0);
+    else the drop in points, ``100/N Σ (S_o − S_t)``. Each resample draws every benchmark's
+    items with replacement, one set of indices for base and every run that scored the same
+    items (paired: the interval is that of the drop, and of a difference between runs),
+    independent draws for a run that did not.
+    """
+    per_task = []
+    for task in tasks:
+        b = base.get(task)
+        mine = [r.get(task) for r in runs]
+        if b is None or b.values is None or len(b.values) < 2:
+            return None
+        if any(t is None or t.values is None or len(t.values) < 2 for t in mine):
+            return None
+        per_task.append((b, mine))
+    totals = [np.zeros(resamples) for _ in runs]
+    for b, mine in per_task:
+        aligned = [_paired(b, t) for t in mine]
+        shared = [b.values] + [a for a in aligned if a is not None]
+        means = iter(resample_means(rng, shared, resamples))
+        b_means = next(means)
+        run_means = [next(means) if a is not None else None for a in aligned]
+        for i, t in enumerate(mine):
+            if run_means[i] is None:
+                (run_means[i],) = resample_means(rng, [t.values], resamples)
+        for total, t_means in zip(totals, run_means, strict=True):
+            if relative:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    total += np.where(b_means == 0, np.nan, (b_means - t_means) / b_means)
+            else:
+                total += b_means - t_means
+    return [100.0 * total / len(per_task) for total in totals]
+
+
 def forgetting_avg_interval(
     base: Mapping[str, ItemScores],
     run: Mapping[str, ItemScores],
@@ -302,35 +383,31 @@ def forgetting_avg_interval(
     *,
     seed: int = SEED,
     resamples: int = RESAMPLES,
+    relative: bool = True,
 ) -> tuple[float, float] | None:
-    """95% bootstrap interval of ``forgetting_avg`` (None without per-item scores for every task).
-
-    Each resample draws the items of every benchmark with replacement: one set of item indices
-    for base and run where they scored the same items (paired), independent draws otherwise.
+    """95% bootstrap interval of ``forgetting_avg`` (``relative=False``: of the drop in points,
+    ``forgetting_drop``); None without per-item scores for every task (``avg_replicates``).
     Resamples where a base score is 0 (the relative drop is undefined) are left out.
     """
-    pairs = []
-    for task in tasks:
-        b, t = base.get(task), run.get(task)
-        if b is None or t is None or b.values is None or t.values is None:
-            return None
-        pairs.append((b, t))
 
     def statistic(rng: np.random.Generator, n: int) -> np.ndarray:
-        total = np.zeros(n)
-        for b, t in pairs:
-            aligned = _paired(b, t)
-            if aligned is not None:
-                b_means, t_means = resample_means(rng, [b.values, aligned], n)
-            else:
-                (b_means,) = resample_means(rng, [b.values], n)
-                (t_means,) = resample_means(rng, [t.values], n)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                total += np.where(b_means == 0, np.nan, (b_means - t_means) / b_means)
-        return 100.0 * total / len(pairs)
+        found = avg_replicates(base, [run], tasks, rng, n, relative=relative)
+        return np.full(n, np.nan) if found is None else found[0]
 
+    if not tasks:
+        return None
     estimate = bootstrap_estimate(0.0, 0, statistic, seed=seed, resamples=resamples)
     return None if estimate.lo is None else (estimate.lo, estimate.hi)
+
+
+def forgetting_drop(
+    base: Mapping[str, float], tuned: Mapping[str, float], tasks: Sequence[str]
+) -> float:
+    """The average drop in points, ``100/N · Σ_i (base_i − tuned_i)``: defined at any base score
+    (the companion of the relative Avg where a base score is near 0)."""
+    if not tasks:
+        raise LokiInputError("forgetting needs at least one benchmark")
+    return 100.0 * sum(base[t] - tuned[t] for t in tasks) / len(tasks)
 
 
 def forgetting_rows(
@@ -341,15 +418,21 @@ def forgetting_rows(
     tasks: Sequence[str] | None = None,
     items: Mapping[str, Mapping[str, ItemScores]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per run (``base`` first): scores in percent, ``Avg`` and trainable parameters.
+    """One row per run (``base`` first): scores in percent, ``Avg``, ``Avg_drop`` and trainable
+    parameters.
 
     Each score ``k`` also has ``k_n``, ``k_lo`` and ``k_hi`` (item count, 95% interval in
     percent; None when unknown), from ``items`` (run name -> benchmark -> ``ItemScores``,
-    including ``base``); ``Avg_n`` is the number of items behind the run's Avg.
+    including ``base``); ``Avg_n`` is the number of items behind the run's Avg. ``Avg`` is the
+    paper's relative Avg over the benchmarks whose base score is stable
+    (``unstable_benchmarks``: they are left out, and None when every one is); ``Avg_drop`` the
+    average drop in points over all of them, which always has an interval when items are known.
     """
     tasks = list(tasks if tasks is not None else base)
     params = params or {}
     items = items or {}
+    left_out = unstable_benchmarks(base, items.get("base", {}), tasks)
+    kept = [t for t in tasks if t not in left_out]
     rows = []
     for name, scores in {"base": base, **runs}.items():
         row: dict[str, Any] = {"run": name, "params": params.get(name)}
@@ -358,11 +441,22 @@ def forgetting_rows(
             put_estimate(row, t, score_estimate(scores[t], mine.get(t)).scaled(100))
         if name == "base":
             put_estimate(row, "Avg", None)
-        else:
-            avg = forgetting_avg(base, scores, tasks)
-            interval = forgetting_avg_interval(items.get("base", {}), mine, tasks)
-            counts = [mine[t].n for t in tasks if t in mine]
-            n = sum(counts) if len(counts) == len(tasks) else None
-            put_estimate(row, "Avg", Estimate(avg, n, *(interval or (None, None))))
+            put_estimate(row, "Avg_drop", None)
+            rows.append(row)
+            continue
+        for key, over, relative in (("Avg", kept, True), ("Avg_drop", tasks, False)):
+            if not over:
+                put_estimate(row, key, None)
+                continue
+            value = (
+                forgetting_avg(base, scores, over)
+                if relative
+                else forgetting_drop(base, scores, over)
+            )
+            interval = forgetting_avg_interval(items.get("base", {}), mine, over, relative=relative)
+            counts = [mine[t].n for t in over if t in mine]
+            n = sum(counts) if len(counts) == len(over) else None
+            put_estimate(row, key, Estimate(value, n, *(interval or (None, None))))
+        row[LEFT_OUT] = dict(left_out)  # not a column: the table's note says it
         rows.append(row)
     return rows

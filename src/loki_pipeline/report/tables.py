@@ -275,6 +275,7 @@ def forgetting_columns(tasks: Sequence[str]) -> list[Column]:
         ("params", "#params", ","),
         *[(t, BENCHMARKS.get(t, t), "ci") for t in tasks],
         ("Avg", "Avg", "ci"),
+        ("Avg_drop", "Avg drop (points)", "ci"),
     ]
 
 
