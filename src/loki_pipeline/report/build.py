@@ -79,7 +79,7 @@ def mark_external(
     return [*columns, ("external", "external", "")], [note]
 
 
-def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], dict[str, dict]]:
+def general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], dict[str, dict]]:
     if BASE not in general:
         raise LokiInputError(f"the general evaluations must include the {BASE!r} run")
     base = load_scores(general[BASE])
@@ -89,7 +89,7 @@ def _general_scores(general: Mapping[str, PathLike]) -> tuple[dict[str, float], 
     return base, runs
 
 
-def _general_items(
+def general_items(
     general: Mapping[str, PathLike], tasks: list[str]
 ) -> dict[str, dict[str, ItemScores]]:
     return {name: load_item_scores(path, tasks=tasks) for name, path in general.items()}
@@ -286,9 +286,9 @@ def build_task_tables(
     ``reference``: the run the task table is also relative to (None: the reranker's full
     fine-tune when present); ``external``: external run -> source, rows marked ‡.
     """
-    base, runs = _general_scores(general)
+    base, runs = general_scores(general)
     counts = {name: trainable_params(p) for name, p in params.items()}
-    items = _general_items(general, list(base))
+    items = general_items(general, list(base))
     rows = forgetting_rows(base, runs, params=counts, items=items)
     columns, external_notes = mark_external(rows, forgetting_columns(list(base)), external)
     out_dir = Path(out_dir)
@@ -331,8 +331,8 @@ def build_task_tables(
 
 def build_suppress_table(general: Mapping[str, PathLike], out_dir: PathLike) -> list[Path]:
     """``out_dir/forgetting.*`` for the suppression ablations (the LoKI paper's Table 5)."""
-    base, runs = _general_scores(general)
-    rows = forgetting_rows(base, runs, items=_general_items(general, list(base)))
+    base, runs = general_scores(general)
+    rows = forgetting_rows(base, runs, items=general_items(general, list(base)))
     columns = forgetting_columns(list(base))
     return write_table(
         rows,
@@ -357,9 +357,9 @@ def build_tradeoff(
     ways, runs that did not learn hollow; suppressions as lines with their Avg interval."""
     from loki_pipeline.figures.tradeoff import plot_tradeoff
 
-    base, runs = _general_scores(general)
+    base, runs = general_scores(general)
     tasks = list(base)
-    items = _general_items(general, tasks)
+    items = general_items(general, tasks)
     results, estimates, checks = task_evidence(task, task_results)
     first = next(iter(results.values()))
     primary = first["primary_metric"]

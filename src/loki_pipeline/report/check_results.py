@@ -99,7 +99,7 @@ def config_fingerprint(path: str | Path) -> str:
     layout ignored."""
     import yaml
 
-    from loki_pipeline.schemas import resolve_extends
+    from loki_pipeline.config import resolve_extends
 
     path = Path(path)
     try:

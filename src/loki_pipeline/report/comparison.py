@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from loki_pipeline.evaluate.sft import KIND as SFT_KIND
-from loki_pipeline.report.build import _general_items, _general_scores, task_summary
+from loki_pipeline.report.build import general_items, general_scores, task_summary
 from loki_pipeline.report.forgetting import (
     ItemScores,
     avg_replicates,
@@ -40,13 +40,13 @@ from loki_pipeline.report.forgetting import (
 )
 from loki_pipeline.report.intervals import RESAMPLES, SEED, percentile
 from loki_pipeline.report.learning import (
-    _bfcl_replicates,
-    _bfcl_units,
-    _rank_units,
-    _Units,
+    ItemUnits,
+    bfcl_replicates,
+    bfcl_units,
+    rank_units,
     reranker_qrels,
 )
-from loki_pipeline.report.sft import _columns
+from loki_pipeline.report.sft import sft_columns
 from loki_pipeline.report.tables import write_table
 from loki_pipeline.runs import BASE, parse_run
 
@@ -84,7 +84,7 @@ def comparison_pairs(runs: Sequence[str], task: str) -> list[tuple[str, str]]:
     return [(a, b) for a in loki for b in baselines]
 
 
-def _aligned_units(units: Sequence[_Units]) -> list[_Units] | None:
+def _aligned_units(units: Sequence[ItemUnits]) -> list[ItemUnits] | None:
     """Every run's units in the first run's item order, None when the items differ."""
     out = [units[0]]
     for other in units[1:]:
@@ -111,7 +111,7 @@ def primary_replicates(
     if any(not s.get("items") for s in summaries):
         return None
     if summaries[0].get("kind") == SFT_KIND:
-        found = [_columns(s, primary, where) for s in summaries]
+        found = [sft_columns(s, primary, where) for s in summaries]
         if any(f is None for f in found):
             return None
         keys = found[0][0]
@@ -125,16 +125,16 @@ def primary_replicates(
             out.append(np.asarray(stat([c[order][idx].mean(axis=1) for c in cols]), dtype=float))
         return out, len(keys)
     if task == "toolace":
-        units = _aligned_units([_bfcl_units(s, where) for s in summaries])
+        units = _aligned_units([bfcl_units(s, where) for s in summaries])
         if units is None:
             return None
         n = sum(len(v) for _, v in units[0].groups.values())
         if n < 2:
             return None
-        return [reps[primary] for reps in _bfcl_replicates(rng, units, resamples)], n
+        return [reps[primary] for reps in bfcl_replicates(rng, units, resamples)], n
     if qrels is None:
         return None
-    ranked = [_rank_units(s, qrels, where) for s in summaries]
+    ranked = [rank_units(s, qrels, where) for s in summaries]
     if any(r is None for r in ranked):
         return None
     units = _aligned_units([r[primary] for r in ranked])
@@ -272,9 +272,9 @@ def build_comparison(
 ) -> list[Path]:
     """``out_dir/comparison.{csv,md,tex,html}`` of one task (see the module); a warning in the
     rule's log names each verdict."""
-    base, runs = _general_scores(general)
+    base, runs = general_scores(general)
     tasks = list(base)
-    items = _general_items(general, tasks)
+    items = general_items(general, tasks)
     summaries = {name: task_summary(path, task) for name, path in task_results.items()}
     qrels = None
     if task == "reranker" and summaries:

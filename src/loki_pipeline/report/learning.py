@@ -60,12 +60,12 @@ class LearningCheck:
 
 
 @dataclass(frozen=True)
-class _Units:
+class ItemUnits:
     """Per-item values of one run, in groups (BFCL categories; one group of queries)."""
 
     groups: dict[str, tuple[list[str], np.ndarray]]  # group -> (item keys, values)
 
-    def aligned(self, other: _Units) -> _Units | None:
+    def aligned(self, other: ItemUnits) -> ItemUnits | None:
         """``other``'s values in this run's item order when both hold the same items."""
         if set(self.groups) != set(other.groups):
             return None
@@ -76,7 +76,7 @@ class _Units:
                 return None
             by_key = dict(zip(okeys, ovalues, strict=True))
             out[g] = (keys, np.array([by_key[k] for k in keys]))
-        return _Units(out)
+        return ItemUnits(out)
 
 
 def _bfcl_compose(sums: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def _bfcl_compose(sums: Mapping[str, Any], counts: Mapping[str, int]) -> dict[st
     return bfcl_compose(sums, counts)
 
 
-def _bfcl_units(summary: Mapping[str, Any], where: str) -> _Units:
+def bfcl_units(summary: Mapping[str, Any], where: str) -> ItemUnits:
     groups: dict[str, tuple[list[str], list[float]]] = {}
     for i, item in enumerate(summary["items"]):
         try:
@@ -98,11 +98,11 @@ def _bfcl_units(summary: Mapping[str, Any], where: str) -> _Units:
             raise LokiInputError(
                 f"{where}: BFCL item {i} lacks 'id', 'category' or 'correct'"
             ) from None
-    return _Units({g: (k, np.array(v)) for g, (k, v) in groups.items()})
+    return ItemUnits({g: (k, np.array(v)) for g, (k, v) in groups.items()})
 
 
-def _bfcl_replicates(
-    rng: np.random.Generator, runs: Sequence[_Units], resamples: int
+def bfcl_replicates(
+    rng: np.random.Generator, runs: Sequence[ItemUnits], resamples: int
 ) -> list[dict[str, np.ndarray]]:
     """BFCL metrics of each of ``runs`` (same groups, aligned items) over shared resamples."""
     sums: list[dict[str, np.ndarray]] = [{} for _ in runs]
@@ -184,8 +184,8 @@ def at_one(judged: Mapping[str, int], docs: Mapping[str, float]) -> dict[str, fl
     }
 
 
-def _rank_units(summary: Mapping[str, Any], qrels: Qrels, where: str) -> dict[str, _Units] | None:
-    """Per-query ranking metrics (one ``_Units`` per metric); queries without candidates
+def rank_units(summary: Mapping[str, Any], qrels: Qrels, where: str) -> dict[str, ItemUnits] | None:
+    """Per-query ranking metrics (one ``ItemUnits`` per metric); queries without candidates
     (absent from the items) count 0, as the evaluation counts them."""
     run = _rankings(summary, where)
     if any(q not in qrels for q in run):
@@ -194,7 +194,7 @@ def _rank_units(summary: Mapping[str, Any], qrels: Qrels, where: str) -> dict[st
     empty = max(int((summary.get("counts") or {}).get("queries", len(run))) - len(run), 0)
     keys = list(per_query) + [f"<no candidates {i}>" for i in range(empty)]
     return {
-        m: _Units({"queries": (keys, np.array([v[m] for v in per_query.values()] + [0.0] * empty))})
+        m: ItemUnits({"queries": (keys, np.array([v[m] for v in per_query.values()] + [0.0] * empty))})
         for m in ("map@1", "recall@1", "ndcg@1", "precision@1")
     }
 
@@ -230,7 +230,7 @@ def task_estimates(
             return {m: Estimate(v, int(counts["queries"])) for m, v in metrics.items()}
         return {m: Estimate(v, counts.get(m)) for m, v in metrics.items()}
     if task == "toolace":
-        units = _bfcl_units(summary, where)
+        units = bfcl_units(summary, where)
         sums = {g: float(v.sum()) for g, (_, v) in units.groups.items()}
         n = {g: len(v) for g, (_, v) in units.groups.items()}
         point = _bfcl_compose(sums, n)
@@ -254,7 +254,7 @@ def task_estimates(
     if qrels is None:
         log.warning("%s: no relevance judgements; ranking metrics get no interval", where)
         return {m: Estimate(v, int(counts.get("queries", 0)) or None) for m, v in metrics.items()}
-    per_metric = _rank_units(summary, qrels, where)
+    per_metric = rank_units(summary, qrels, where)
     if per_metric is None or any(
         not _close(float(per_metric[m].groups["queries"][1].mean()), v)
         for m, v in metrics.items()
@@ -307,19 +307,19 @@ def learning_check(
         return LearningCheck(False, True, same, "outputs equal base's on every item")
     rng = np.random.default_rng(seed)
     if task == "toolace":
-        b_units, r_units = _bfcl_units(base, where), _bfcl_units(run, where)
+        b_units, r_units = bfcl_units(base, where), bfcl_units(run, where)
         aligned = b_units.aligned(r_units)
         if aligned is not None:
-            b_reps, r_reps = _bfcl_replicates(rng, [b_units, aligned], resamples)
+            b_reps, r_reps = bfcl_replicates(rng, [b_units, aligned], resamples)
         else:
-            (b_reps,) = _bfcl_replicates(rng, [b_units], resamples)
-            (r_reps,) = _bfcl_replicates(rng, [r_units], resamples)
+            (b_reps,) = bfcl_replicates(rng, [b_units], resamples)
+            (r_reps,) = bfcl_replicates(rng, [r_units], resamples)
         diff = r_reps[primary] - b_reps[primary]
         n = sum(len(v) for _, v in r_units.groups.values())
     else:
         if qrels is None:
             return LearningCheck(None, False, Estimate(point), "no relevance judgements to test")
-        b_all, r_all = _rank_units(base, qrels, where), _rank_units(run, qrels, where)
+        b_all, r_all = rank_units(base, qrels, where), rank_units(run, qrels, where)
         if (
             b_all is None
             or r_all is None

@@ -60,7 +60,7 @@ def _rows(summary: Mapping[str, Any], where: str) -> dict[str, tuple[float, floa
     return out
 
 
-def _columns(summary: Mapping[str, Any], metric: str, where: str):
+def sft_columns(summary: Mapping[str, Any], metric: str, where: str):
     """(item keys, per-item columns, statistic) of ``metric``; None without per-item values."""
     if metric in HELDOUT:
         rows = _rows(summary, where)
@@ -117,7 +117,7 @@ def sft_identical(base: Mapping[str, Any], run: Mapping[str, Any], metric: str, 
             {str(i["id"]): i.get("output") for i in s.get("items") or []} for s in (base, run)
         ]
         return outputs[0] == outputs[1]
-    b, r = _columns(base, metric, where), _columns(run, metric, where)
+    b, r = sft_columns(base, metric, where), sft_columns(run, metric, where)
     if b is None or r is None:
         return False
     return b[0] == r[0] and all(np.array_equal(x, y) for x, y in zip(b[1], r[1], strict=True))
@@ -129,7 +129,7 @@ def sft_delta(
 ) -> tuple[Estimate, bool] | None:  # fmt: skip
     """(run − base on ``metric`` with its 95% bootstrap interval, paired?) or None without
     per-item values; items are paired by id where both runs scored the same ones."""
-    b, r = _columns(base, metric, where), _columns(run, metric, where)
+    b, r = sft_columns(base, metric, where), sft_columns(run, metric, where)
     if b is None or r is None:
         return None
     (b_keys, b_cols, stat), (r_keys, r_cols, _) = b, r
