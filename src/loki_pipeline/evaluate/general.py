@@ -49,6 +49,11 @@ from loki_pipeline.evaluate.opencompass import (
     OPENCOMPASS_CONFIGS,
     OPENCOMPASS_METRICS,
 )
+from loki_pipeline.evaluate.opencompass_models import (
+    generation_overrides,
+    opencompass_model,
+    with_user_turns,
+)
 from loki_pipeline.io import atomic_path, write_json
 from loki_pipeline.settings import StageSettings, from_schema, schema_default
 
@@ -192,13 +197,15 @@ def write_local_tasks(
     data_dir: str | os.PathLike,
     tasks: Iterable[str],
     protocol: str = "lm-eval",
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Fill ``lm_eval_tasks/<task>.yaml`` with this machine's paths into ``include_dir``.
 
     The templates hold ``$LM_EVAL_TASKS`` (the installed official YAMLs) and ``$DATA_DIR``;
     values are substituted after YAML parsing, so any path is quoted correctly. Under protocol
     ``opencompass`` the same data settings extend ``opencompass_tasks/<task>.yaml`` instead of
-    the official task (both read items in the official schema).
+    the official task (both read items in the official schema). ``overrides`` (task -> keys)
+    replace top-level keys of a task (the model config's output cap).
     """
     import yaml
 
@@ -222,6 +229,25 @@ def write_local_tasks(
         cfg = fill(yaml.safe_load((templates / f"{task}.yaml").read_text(encoding="utf-8")))
         if protocol == "opencompass":
             cfg["include"] = str(opencompass_tasks_dir() / f"{task}.yaml")
+        cfg.update((overrides or {}).get(task, {}))
+        (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def write_opencompass_hub_tasks(
+    include_dir: str | os.PathLike,
+    tasks: Iterable[str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """``opencompass_tasks/<task>.yaml`` on the official datasets, each with its
+    ``overrides`` (see :func:`write_local_tasks`), into ``include_dir``."""
+    import yaml
+
+    out = Path(include_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        cfg = {"include": str(opencompass_tasks_dir() / f"{task}.yaml")}
+        cfg.update((overrides or {}).get(task, {}))
         (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return out
 
@@ -319,6 +345,9 @@ def evaluate_general(
     # OpenCompass asked chat models through their chat template, few-shot examples as turns
     chat = settings.apply_chat_template or protocol == "opencompass"
     model_path = check_model_dir(model_dir)
+    # OpenCompass renders the user turns and caps some answers through the model's own config
+    oc_model = opencompass_model(model_path) if protocol == "opencompass" else None
+    overrides = generation_overrides(tasks, oc_model) if oc_model else None
     if limit is not None and limit < 1:
         raise LokiInputError(f"evaluate.general.limit must be >= 1 or null, got {limit}")
     if settings.batch_size < 1:
@@ -360,16 +389,17 @@ def evaluate_general(
         contextlib.ExitStack() as stack,
     ):
         if source == "local":
-            include = write_local_tasks(Path(scratch) / "tasks", data_root, tasks, protocol)
+            include = write_local_tasks(
+                Path(scratch) / "tasks", data_root, tasks, protocol, overrides
+            )
             task_manager = TaskManager(include_path=str(include), include_defaults=False)
             notes.append(
                 f"source local: the {protocol} task definitions on the project's own items "
                 f"({data_root}); scores compare runs with each other, not with published numbers"
             )
         elif protocol == "opencompass":
-            task_manager = TaskManager(
-                include_path=str(opencompass_tasks_dir()), include_defaults=False
-            )
+            include = write_opencompass_hub_tasks(Path(scratch) / "tasks", tasks, overrides)
+            task_manager = TaskManager(include_path=str(include), include_defaults=False)
             notes.append("source hub: the official datasets")
         else:
             task_manager = TaskManager()
@@ -381,6 +411,7 @@ def evaluate_general(
                 f"{', '.join(OPENCOMPASS_CONFIGS[t].split('/')[-1] for t in tasks)}) "
                 "as lm-eval tasks; greedy, with their answer extraction and metrics"
             )
+            notes.append(oc_model.note())
         else:
             notes.append("protocol lm-eval: lm-eval's official scoring")
         executor = CodeEval(allow=allow_code_execution, timeout=code_timeout)
@@ -391,8 +422,9 @@ def evaluate_general(
             notes.append(f"at most {limit} items per task (lm-eval limit)")
         if max_gen_toks is not None:
             official = (
-                "triviaqa 50, gsm8k 512, humaneval 512, ifeval 1025, hellaswag and winogrande 4096"
-                if protocol == "opencompass"
+                "triviaqa 50, gsm8k 512, humaneval 512, ifeval 1025, hellaswag and winogrande "
+                f"{oc_model.max_out_len} (the model config's)"
+                if oc_model
                 else "ifeval 1280, humaneval 1024; the others stop earlier at their stop sequences"
             )
             notes.append(
@@ -421,6 +453,8 @@ def evaluate_general(
             batch_size=settings.batch_size,
             dtype=settings.dtype,
         )
+        if oc_model:
+            lm.apply_chat_template = with_user_turns(lm.apply_chat_template, oc_model)
         tracker = EvaluationTracker(output_path=str(Path(scratch) / "out" / "results.json"))
         results = seeded_evaluate(
             model=lm,
