@@ -273,3 +273,30 @@ def write_dataset(task: str, data_dir: Path, out: Path) -> str:
         shutil.copy(data_dir / src, out / "data.jsonl")
         return str(out / "data.jsonl")
     raise KeyError(task)
+
+
+def dataset(dataset_config: str, dataset_path: str) -> tuple[Any, Any]:
+    """(test split as OpenCompass's loader and reader build it, the config's ``eval_cfg``)."""
+    load()
+    from opencompass.utils.build import build_dataset_from_cfg
+
+    cfg = read_config(dataset_config)
+    (ds_cfg,) = next(v for k, v in cfg.items() if k.endswith("_datasets"))
+    ds_cfg = ds_cfg.copy()
+    ds_cfg["path"] = dataset_path
+    return build_dataset_from_cfg(ds_cfg), ds_cfg["eval_cfg"]
+
+
+def postprocess(eval_cfg: Any, text: str, key: str = "pred_postprocessor") -> str:
+    """The config's post-processor (``pred_postprocessor`` or ``dataset_postprocessor``)."""
+    if key not in eval_cfg:
+        return text
+    kwargs = dict(eval_cfg[key])
+    proc = kwargs.pop("type")
+    return proc(text, **kwargs)
+
+
+def evaluator(eval_cfg: Any) -> Any:
+    """The config's evaluator, built as OpenCompass builds it."""
+    kwargs = dict(eval_cfg["evaluator"])
+    return kwargs.pop("type")(**kwargs)
