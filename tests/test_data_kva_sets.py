@@ -64,12 +64,8 @@ def test_each_row_is_rendered_through_the_chat_template_with_the_generation_prom
     items = load_prompts(write_jsonl(tmp_path / "p.jsonl", ROWS))
     expected = [
         chatml(("user", ROWS[0]["prompt"])),
-        chatml(
-            ("system", SYSTEM),
-            ("user", "I like maps."),
-            ("assistant", "Me too."),
-            ("user", "Which ocean is the largest?"),
-        ),  # fmt: skip
+        chatml(("system", SYSTEM), ("user", "I like maps."), ("assistant", "Me too."),
+               ("user", "Which ocean is the largest?")),  # fmt: skip
         chatml(("user", ROWS[2]["prompt"])),
         chatml(("user", "Name a noble gas.")),
     ]

@@ -19,12 +19,8 @@ from loki_pipeline.models.loading import load_model
 
 HAND_RENDERED = [  # ROWS as the tiny ChatML template renders them, written out by hand
     chatml(("user", "What is the capital of France?")),
-    chatml(
-        ("system", SYSTEM),
-        ("user", "I like maps."),
-        ("assistant", "Me too."),
-        ("user", "Which ocean is the largest?"),
-    ),  # fmt: skip
+    chatml(("system", SYSTEM), ("user", "I like maps."), ("assistant", "Me too."),
+           ("user", "Which ocean is the largest?")),  # fmt: skip
     chatml(("user", "What is 7 times 8?")),
     chatml(("user", "Name a noble gas.")),
 ]
@@ -84,9 +80,7 @@ def test_mmlu_shards_keep_the_dataset_fingerprint_they_had(tiny_checkpoint, mmlu
     for r in rows:  # the pre-format fingerprint: [id, subject, question, choices, answer]
         n = count.setdefault(r["subject"], 0)
         count[r["subject"]] += 1
-        before.append(
-            [f"{r['subject']}/{n}", r["subject"], r["question"], r["choices"], r["answer"]]
-        )
+        before.append([f"{r['subject']}/{n}", r["subject"], r["question"], r["choices"], r["answer"]])
     data = load_kva(run(tiny_checkpoint, mmlu_file, tmp_path / "0.h5"))
     inputs = json.loads(data.attrs["inputs"])
     assert inputs["dataset"] == config_hash(before) and "dataset_format" not in inputs
@@ -102,9 +96,7 @@ def test_kva_over_an_lm_eval_task_attributes_its_mmlu_style_prompts(tiny_checkpo
     assert data.question_id == ["hellaswag/0", "hellaswag/1"]
     assert data.attrs["dataset"] == "local:hellaswag"
     model, tok = load_model(tiny_checkpoint)
-    assert_matches_reference(
-        data, model, tok, [chatml(("user", hellaswag_prompt(r))) for r in rows]
-    )
+    assert_matches_reference(data, model, tok, [chatml(("user", hellaswag_prompt(r))) for r in rows])
 
 
 def test_cli_attributes_a_prompts_file(tiny_checkpoint, tmp_path, capsys):
