@@ -28,8 +28,8 @@ from typing import Any
 
 #: The release the project mirrors; the tests skip (naming this command) without it.
 INSTALL = (
-    "pip install --no-deps opencompass==0.4.1 mmengine-lite==0.10.7 && "
-    "pip install addict termcolor yapf"
+    "pip install --no-deps opencompass==0.4.1 mmengine-lite==0.10.7 "
+    "addict==2.4.0 termcolor==3.3.0 yapf==0.43.0"
 )
 
 #: Packages whose ``__init__`` would import everything; they become lazy shells.
