@@ -363,3 +363,32 @@ def ifeval_both(oc_paths) -> tuple[list, list]:
                 )
             )
     return ours, theirs
+
+
+def test_the_default_is_the_release_s_most_common_hf_chat_config():
+    """Of the release's ``HuggingFacewithChatTemplate`` configs only Llama-3.1-8B-Instruct's has a
+    meta template of its own, and 1024 is the most common output cap."""
+    import ast
+    from collections import Counter
+
+    caps, with_meta = Counter(), []
+    for path in sorted((oracle.config_root() / "models").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "type=HuggingFacewithChatTemplate" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.keyword) and node.arg == "max_out_len":
+                caps[ast.literal_eval(node.value)] += 1
+            if isinstance(node, ast.keyword) and node.arg == "meta_template":
+                with_meta.append(path.relative_to(oracle.config_root()).as_posix())
+    assert with_meta == [LLAMA_3_1_8B_INSTRUCT.config]
+    assert caps.most_common(1)[0][0] == DEFAULT.max_out_len
+    assert sum(caps.values()) > 100
+
+
+def test_ifeval_s_later_config_differs_only_in_its_cap():
+    """0.4.2 points IFEval_gen.py at IFEval_gen_353ae7: 0.4.1's config without max_out_len."""
+    root = oracle.config_root() / "datasets" / "IFEval"
+    mirrored = (root / "IFEval_gen_3321a3.py").read_text(encoding="utf-8")
+    later = (root / "IFEval_gen_353ae7.py").read_text(encoding="utf-8")
+    assert mirrored.replace("GenInferencer, max_out_len=1025)", "GenInferencer)") == later

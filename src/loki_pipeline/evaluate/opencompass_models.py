@@ -18,7 +18,7 @@ benchmark reaches two models differently (open-compass/opencompass 0.4.1,
 architecture in ``config.json`` and the chat template survive training) and returns the
 profile its OpenCompass config implies. A model OpenCompass 0.4.1 has no config for gets
 :data:`DEFAULT`: the default meta template, as OpenCompass asks a model whose config names
-none, and ``max_out_len`` 1024, the value of 82 of the release's 103 HF chat configs.
+none, and ``max_out_len`` 1024, the value of 83 of the release's 103 HF chat configs.
 """
 
 from __future__ import annotations
