@@ -208,3 +208,45 @@ def test_the_lm_eval_protocol_is_unchanged(tiny_checkpoint, tmp_path, monkeypatc
         apply_chat_template=True,
     )
     assert seen and seen[0][0].endswith("Answer:<|im_end|>\n<|im_start|>assistant\n")
+
+
+# --- IFEval's language checks repeat -----------------------------------------------------------
+
+
+def test_langdetect_is_random_unseeded_and_repeats_seeded():
+    """The lowercase-English check on a short text: unseeded, langdetect's verdict varies from
+    call to call (both OpenCompass and lm-eval leave it unseeded); seeded it is one verdict."""
+    import langdetect
+
+    from loki_pipeline.evaluate.ifeval_offline import langdetect_seeded
+
+    text = "*a* only"
+    unseeded = {langdetect.detect(text) for _ in range(60)}
+    with langdetect_seeded():
+        seeded = {langdetect.detect(text) for _ in range(60)}
+    assert len(unseeded) > 1
+    assert len(seeded) == 1
+    assert langdetect.DetectorFactory.seed is None  # restored
+
+
+def test_a_run_scores_ifeval_with_langdetect_seeded(tiny_checkpoint, tmp_path, monkeypatch):
+    import langdetect
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks.ifeval import instructions
+
+    seeds = []
+    real = langdetect.detect
+
+    def detect(text):
+        seeds.append(langdetect.DetectorFactory.seed)
+        return real(text)
+
+    monkeypatch.setattr(instructions.langdetect, "detect", detect)
+    monkeypatch.setattr(
+        HFLM, "generate_until", lambda self, requests, **kw: ["all lower case"] * len(requests)
+    )
+    summary = general.evaluate_general(
+        tiny_checkpoint, tmp_path / "g.json", tasks=["ifeval"], protocol="opencompass", limit=2
+    )
+    assert seeds and set(seeds) == {0}
+    assert any("langdetect seeded" in n for n in summary["notes"])

@@ -326,9 +326,9 @@ def ifeval_answers() -> list[str]:
 def test_ifeval_scores_equal_opencompass(oc_paths):
     """Both score with nltk's Punkt sentence splitter (the offline fallback where its trained
     model is not installed: the same one for both)."""
-    from loki_pipeline.evaluate.ifeval_offline import punkt_fallback
+    from loki_pipeline.evaluate.ifeval_offline import langdetect_seeded, punkt_fallback
 
-    with punkt_fallback():
+    with punkt_fallback(), langdetect_seeded():
         ours, theirs = ifeval_both(oc_paths)
     assert ours == theirs
     strict = [o[0] for o in ours]
@@ -392,3 +392,156 @@ def test_ifeval_s_later_config_differs_only_in_its_cap():
     mirrored = (root / "IFEval_gen_3321a3.py").read_text(encoding="utf-8")
     later = (root / "IFEval_gen_353ae7.py").read_text(encoding="utf-8")
     assert mirrored.replace("GenInferencer, max_out_len=1025)", "GenInferencer)") == later
+
+
+#: Every IFEval instruction: (id, kwargs, responses that keep it, break it, or sit on an edge).
+IFEVAL_INSTRUCTIONS = [
+    ("keywords:existence", {"keywords": ["apple", "pie"]}, ["I like apple pie.", "I like cake."]),
+    (
+        "keywords:frequency",
+        {"keyword": "cat", "frequency": 2, "relation": "at least"},
+        ["cat and cat", "one cat", "Cat CAT cats"],
+    ),
+    ("keywords:forbidden_words", {"forbidden_words": ["bad"]}, ["all good", "a bad day", "Badly"]),
+    (
+        "keywords:letter_frequency",
+        {"letter": "z", "let_frequency": 2, "let_relation": "less than"},
+        ["zz top", "a z", "Zebra"],
+    ),
+    (
+        "language:response_language",
+        {"language": "en"},
+        [
+            "This is a plain English sentence about the weather in the city today.",
+            "Ceci est une phrase en français sur le temps qu'il fait aujourd'hui en ville.",
+        ],
+    ),
+    (
+        "length_constraints:number_sentences",
+        {"num_sentences": 2, "relation": "at least"},
+        ["One. Two.", "Only one.", "Dr. Smith came. He left!"],
+    ),
+    (
+        "length_constraints:number_paragraphs",
+        {"num_paragraphs": 2},
+        ["p1\n***\np2", "p1\n\np2", "p1\n***\n\n***\np2", "* * *"],
+    ),
+    (
+        "length_constraints:number_words",
+        {"num_words": 5, "relation": "at least"},
+        ["one two three four five", "one two", ""],
+    ),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+        ["First.\n\nThen second.", "First.\n\nAnd second.", 'First.\n\n"Then, second".', "One."],
+    ),
+    (
+        "detectable_content:number_placeholders",
+        {"num_placeholders": 2},
+        ["[name] at [address]", "[name] only", "[ ] and []"],
+    ),
+    (
+        "detectable_content:postscript",
+        {"postscript_marker": "P.P.S"},
+        ["Hi\nP.P.S bye", "Hi\nP.S. bye", "Hi\np.p.s. bye"],
+    ),
+    (
+        "detectable_format:number_bullet_lists",
+        {"num_bullets": 2},
+        ["* a\n* b", "- a\n- b\n- c", "* a", "*a*\n*b*"],
+    ),
+    ("detectable_format:constrained_response", {}, ["My answer is yes.", "Maybe."]),
+    (
+        "detectable_format:number_highlighted_sections",
+        {"num_highlights": 2},
+        ["*a* and *b*", "**a** and **b**", "*a* only", "** **"],
+    ),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "Section", "num_sections": 2},
+        ["Section 1\nx\nSection 2\ny", "Section 1\nx", "SECTION 1\nx\nSECTION 2\ny"],
+    ),
+    (
+        "detectable_format:json_format",
+        {},
+        ['{"a": 1}', '```json\n{"a": 1}\n```', "not json", '```\n{"a": 1}\n```'],
+    ),
+    ("detectable_format:title", {}, ["<<Title>>\nx", "<<>>\nx", "Title\nx"]),
+    ("combination:two_responses", {}, ["A\n******\nB", "A\n******\nA", "A", "A\n******"]),
+    (
+        "combination:repeat_prompt",
+        {"prompt_to_repeat": "Say hi"},
+        ["Say hi then hello", "hello Say hi", "say hi then hello"],
+    ),
+    (
+        "startend:end_checker",
+        {"end_phrase": "Is there anything else?"},
+        [
+            "Done. Is there anything else?",
+            "Is there anything else? Done.",
+            "done. is there anything else?  ",
+        ],
+    ),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 2, "capital_relation": "at least"},
+        ["THE BIG dog", "The dog", "I AM"],
+    ),
+    ("change_case:english_capital", {}, ["ALL CAPS HERE", "Not caps", "CAPS 123 !"]),
+    ("change_case:english_lowercase", {}, ["all lower", "Not lower", ""]),
+    ("punctuation:no_comma", {}, ["no comma here", "a, b", "a，b"]),
+    ("startend:quotation", {}, ['"quoted"', "not quoted", '"half', ' "padded" ']),
+]
+
+
+def test_every_ifeval_instruction_kept_and_broken_scores_as_opencompass():
+    """Each of IFEval's 25 instructions on its own and all of them at once (instruction-level
+    accuracy then counts them), every response against every instruction."""
+    from loki_pipeline.evaluate.ifeval_offline import langdetect_seeded, punkt_fallback
+
+    ds_cfg = oracle.read_config(f"datasets/{oc.OPENCOMPASS_CONFIGS['ifeval']}")
+    evaluator = oracle.evaluator(ds_cfg.ifeval_datasets[0]["eval_cfg"])
+    responses = [r for _, _, rs in IFEVAL_INSTRUCTIONS for r in rs]
+    docs = [
+        {"key": i, "prompt": "Write.", "instruction_id_list": [iid], "kwargs": [kwargs]}
+        for i, (iid, kwargs, _) in enumerate(IFEVAL_INSTRUCTIONS)
+    ]
+    docs.append(
+        {
+            "key": len(docs),
+            "prompt": "Write.",
+            "instruction_id_list": [iid for iid, _, _ in IFEVAL_INSTRUCTIONS],
+            "kwargs": [kwargs for _, kwargs, _ in IFEVAL_INSTRUCTIONS],
+        }
+    )
+    ours, theirs = [], []
+    # langdetect is random unless seeded (neither OpenCompass nor lm-eval seeds it): seeded, both
+    # sides see the same verdict on the same text
+    with punkt_fallback(), langdetect_seeded():
+        for doc in docs:
+            for answer in responses:
+                mine = oc.ifeval_score(doc, [answer])
+                ref = evaluator.score([answer], [doc], [doc["prompt"]])
+                ours.append(
+                    (
+                        mine["prompt_level_strict_acc"],
+                        mine["prompt_level_loose_acc"],
+                        mine["inst_level_strict_acc"],
+                        mine["inst_level_loose_acc"],
+                    )
+                )
+                detail = ref["details"]["0"]
+                n = len(doc["instruction_id_list"])
+                theirs.append(
+                    (
+                        detail["is_strict_correct"],
+                        detail["is_loose_correct"],
+                        round(ref["Inst-level-strict-accuracy"] * n / 100),
+                        round(ref["Inst-level-loose-accuracy"] * n / 100),
+                    )
+                )
+    ours = [(bool(a), bool(b), sum(c), sum(d)) for a, b, c, d in ours]
+    assert ours == theirs
+    kept = [o[0] for o in ours[: len(responses) * len(IFEVAL_INSTRUCTIONS)]]
+    assert 0 < sum(kept) < len(kept)

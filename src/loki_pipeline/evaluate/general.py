@@ -378,7 +378,12 @@ def evaluate_general(
     from lm_eval.tasks import TaskManager
 
     from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, isolation_mode
-    from loki_pipeline.evaluate.ifeval_offline import FALLBACK_NOTE, punkt_fallback
+    from loki_pipeline.evaluate.ifeval_offline import (
+        FALLBACK_NOTE,
+        LANGDETECT_SEED,
+        langdetect_seeded,
+        punkt_fallback,
+    )
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -418,6 +423,9 @@ def evaluate_general(
         stack.enter_context(code_eval_registered(executor))
         if "ifeval" in tasks and stack.enter_context(punkt_fallback()):
             notes.append(FALLBACK_NOTE)
+        if "ifeval" in tasks:
+            stack.enter_context(langdetect_seeded())
+            notes.append(f"ifeval: langdetect seeded ({LANGDETECT_SEED}) for repeatable verdicts")
         if limit is not None:
             notes.append(f"at most {limit} items per task (lm-eval limit)")
         if max_gen_toks is not None:
