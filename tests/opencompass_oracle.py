@@ -47,14 +47,14 @@ _SHELLS = (
 
 
 def missing() -> str | None:
-    """Why the oracle cannot run here (a sentence naming the install command), or None."""
+    """Why the oracle cannot run here (the tests' skip reason adds :data:`INSTALL`), or None."""
     for name in ("opencompass", "mmengine", "addict", "yapf", "termcolor"):
         if importlib.util.find_spec(name) is None:
-            return f"OpenCompass 0.4.1 oracle not installed ({name} missing): `{INSTALL}`"
+            return f"OpenCompass 0.4.1 oracle not installed ({name} missing)"
     import opencompass
 
     if opencompass.__version__ != "0.4.1":
-        return f"OpenCompass {opencompass.__version__} installed, the oracle is 0.4.1: `{INSTALL}`"
+        return f"OpenCompass {opencompass.__version__} installed, the oracle is 0.4.1"
     return None
 
 

@@ -123,15 +123,17 @@ def test_messages_add_the_suffix_to_user_turns_only_and_copy():
     assert chat[1]["content"] == "q"  # the caller's list is left alone
 
 
-def test_the_oracle_skip_names_the_install_command(monkeypatch):
+def test_the_oracle_says_what_is_missing_and_how_to_install_it(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "mmengine" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "opencompass" else real(name, *a),
     )
-    reason = opencompass_oracle.missing()
-    assert reason and "pip install --no-deps opencompass==0.4.1" in reason
+    assert "(opencompass missing)" in opencompass_oracle.missing()
+    assert opencompass_oracle.INSTALL.startswith("pip install --no-deps opencompass==0.4.1 ")
 
 
 # --- a whole run -----------------------------------------------------------------------------

@@ -32,7 +32,9 @@ from loki_pipeline.evaluate.opencompass_models import (
     with_user_turns,
 )
 
-pytestmark = pytest.mark.skipif(oracle.missing() is not None, reason=str(oracle.missing()))
+pytestmark = pytest.mark.skipif(
+    oracle.missing() is not None, reason=f"{oracle.missing()}: `{oracle.INSTALL}`"
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 
