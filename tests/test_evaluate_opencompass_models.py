@@ -252,3 +252,22 @@ def test_a_run_scores_ifeval_with_langdetect_seeded(tiny_checkpoint, tmp_path, m
     )
     assert seeds and set(seeds) == {0}
     assert any("langdetect seeded" in n for n in summary["notes"])
+
+
+def test_hub_tasks_carry_the_model_configs_cap(tmp_path):
+    """Under source hub the run's task files extend the protocol's YAMLs with the model's cap."""
+    import yaml
+
+    from loki_pipeline.evaluate.opencompass_models import generation_overrides
+
+    out = general.write_opencompass_hub_tasks(
+        tmp_path,
+        ["hellaswag", "gsm8k"],
+        generation_overrides(["hellaswag", "gsm8k"], QWEN_2_5_INSTRUCT),
+    )
+    hella = yaml.safe_load((out / "hellaswag.yaml").read_text())
+    assert hella["include"] == str(general.opencompass_tasks_dir() / "hellaswag.yaml")
+    assert hella["generation_kwargs"] == {"until": [], "do_sample": False, "max_gen_toks": 4096}
+    assert yaml.safe_load((out / "gsm8k.yaml").read_text()) == {
+        "include": str(general.opencompass_tasks_dir() / "gsm8k.yaml")
+    }
