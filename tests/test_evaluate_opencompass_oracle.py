@@ -498,13 +498,14 @@ IFEVAL_INSTRUCTIONS = [
 
 
 def test_every_ifeval_instruction_kept_and_broken_scores_as_opencompass():
-    """Each of IFEval's 25 instructions on its own and all of them at once (instruction-level
-    accuracy then counts them), every response against every instruction."""
+    """Each of IFEval's 25 instructions on its own with its responses, and all of them at once
+    (instruction-level accuracy then counts them) with every response."""
     from loki_pipeline.evaluate.ifeval_offline import langdetect_seeded, punkt_fallback
 
     ds_cfg = oracle.read_config(f"datasets/{oc.OPENCOMPASS_CONFIGS['ifeval']}")
     evaluator = oracle.evaluator(ds_cfg.ifeval_datasets[0]["eval_cfg"])
-    responses = [r for _, _, rs in IFEVAL_INSTRUCTIONS for r in rs]
+    own_responses = [rs for _, _, rs in IFEVAL_INSTRUCTIONS]
+    responses = [r for rs in own_responses for r in rs]
     docs = [
         {"key": i, "prompt": "Write.", "instruction_id_list": [iid], "kwargs": [kwargs]}
         for i, (iid, kwargs, _) in enumerate(IFEVAL_INSTRUCTIONS)
@@ -521,8 +522,8 @@ def test_every_ifeval_instruction_kept_and_broken_scores_as_opencompass():
     # langdetect is random unless seeded (neither OpenCompass nor lm-eval seeds it): seeded, both
     # sides see the same verdict on the same text
     with punkt_fallback(), langdetect_seeded():
-        for doc in docs:
-            for answer in responses:
+        for doc, own in zip(docs, [*own_responses, responses], strict=True):
+            for answer in own:
                 mine = oc.ifeval_score(doc, [answer])
                 ref = evaluator.score([answer], [doc], [doc["prompt"]])
                 ours.append(
@@ -545,5 +546,5 @@ def test_every_ifeval_instruction_kept_and_broken_scores_as_opencompass():
                 )
     ours = [(bool(a), bool(b), sum(c), sum(d)) for a, b, c, d in ours]
     assert ours == theirs
-    kept = [o[0] for o in ours[: len(responses) * len(IFEVAL_INSTRUCTIONS)]]
+    kept = [o[0] for o in ours[: len(responses)]]
     assert 0 < sum(kept) < len(kept)
