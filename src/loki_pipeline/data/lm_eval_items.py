@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,13 +86,15 @@ def write_local_tasks(
     data_dir: str | os.PathLike,
     tasks: Iterable[str],
     protocol: str = "lm-eval",
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Fill ``lm_eval_tasks/<task>.yaml`` with this machine's paths into ``include_dir``.
 
     The templates hold ``$LM_EVAL_TASKS`` (the installed official YAMLs) and ``$DATA_DIR``;
     values are substituted after YAML parsing, so any path is quoted correctly. Under protocol
     ``opencompass`` the same data settings extend ``opencompass_tasks/<task>.yaml`` instead of
-    the official task (both read items in the official schema).
+    the official task (both read items in the official schema). ``overrides`` (task -> keys)
+    replace top-level keys of a task (the model config's output cap).
     """
     import yaml
 
@@ -116,5 +118,24 @@ def write_local_tasks(
         cfg = fill(yaml.safe_load((templates / f"{task}.yaml").read_text(encoding="utf-8")))
         if protocol == "opencompass":
             cfg["include"] = str(opencompass_tasks_dir() / f"{task}.yaml")
+        cfg.update((overrides or {}).get(task, {}))
+        (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def write_opencompass_hub_tasks(
+    include_dir: str | os.PathLike,
+    tasks: Iterable[str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """``opencompass_tasks/<task>.yaml`` on the official datasets, each with its
+    ``overrides`` (see :func:`write_local_tasks`), into ``include_dir``."""
+    import yaml
+
+    out = Path(include_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        cfg = {"include": str(opencompass_tasks_dir() / f"{task}.yaml")}
+        cfg.update((overrides or {}).get(task, {}))
         (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return out

@@ -42,8 +42,8 @@ from typing import Any
 
 from loki_pipeline.data.lm_eval_items import (
     check_local_data,
-    opencompass_tasks_dir,
     write_local_tasks,
+    write_opencompass_hub_tasks,
 )
 from loki_pipeline.devices import resolve_device
 from loki_pipeline.errors import LokiInputError, LokiWriteError
@@ -51,6 +51,11 @@ from loki_pipeline.evaluate.opencompass import (
     OPENCOMPASS_COMMIT,
     OPENCOMPASS_CONFIGS,
     OPENCOMPASS_METRICS,
+)
+from loki_pipeline.evaluate.opencompass_models import (
+    generation_overrides,
+    opencompass_model,
+    with_user_turns,
 )
 from loki_pipeline.evaluate.settings import GeneralEvalSettings
 from loki_pipeline.io import atomic_path, write_json
@@ -199,6 +204,9 @@ def evaluate_general(
     # OpenCompass asked chat models through their chat template, few-shot examples as turns
     chat = settings.apply_chat_template or protocol == "opencompass"
     model_path = check_model_dir(model_dir)
+    # OpenCompass renders the user turns and caps some answers through the model's own config
+    oc_model = opencompass_model(model_path) if protocol == "opencompass" else None
+    overrides = generation_overrides(tasks, oc_model) if oc_model else None
     if limit is not None and limit < 1:
         raise LokiInputError(f"evaluate.general.limit must be >= 1 or null, got {limit}")
     if settings.batch_size < 1:
@@ -229,7 +237,12 @@ def evaluate_general(
     from lm_eval.tasks import TaskManager
 
     from loki_pipeline.evaluate.code_exec import CodeEval, code_eval_registered, isolation_record
-    from loki_pipeline.evaluate.ifeval_offline import FALLBACK_NOTE, punkt_fallback
+    from loki_pipeline.evaluate.ifeval_offline import (
+        FALLBACK_NOTE,
+        LANGDETECT_SEED,
+        langdetect_seeded,
+        punkt_fallback,
+    )
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -240,16 +253,17 @@ def evaluate_general(
         contextlib.ExitStack() as stack,
     ):
         if source == "local":
-            include = write_local_tasks(Path(scratch) / "tasks", data_root, tasks, protocol)
+            include = write_local_tasks(
+                Path(scratch) / "tasks", data_root, tasks, protocol, overrides
+            )
             task_manager = TaskManager(include_path=str(include), include_defaults=False)
             notes.append(
                 f"source local: the {protocol} task definitions on the project's own items "
                 f"({data_root}); scores compare runs with each other, not with published numbers"
             )
         elif protocol == "opencompass":
-            task_manager = TaskManager(
-                include_path=str(opencompass_tasks_dir()), include_defaults=False
-            )
+            include = write_opencompass_hub_tasks(Path(scratch) / "tasks", tasks, overrides)
+            task_manager = TaskManager(include_path=str(include), include_defaults=False)
             notes.append("source hub: the official datasets")
         else:
             task_manager = TaskManager()
@@ -261,18 +275,23 @@ def evaluate_general(
                 f"{', '.join(OPENCOMPASS_CONFIGS[t].split('/')[-1] for t in tasks)}) "
                 "as lm-eval tasks; greedy, with their answer extraction and metrics"
             )
+            notes.append(oc_model.note())
         else:
             notes.append("protocol lm-eval: lm-eval's official scoring")
         executor = CodeEval(allow=allow_code_execution, timeout=code_timeout)
         stack.enter_context(code_eval_registered(executor))
         if "ifeval" in tasks and stack.enter_context(punkt_fallback()):
             notes.append(FALLBACK_NOTE)
+        if "ifeval" in tasks:
+            stack.enter_context(langdetect_seeded())
+            notes.append(f"ifeval: langdetect seeded ({LANGDETECT_SEED}) for repeatable verdicts")
         if limit is not None:
             notes.append(f"at most {limit} items per task (lm-eval limit)")
         if max_gen_toks is not None:
             official = (
-                "triviaqa 50, gsm8k 512, humaneval 512, ifeval 1025, hellaswag and winogrande 4096"
-                if protocol == "opencompass"
+                "triviaqa 50, gsm8k 512, humaneval 512, ifeval 1025, hellaswag and winogrande "
+                f"{oc_model.max_out_len} (the model config's)"
+                if oc_model
                 else "ifeval 1280, humaneval 1024; the others stop earlier at their stop sequences"
             )
             notes.append(
@@ -301,6 +320,8 @@ def evaluate_general(
             batch_size=settings.batch_size,
             dtype=settings.dtype,
         )
+        if oc_model:
+            lm.apply_chat_template = with_user_turns(lm.apply_chat_template, oc_model)
         tracker = EvaluationTracker(output_path=str(Path(scratch) / "out" / "results.json"))
         results = seeded_evaluate(
             model=lm,

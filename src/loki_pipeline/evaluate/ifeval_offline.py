@@ -100,3 +100,23 @@ def punkt_fallback() -> Iterator[bool]:
             yield True
         finally:
             nltk.data.path.remove(root)
+
+
+#: langdetect's seed while IFEval scores (its detector draws random numbers; unseeded, a short
+#: or mixed text can be English in one run and not in the next).
+LANGDETECT_SEED = 0
+
+
+@contextlib.contextmanager
+def langdetect_seeded(seed: int = LANGDETECT_SEED) -> Iterator[None]:
+    """Seed langdetect for the block, so IFEval's language checks (``language:response_language``
+    and the English ``change_case`` instructions) give the same verdict on the same text every
+    run. Neither lm-eval nor OpenCompass seeds it; a seeded verdict is one of theirs."""
+    from langdetect import DetectorFactory
+
+    before = DetectorFactory.seed
+    DetectorFactory.seed = seed
+    try:
+        yield
+    finally:
+        DetectorFactory.seed = before
