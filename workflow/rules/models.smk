@@ -5,9 +5,9 @@ rule prepare_model:
     output:
         directory("resources/models/{model}"),
     log:
-        "logs/prepare_model/{model}.log",
+        log_path("prepare_model/{model}.log"),
     benchmark:
-        "results/benchmarks/prepare_model/{model}.tsv"
+        results_path("benchmarks/prepare_model/{model}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -30,9 +30,9 @@ rule prepare_external:
     output:
         directory("resources/external/{model}/{run}"),
     log:
-        "logs/prepare_external/{model}/{run}.log",
+        log_path("prepare_external/{model}/{run}.log"),
     benchmark:
-        "results/benchmarks/prepare_external/{model}/{run}.tsv"
+        results_path("benchmarks/prepare_external/{model}/{run}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
