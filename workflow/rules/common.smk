@@ -96,6 +96,26 @@ def plan_mem_mb(rule):
     return mem_mb
 
 
+# A target naming a model the config does not define (a typo: results/kva/smollm2-13m/kva.h5)
+# matches no rule (the model wildcard allows only defined models); rule undefined_model
+# (models.smk) matches it instead and stops the plan with this message.
+STAGE_FOLDERS = ["kva", "select", "figures", "train", "suppress", "eval", "tables"]
+NOT_A_MODEL = "".join(f"(?!{re.escape(m)}$)" for m in MODELS) + r"[^/]+"
+
+
+def refuse_undefined_model(wildcards):
+    """The undefined_model rule's input function: the error naming the defined models."""
+    import difflib
+
+    close = difflib.get_close_matches(wildcards.name, MODELS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise LokiInputError(
+        f"{wildcards.name!r} is not a model of this config{hint}: the target names a model "
+        f"under {wildcards.folder}/, and the models defined (config key 'models') are: "
+        f"{', '.join(MODELS) or 'none'}"
+    )
+
+
 def kva_shards():
     return range(config["kva"]["shards"])
 
@@ -405,3 +425,11 @@ def print_summary():
     text = summarize(report_targets(), command)
     if text:
         print(f"\n{text}", end="", flush=True)
+
+
+def print_interrupted(snakemake_log):
+    """After Ctrl-C (the Snakefile's onerror): one line saying the same command resumes."""
+    from loki_pipeline.interrupt import MESSAGE, snakemake_was_interrupted
+
+    if snakemake_was_interrupted(snakemake_log):
+        print(MESSAGE, flush=True)

@@ -44,3 +44,18 @@ rule prepare_external:
         content=lambda wc: source_fingerprint(external_runs(config, wc.model)[wc.run]),
     script:
         "../scripts/prepare_model.py"
+
+
+# A target under a model folder of a model the config does not define: an error naming the
+# defined models, where Snakemake alone would say "No rule to produce" (common.smk).
+rule undefined_model:
+    input:
+        refuse_undefined_model,
+    output:
+        "{folder}/{name}/{rest}",
+    wildcard_constraints:
+        folder="|".join(
+            [re.escape(results_path(f)) for f in STAGE_FOLDERS] + ["resources/models"]
+        ),
+        name=NOT_A_MODEL,
+        rest=".+",
