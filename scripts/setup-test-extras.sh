@@ -52,6 +52,6 @@ install_system_package chromium chromium "the report's headless-browser test wil
 
 if [ "$with_model" = 1 ]; then
   echo "== SmolLM2-135M (resources/models/smollm2-135m)"
-  snakemake --cores 1 --quiet rules resources/models/smollm2-135m \
+  snakemake --cores 1 resources/models/smollm2-135m --quiet rules \
     || echo "SmolLM2-135M could not be prepared; the tests marked slow will skip"
 fi
