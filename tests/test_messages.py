@@ -3,11 +3,13 @@ config does not define."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -83,13 +85,15 @@ def test_every_long_job_script_turns_ctrl_c_into_the_message(script):
 
 
 def test_the_workflow_says_how_to_resume_only_after_ctrl_c(tmp_path):
-    log = tmp_path / "snakemake.log"
+    log = stopped = tmp_path / "stopped.log"
     log.write_text("Select jobs to execute...\nTerminating processes on user request, this "
                    "might take some time.\n")  # fmt: skip
     assert snakemake_was_interrupted(log)
+    log = tmp_path / "snakemake.log"
     log.write_text("Error in rule kva:\n")
     assert not snakemake_was_interrupted(log)
     assert not snakemake_was_interrupted(tmp_path / "missing.log")
+    assert snakemake_was_interrupted([tmp_path / "missing.log", str(stopped)])  # Snakemake 9
     assert "onerror:\n    print_interrupted(log)" in (ROOT / "Snakefile").read_text()
 
 
@@ -103,3 +107,41 @@ def test_a_target_naming_an_undefined_model_lists_the_defined_models():
     assert "'smollm2-13m' is not a model of this config (did you mean 'smollm2-135m'?)" in out
     assert "the models defined (config key 'models') are: smollm2-135m" in out
     assert "No rule to produce" not in out
+
+
+def test_ctrl_c_of_a_snakemake_run_ends_the_job_log_and_the_console_with_the_message(tmp_path):
+    """A workflow with the project's onerror and a job script as the project's start: after
+    SIGINT to the run's process group, the job's log holds the one line (no traceback), the
+    console ends with it, the exit status is 130, and the same command can run again."""
+    (tmp_path / "job.py").write_text(
+        "import sys, time\n"
+        "from loki_pipeline.interrupt import exit_on_sigint\n"
+        "exit_on_sigint()\n"
+        "sys.stderr = open(snakemake.log[0], 'w')\n"
+        "open('started', 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "{ROOT}/config/config.yaml"\n'
+        f'include: "{ROOT}/workflow/rules/common.smk"\n'
+        'rule long:\n    output: "out"\n    log: "long.log"\n    script: "job.py"\n'
+        "onerror:\n    print_interrupted(log)\n"
+    )
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "1", "out"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )  # fmt: skip
+    for _ in range(600):
+        if (tmp_path / "started").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert (tmp_path / "started").exists(), proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out = proc.communicate(timeout=120)[0]
+    assert (tmp_path / "long.log").read_text().splitlines() == [MESSAGE]
+    assert out.splitlines()[-1] == MESSAGE and proc.returncode == 130, out
+    assert "KeyboardInterrupt" not in out
+    rerun = subprocess.run([SNAKEMAKE, "-n", "out"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr  # no lock left: it resumes

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterable
 
 #: 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C.
 EXIT_STATUS = 130
@@ -35,10 +36,19 @@ def exit_on_sigint(prefix: str = "") -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def snakemake_was_interrupted(log_path: str | os.PathLike | None) -> bool:
-    """Whether the Snakemake run that wrote ``log_path`` was stopped by Ctrl-C."""
-    try:
-        with open(log_path or "", encoding="utf-8", errors="replace") as log:
-            return any(SNAKEMAKE_STOPPED in line for line in log)
-    except OSError:
+def snakemake_was_interrupted(
+    logs: str | os.PathLike | Iterable[str | os.PathLike] | None,
+) -> bool:
+    """Whether the Snakemake run that wrote ``logs`` (its log file, or the list of them that
+    Snakemake 9 hands to ``onerror``) was stopped by Ctrl-C."""
+    if logs is None:
         return False
+    paths = [logs] if isinstance(logs, (str, os.PathLike)) else list(logs)
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as log:
+                if any(SNAKEMAKE_STOPPED in line for line in log):
+                    return True
+        except OSError:
+            continue
+    return False

@@ -428,8 +428,11 @@ def print_summary():
 
 
 def print_interrupted(snakemake_log):
-    """After Ctrl-C (the Snakefile's onerror): one line saying the same command resumes."""
-    from loki_pipeline.interrupt import MESSAGE, snakemake_was_interrupted
+    """After Ctrl-C (the Snakefile's onerror): one last line saying the same command resumes,
+    and exit status 130 (SystemExit passes through Snakemake's clean-up, which a rerun needs:
+    no lock is left)."""
+    from loki_pipeline.interrupt import EXIT_STATUS, MESSAGE, snakemake_was_interrupted
 
     if snakemake_was_interrupted(snakemake_log):
         print(MESSAGE, flush=True)
+        raise SystemExit(EXIT_STATUS)
