@@ -117,3 +117,23 @@ def test_the_default_then_the_example_then_the_default_again_has_nothing_to_do(t
     _pretend_to_run(work, [p for p in outputs_b if p not in shared], now - 100)
     assert "Nothing to be done" in _snakemake(work, "-n", *b)
     assert "Nothing to be done" in _snakemake(work, "-n", *a)  # A again: nothing to redo
+
+
+def test_the_shipped_configs_share_no_result_file(tmp_path):
+    """The default, the worked example, the reranker overlay and the paper: pairwise, no output
+    outside resources/ (the prepared models, one per model source) is the same file."""
+    work = _workflow_copy(tmp_path)
+    configs = {"default": ()} | {
+        name: ("--configfile", f"config/{name}.yaml")
+        for name in ("example_task", "reranker", "paper")
+    }
+    outputs = {
+        name: {p for p in _outputs(work, *args) if not p.startswith("resources/")}
+        for name, args in configs.items()
+    }
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not outputs[a] & outputs[b], (a, b, sorted(outputs[a] & outputs[b])[:5])
+    assert all(p.startswith("results/reranker/") for p in outputs["reranker"])
+    assert all(p.startswith("results/paper/") for p in outputs["paper"])
