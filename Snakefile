@@ -34,3 +34,7 @@ rule all:
 
 onsuccess:
     print_summary()  # tables and, per run, Avg and the task score (report.smk)
+
+
+onerror:
+    print_interrupted(log)  # after Ctrl-C: how to resume (common.smk)

@@ -131,7 +131,8 @@ def test_a_slow_call_is_stopped(monkeypatch):
 needs_wheel = pytest.mark.skipif(
     not WHEEL.is_file(),
     reason="bfcl-eval wheel not in resources/cache (tests never download): "
-    "`pip download bfcl-eval==2026.3.23 --no-deps -d resources/cache/wheels`",
+    "`scripts/setup-test-extras.sh --no-model` (or `pip download bfcl-eval==2026.3.23 --no-deps "
+    "-d resources/cache/wheels`)",
 )
 
 

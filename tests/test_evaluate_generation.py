@@ -17,7 +17,8 @@ WHEEL = (
 )
 NEEDS_WHEEL = (
     "bfcl-eval wheel not in resources/cache (tests never download): "
-    "`pip download bfcl-eval==2026.3.23 --no-deps -d resources/cache/wheels`"
+    "`scripts/setup-test-extras.sh --no-model` (or `pip download bfcl-eval==2026.3.23 --no-deps "
+    "-d resources/cache/wheels`)"
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,23 @@ def test_kva_figures_name_the_attributed_set_in_their_titles(tmp_path, monkeypat
     assert len(titles) == 6
     assert all("MMLU (6 prompts)" in t for t in titles[:3])
     assert all("data/example_task/protect.jsonl (prompts, 6)" in t for t in titles[3:])
+
+
+def test_the_heatmap_and_its_report_caption_say_the_panels_likeness_is_the_finding(
+    tmp_path, monkeypatch
+):
+    """A newcomer sees two similar panels: the figure and the report's caption say that their
+    likeness is the paper's finding and what to compare."""
+    from loki_pipeline.figures import common
+
+    drawn = []
+    monkeypatch.setattr(common, "save_figure", lambda fig, paths: drawn.append(fig))
+    a = np.random.default_rng(3).standard_normal((4, 3, 16)).astype(np.float32)
+    draw_kva_heatmap(write_kva(tmp_path / "kva.h5", a), 10, [tmp_path / "h.png"], bins=4)
+    texts = " ".join(t.get_text() for t in drawn[0].texts).replace("\n", " ")
+    caption = (Path(__file__).resolve().parents[1] / "workflow" / "report"
+               / "select_heatmap.rst").read_text().replace("\n", " ")  # fmt: skip
+    for text in (texts, caption):
+        assert "finding" in text and "same layers" in text
+        assert "Compare the columns (layers)" in text
+

@@ -18,7 +18,19 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 #: (layer, module prefixes), lowest first; a module belongs to its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("errors", "io", "devices", "safe_text", "safe_yaml", "time_limit", "hub_access")),
+    (
+        "foundations",
+        (
+            "errors",
+            "io",
+            "devices",
+            "interrupt",
+            "safe_text",
+            "safe_yaml",
+            "time_limit",
+            "hub_access",
+        ),
+    ),
     ("schema", ("schemas", "settings")),
     ("data and models", ("data", "models")),
     ("kva", ("kva",)),
@@ -27,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("train",)),
     ("evaluate", ("evaluate",)),
     ("registries", ("tasks", "runs")),
-    ("config", ("config",)),
+    ("config", ("config", "results_dir")),
     ("plan, report, figures", ("plan", "report", "figures")),
     ("cli", ("cli",)),
 ]

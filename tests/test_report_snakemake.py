@@ -117,7 +117,10 @@ def test_report_shows_the_table_in_a_headless_browser(tmp_path):
 def test_pipeline_registers_html_tables_and_keeps_csvs_as_files():
     """Every report item of category "Tables" in the rules is a table's HTML page."""
     rules = (ROOT / "workflow" / "rules" / "report.smk").read_text()
-    items = re.findall(r'report\(\s*"([^"]+)",[^)]*?category="([^"]+)"', rules, re.S)
+    # an output path is written results_path("...") (inside the config's results folder)
+    items = re.findall(
+        r'report\(\s*(?:results_path\()?"([^"]+)"\)?,[^)]*?category="([^"]+)"', rules, re.S
+    )
     tables = [path for path, category in items if category == "Tables"]
     files = [path for path, category in items if category == "Table files"]
     assert len(tables) == 4 and all(p.endswith(".html") for p in tables)

@@ -105,8 +105,10 @@ def test_unknown_top_level_key_stops_snakemake_naming_it(tmp_path):
 
 
 def _dry_run(tmp_path, config_text: str, *targets: str) -> str:
+    """A dry run of `targets` under the config; its results go to the default's results/ (a
+    config file's own would be results/<its name>), where the targets are named."""
     config = tmp_path / "config.yaml"
-    config.write_text(config_text)
+    config.write_text(config_text + "\nresults_dir: results\n")
     proc = subprocess.run(
         [SNAKEMAKE, "-n", "--forceall", *targets, "--configfile", str(config)],
         cwd=ROOT,

@@ -130,7 +130,10 @@ def resolve_extends(
         base = load_yaml(path, "extends:")
         if not isinstance(base, dict):
             raise LokiInputError(f"extends: {path}: expected a mapping of keys, got {clip(base)}")
-        merged = merge_configs({k: v for k, v in base.items() if k != "extends"}, config)
+        # results_dir is each file's own (results_dir.py): never inherited from a base
+        merged = merge_configs(
+            {k: v for k, v in base.items() if k not in ("extends", "results_dir")}, config
+        )
         merged["extends"] = base.get("extends")  # the base's own base, if any, is next
         config, dirs = merged, [path.parent, Path(".")]
     config["extends"] = str(seen[0]) if seen else config.get("extends")

@@ -16,6 +16,7 @@ from loki_pipeline.data.records import is_hub_source
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.sources import source_fingerprint
 from loki_pipeline.plan.jobs import job_mem_mb
+from loki_pipeline.results_dir import logs_dir, results_dir
 from loki_pipeline.runs import (
     BASE,
     external_runs,
@@ -46,6 +47,26 @@ apply_extends(config, workflow.config_settings.configfiles)
 # (A workflow importing this one as a module with skip_validation: true checks its own.)
 if not workflow.modifier.skip_validation:
     validate_config(config)
+
+# Each config writes a folder of its own, so two configs never write the same file: results/
+# for the embedded default, results/<name>/ for a --configfile <name>.yaml, or its results_dir
+# (loki_pipeline.results_dir). Every rule names its outputs and logs through these two.
+RESULTS = results_dir(
+    config,
+    workflow.config_settings.configfiles,
+    f"{workflow.basedir}/config/config.yaml",
+)
+LOGS = logs_dir(RESULTS)
+
+
+def results_path(path):
+    """`path` inside this config's results folder."""
+    return f"{RESULTS}/{path}"
+
+
+def log_path(path):
+    """`path` inside this config's log folder."""
+    return f"{LOGS}/{path}"
 
 
 MODELS = list(config["models"])
@@ -87,6 +108,26 @@ def plan_mem_mb(rule):
         return value
 
     return mem_mb
+
+
+# A target naming a model the config does not define (a typo: results/kva/smollm2-13m/kva.h5)
+# matches no rule (the model wildcard allows only defined models); rule undefined_model
+# (models.smk) matches it instead and stops the plan with this message.
+STAGE_FOLDERS = ["kva", "select", "figures", "train", "suppress", "eval", "tables"]
+NOT_A_MODEL = "".join(f"(?!{re.escape(m)}(?:/|$))" for m in MODELS) + r"[^/]+"
+
+
+def refuse_undefined_model(wildcards):
+    """The undefined_model rule's input function: the error naming the defined models."""
+    import difflib
+
+    close = difflib.get_close_matches(wildcards.name, MODELS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise LokiInputError(
+        f"{wildcards.name!r} is not a model of this config{hint}: the target names a model "
+        f"under {wildcards.folder}/, and the models defined (config key 'models') are: "
+        f"{', '.join(MODELS) or 'none'}"
+    )
 
 
 def kva_shards():
@@ -141,12 +182,14 @@ check_prompt_files(config)
 def all_targets():
     """Every file the config asks for; `rule all` depends on these."""
     targets = []
-    targets += expand("results/kva/{model}/kva.h5", model=MODELS)
+    targets += expand(results_path("kva/{model}/kva.h5"), model=MODELS)
     targets += select_targets()  # selections, figures, stability (below)
     targets += train_targets()  # training runs of `experiments` (train.smk)
     targets += report_targets()  # tables and trade-off figures (report.smk)
     if config["kva"]["compare_dataset"] is not None:  # the second KVA set's overlap
-        targets += expand("results/select/{model}/dataset_overlap.csv", model=MODELS)
+        targets += expand(
+            results_path("select/{model}/dataset_overlap.csv"), model=MODELS
+        )
     return targets
 
 
@@ -161,9 +204,11 @@ def run_model_dir(model, run):
     if parsed.kind == "base":
         return f"resources/models/{model}"
     if parsed.kind == "suppress":
-        return f"results/suppress/{model}/{selection_stem(parsed.strategy, parsed.q)}"
+        return results_path(
+            f"suppress/{model}/{selection_stem(parsed.strategy, parsed.q)}"
+        )
     if parsed.kind == "trained":
-        return f"results/train/{model}/{parsed.task}/{parsed.method.name}/merged"
+        return results_path(f"train/{model}/{parsed.task}/{parsed.method.name}/merged")
     if run in external_runs(config, model):
         return f"resources/external/{model}/{run}"
     if run in config["models"]:
@@ -200,7 +245,7 @@ def imported_selection(imported):
 
 def selection_file(model, strategy, q):
     """The selection JSON for (model, strategy, q); other stages ask for selections through it."""
-    return f"results/select/{model}/{selection_filename(strategy, q)}"
+    return results_path(f"select/{model}/{selection_filename(strategy, q)}")
 
 
 def heatmap_q(model):
@@ -215,9 +260,9 @@ def figure_targets():
     for model in MODELS:
         q = format_q(heatmap_q(model))
         for stem in (f"kva_heatmap_q{q}", f"global_layer_counts_q{q}", "stability"):
-            targets += expand("results/figures/{model}/{stem}.{ext}", model=model, stem=stem,
+            targets += expand(results_path("figures/{model}/{stem}.{ext}"), model=model, stem=stem,
                               ext=["png", "pdf"])  # fmt: skip
-        targets.append(f"results/select/{model}/stability.csv")
+        targets.append(results_path(f"select/{model}/stability.csv"))
     return targets
 
 
@@ -270,7 +315,7 @@ def train_processes(wildcards):
 def train_targets():
     """Every training run's directory files the config asks for."""
     return [
-        f"results/train/{model}/{task}/{method}/trainable_params.json"
+        results_path(f"train/{model}/{task}/{method}/trainable_params.json")
         for model in MODELS
         for task, method in training_runs(model)
     ]
@@ -304,10 +349,10 @@ def table_inputs(wildcards):
     model, task = wildcards.model, wildcards.task
     runs = task_runs(model, task)
     return {
-        "general": [f"results/eval/{model}/{r}/general.json" for r in runs],
-        "task": [f"results/eval/{model}/{r}/task.json" for r in runs],
+        "general": [results_path(f"eval/{model}/{r}/general.json") for r in runs],
+        "task": [results_path(f"eval/{model}/{r}/task.json") for r in runs],
         "params": [
-            f"results/train/{model}/{task}/{m}/trainable_params.json"
+            results_path(f"train/{model}/{task}/{m}/trainable_params.json")
             for m in task_methods(model, task)
         ],
     }
@@ -320,13 +365,13 @@ def report_targets():
         for task in table_tasks(config, model):
             for stem in ("forgetting", "task", "comparison"):
                 targets += expand(
-                    "results/tables/{model}/{task}/{stem}.{ext}",
+                    results_path("tables/{model}/{task}/{stem}.{ext}"),
                     model=model, task=task, stem=stem, ext=["csv", "md", "tex", "html"],
                 )  # fmt: skip
-            targets.append(f"results/figures/{model}/{task}/tradeoff.png")
+            targets.append(results_path(f"figures/{model}/{task}/tradeoff.png"))
         if suppress_runs(model):
             targets += expand(
-                "results/tables/{model}/suppress/forgetting.{ext}",
+                results_path("tables/{model}/suppress/forgetting.{ext}"),
                 model=model, ext=["csv", "md", "tex", "html"],
             )  # fmt: skip
     return targets
@@ -350,6 +395,21 @@ def print_summary():
     name (those that exist: a run of one target reports the tables already there)."""
     from loki_pipeline.report.summary import summarize
 
-    text = summarize(report_targets())
+    configfiles = " ".join(map(str, workflow.config_settings.configfiles))
+    command = f"snakemake --report {RESULTS}/report.html" + (
+        f" --configfile {configfiles}" if configfiles else ""
+    )
+    text = summarize(report_targets(), command)
     if text:
         print(f"\n{text}", end="", flush=True)
+
+
+def print_interrupted(snakemake_log):
+    """After Ctrl-C (the Snakefile's onerror): one last line saying the same command resumes,
+    and exit status 130 (SystemExit passes through Snakemake's clean-up, which a rerun needs:
+    no lock is left)."""
+    from loki_pipeline.interrupt import EXIT_STATUS, MESSAGE, snakemake_was_interrupted
+
+    if snakemake_was_interrupted(snakemake_log):
+        print(MESSAGE, flush=True)
+        raise SystemExit(EXIT_STATUS)

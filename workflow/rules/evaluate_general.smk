@@ -7,12 +7,12 @@ rule eval_general:
         model=lambda wc: run_model_dir(wc.model, wc.run),
         data=eval_general_data,
     output:
-        summary="results/eval/{model}/{run}/general.json",
-        lm_eval="results/eval/{model}/{run}/lm_eval/results.json",
+        summary=results_path("eval/{model}/{run}/general.json"),
+        lm_eval=results_path("eval/{model}/{run}/lm_eval/results.json"),
     log:
-        "logs/eval_general/{model}/{run}.log",
+        log_path("eval_general/{model}/{run}.log"),
     benchmark:
-        "results/benchmarks/eval_general/{model}/{run}.tsv"
+        results_path("benchmarks/eval_general/{model}/{run}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: config["evaluate"]["general"]["threads"]

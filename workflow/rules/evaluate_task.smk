@@ -8,11 +8,11 @@ rule eval_task:
     input:
         model=lambda wc: run_model_dir(wc.model, wc.run),
     output:
-        "results/eval/{model}/{run}/task.json",
+        results_path("eval/{model}/{run}/task.json"),
     log:
-        "logs/eval_task/{model}/{run}.log",
+        log_path("eval_task/{model}/{run}.log"),
     benchmark:
-        "results/benchmarks/eval_task/{model}/{run}.tsv"
+        results_path("benchmarks/eval_task/{model}/{run}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: config["evaluate"]["task"]["threads"]

@@ -5,11 +5,11 @@ rule kva:
     input:
         unpack(kva_inputs),
     output:
-        "results/kva/{model}/shards/{shard}.h5",
+        results_path("kva/{model}/shards/{shard}.h5"),
     log:
-        "logs/kva/{model}/{shard}.log",
+        log_path("kva/{model}/{shard}.log"),
     benchmark:
-        "results/benchmarks/kva/{model}/{shard}.tsv"
+        results_path("benchmarks/kva/{model}/{shard}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: config["kva"]["threads"]
@@ -33,11 +33,11 @@ rule kva_compare:
     input:
         unpack(lambda wc: kva_inputs(wc, compare=True)),
     output:
-        "results/kva/{model}/compare/shards/{shard}.h5",
+        results_path("kva/{model}/compare/shards/{shard}.h5"),
     log:
-        "logs/kva_compare/{model}/{shard}.log",
+        log_path("kva_compare/{model}/{shard}.log"),
     benchmark:
-        "results/benchmarks/kva_compare/{model}/{shard}.tsv"
+        results_path("benchmarks/kva_compare/{model}/{shard}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: config["kva"]["threads"]
@@ -55,14 +55,14 @@ rule kva_compare:
 rule kva_compare_gather:
     input:
         lambda wc: expand(
-            "results/kva/{model}/compare/shards/{shard}.h5",
+            results_path("kva/{model}/compare/shards/{shard}.h5"),
             model=wc.model,
             shard=kva_shards(),
         ),
     output:
-        "results/kva/{model}/compare/kva.h5",
+        results_path("kva/{model}/compare/kva.h5"),
     log:
-        "logs/kva_compare_gather/{model}.log",
+        log_path("kva_compare_gather/{model}.log"),
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -75,14 +75,16 @@ rule kva_compare_gather:
 rule kva_gather:
     input:
         lambda wc: expand(
-            "results/kva/{model}/shards/{shard}.h5", model=wc.model, shard=kva_shards()
+            results_path("kva/{model}/shards/{shard}.h5"),
+            model=wc.model,
+            shard=kva_shards(),
         ),
     output:
-        "results/kva/{model}/kva.h5",
+        results_path("kva/{model}/kva.h5"),
     log:
-        "logs/kva_gather/{model}.log",
+        log_path("kva_gather/{model}.log"),
     benchmark:
-        "results/benchmarks/kva_gather/{model}.tsv"
+        results_path("benchmarks/kva_gather/{model}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1

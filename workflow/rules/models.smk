@@ -5,9 +5,9 @@ rule prepare_model:
     output:
         directory("resources/models/{model}"),
     log:
-        "logs/prepare_model/{model}.log",
+        log_path("prepare_model/{model}.log"),
     benchmark:
-        "results/benchmarks/prepare_model/{model}.tsv"
+        results_path("benchmarks/prepare_model/{model}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -30,9 +30,9 @@ rule prepare_external:
     output:
         directory("resources/external/{model}/{run}"),
     log:
-        "logs/prepare_external/{model}/{run}.log",
+        log_path("prepare_external/{model}/{run}.log"),
     benchmark:
-        "results/benchmarks/prepare_external/{model}/{run}.tsv"
+        results_path("benchmarks/prepare_external/{model}/{run}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -44,3 +44,18 @@ rule prepare_external:
         content=lambda wc: source_fingerprint(external_runs(config, wc.model)[wc.run]),
     script:
         "../scripts/prepare_model.py"
+
+
+# A target under a model folder of a model the config does not define: an error naming the
+# defined models, where Snakemake alone would say "No rule to produce" (common.smk).
+rule undefined_model:
+    input:
+        refuse_undefined_model,
+    output:
+        "{folder}/{name}/{rest}",
+    wildcard_constraints:
+        folder="|".join(
+            [re.escape(results_path(f)) for f in STAGE_FOLDERS] + ["resources/models"]
+        ),
+        name=NOT_A_MODEL,
+        rest=".+",

@@ -21,37 +21,37 @@ rule tables:
         unpack(table_inputs),
     output:
         forgetting=report(
-            "results/tables/{model}/{task}/forgetting.csv",
+            results_path("tables/{model}/{task}/forgetting.csv"),
             caption="../report/forgetting_table.rst",
             category="Table files",
             subcategory="{model} {task}",
         ),
-        forgetting_md="results/tables/{model}/{task}/forgetting.md",
-        forgetting_tex="results/tables/{model}/{task}/forgetting.tex",
+        forgetting_md=results_path("tables/{model}/{task}/forgetting.md"),
+        forgetting_tex=results_path("tables/{model}/{task}/forgetting.tex"),
         forgetting_html=report(
-            "results/tables/{model}/{task}/forgetting.html",
+            results_path("tables/{model}/{task}/forgetting.html"),
             caption="../report/forgetting_table.rst",
             category="Tables",
             subcategory="{model} {task}",
         ),
         task=report(
-            "results/tables/{model}/{task}/task.csv",
+            results_path("tables/{model}/{task}/task.csv"),
             caption="../report/task_table.rst",
             category="Table files",
             subcategory="{model} {task}",
         ),
-        task_md="results/tables/{model}/{task}/task.md",
-        task_tex="results/tables/{model}/{task}/task.tex",
+        task_md=results_path("tables/{model}/{task}/task.md"),
+        task_tex=results_path("tables/{model}/{task}/task.tex"),
         task_html=report(
-            "results/tables/{model}/{task}/task.html",
+            results_path("tables/{model}/{task}/task.html"),
             caption="../report/task_table.rst",
             category="Tables",
             subcategory="{model} {task}",
         ),
     log:
-        "logs/tables/{model}/{task}.log",
+        log_path("tables/{model}/{task}.log"),
     benchmark:
-        "results/benchmarks/tables/{model}/{task}.tsv"
+        results_path("benchmarks/tables/{model}/{task}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -78,23 +78,23 @@ rule comparison:
         task=lambda wc: table_inputs(wc)["task"],
     output:
         csv=report(
-            "results/tables/{model}/{task}/comparison.csv",
+            results_path("tables/{model}/{task}/comparison.csv"),
             caption="../report/comparison_table.rst",
             category="Table files",
             subcategory="{model} {task}",
         ),
-        md="results/tables/{model}/{task}/comparison.md",
-        tex="results/tables/{model}/{task}/comparison.tex",
+        md=results_path("tables/{model}/{task}/comparison.md"),
+        tex=results_path("tables/{model}/{task}/comparison.tex"),
         html=report(
-            "results/tables/{model}/{task}/comparison.html",
+            results_path("tables/{model}/{task}/comparison.html"),
             caption="../report/comparison_table.rst",
             category="Tables",
             subcategory="{model} {task}",
         ),
     log:
-        "logs/comparison/{model}/{task}.log",
+        log_path("comparison/{model}/{task}.log"),
     benchmark:
-        "results/benchmarks/comparison/{model}/{task}.tsv"
+        results_path("benchmarks/comparison/{model}/{task}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -110,20 +110,20 @@ rule tradeoff:
     input:
         unpack(table_inputs),
         suppress=lambda wc: [
-            f"results/eval/{wc.model}/{r}/general.json"
+            results_path(f"eval/{wc.model}/{r}/general.json")
             for r in suppress_runs(wc.model)
         ],
     output:
         report(
-            "results/figures/{model}/{task}/tradeoff.png",
+            results_path("figures/{model}/{task}/tradeoff.png"),
             caption="../report/tradeoff.rst",
             category="Trade-off",
             subcategory="{model}",
         ),
     log:
-        "logs/tradeoff/{model}/{task}.log",
+        log_path("tradeoff/{model}/{task}.log"),
     benchmark:
-        "results/benchmarks/tradeoff/{model}/{task}.tsv"
+        results_path("benchmarks/tradeoff/{model}/{task}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -138,30 +138,30 @@ rule tradeoff:
 
 rule suppress_table:
     input:
-        base="results/eval/{model}/base/general.json",
+        base=results_path("eval/{model}/base/general.json"),
         general=lambda wc: [
-            f"results/eval/{wc.model}/{r}/general.json"
+            results_path(f"eval/{wc.model}/{r}/general.json")
             for r in suppress_runs(wc.model)
         ],
     output:
         csv=report(
-            "results/tables/{model}/suppress/forgetting.csv",
+            results_path("tables/{model}/suppress/forgetting.csv"),
             caption="../report/suppress_table.rst",
             category="Table files",
             subcategory="{model} suppression",
         ),
-        md="results/tables/{model}/suppress/forgetting.md",
-        tex="results/tables/{model}/suppress/forgetting.tex",
+        md=results_path("tables/{model}/suppress/forgetting.md"),
+        tex=results_path("tables/{model}/suppress/forgetting.tex"),
         html=report(
-            "results/tables/{model}/suppress/forgetting.html",
+            results_path("tables/{model}/suppress/forgetting.html"),
             caption="../report/suppress_table.rst",
             category="Tables",
             subcategory="{model} suppression",
         ),
     log:
-        "logs/suppress_table/{model}.log",
+        log_path("suppress_table/{model}.log"),
     benchmark:
-        "results/benchmarks/suppress_table/{model}.tsv"
+        results_path("benchmarks/suppress_table/{model}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1

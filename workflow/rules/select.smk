@@ -10,9 +10,9 @@ rule import_selection:
         selection=lambda wc: imported_selection(wc.imported)[1],
         model=lambda wc: f"resources/models/{imported_selection(wc.imported)[0]}",
     output:
-        "results/select/{imported}.json",
+        results_path("select/{imported}.json"),
     log:
-        "logs/import_selection/{imported}.log",
+        log_path("import_selection/{imported}.log"),
     wildcard_constraints:
         # only the imported "{model}/{stem}" (a pattern that matches nothing when none are)
         imported="|".join(map(re.escape, IMPORTED)) or "(?!)",
@@ -30,13 +30,13 @@ ruleorder: import_selection > select
 
 rule select:
     input:
-        "results/kva/{model}/kva.h5",
+        results_path("kva/{model}/kva.h5"),
     output:
-        "results/select/{model}/{strategy}_q{q}.json",
+        results_path("select/{model}/{strategy}_q{q}.json"),
     log:
-        "logs/select/{model}/{strategy}_q{q}.log",
+        log_path("select/{model}/{strategy}_q{q}.log"),
     benchmark:
-        "results/benchmarks/select/{model}/{strategy}_q{q}.tsv"
+        results_path("benchmarks/select/{model}/{strategy}_q{q}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -55,19 +55,19 @@ rule select:
 
 rule heatmap:
     input:
-        "results/kva/{model}/kva.h5",
+        results_path("kva/{model}/kva.h5"),
     output:
         png=report(
-            "results/figures/{model}/kva_heatmap_q{q}.png",
+            results_path("figures/{model}/kva_heatmap_q{q}.png"),
             caption="../report/select_heatmap.rst",
             category="Selecting",
             subcategory="{model}",
         ),
-        pdf="results/figures/{model}/kva_heatmap_q{q}.pdf",
+        pdf=results_path("figures/{model}/kva_heatmap_q{q}.pdf"),
     log:
-        "logs/heatmap/{model}/q{q}.log",
+        log_path("heatmap/{model}/q{q}.log"),
     benchmark:
-        "results/benchmarks/heatmap/{model}/q{q}.tsv"
+        results_path("benchmarks/heatmap/{model}/q{q}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -83,21 +83,21 @@ rule heatmap:
 
 rule global_layer_counts:
     input:
-        high="results/select/{model}/global_high_q{q}.json",
-        low="results/select/{model}/global_low_q{q}.json",
-        kva="results/kva/{model}/kva.h5",  # its prompt set is named in the title
+        high=results_path("select/{model}/global_high_q{q}.json"),
+        low=results_path("select/{model}/global_low_q{q}.json"),
+        kva=results_path("kva/{model}/kva.h5"),  # its prompt set is named in the title
     output:
         png=report(
-            "results/figures/{model}/global_layer_counts_q{q}.png",
+            results_path("figures/{model}/global_layer_counts_q{q}.png"),
             caption="../report/select_layer_counts.rst",
             category="Selecting",
             subcategory="{model}",
         ),
-        pdf="results/figures/{model}/global_layer_counts_q{q}.pdf",
+        pdf=results_path("figures/{model}/global_layer_counts_q{q}.pdf"),
     log:
-        "logs/global_layer_counts/{model}/q{q}.log",
+        log_path("global_layer_counts/{model}/q{q}.log"),
     benchmark:
-        "results/benchmarks/global_layer_counts/{model}/q{q}.tsv"
+        results_path("benchmarks/global_layer_counts/{model}/q{q}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -109,25 +109,25 @@ rule global_layer_counts:
 
 rule stability:
     input:
-        "results/kva/{model}/kva.h5",
+        results_path("kva/{model}/kva.h5"),
     output:
         csv=report(
-            "results/select/{model}/stability.csv",
+            results_path("select/{model}/stability.csv"),
             caption="../report/select_stability_table.rst",
             category="Selecting",
             subcategory="{model}",
         ),
         png=report(
-            "results/figures/{model}/stability.png",
+            results_path("figures/{model}/stability.png"),
             caption="../report/select_stability.rst",
             category="Selecting",
             subcategory="{model}",
         ),
-        pdf="results/figures/{model}/stability.pdf",
+        pdf=results_path("figures/{model}/stability.pdf"),
     log:
-        "logs/stability/{model}.log",
+        log_path("stability/{model}.log"),
     benchmark:
-        "results/benchmarks/stability/{model}.tsv"
+        results_path("benchmarks/stability/{model}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1
@@ -144,12 +144,12 @@ rule stability:
 
 rule dataset_overlap:
     input:
-        reference="results/kva/{model}/kva.h5",
-        compare="results/kva/{model}/compare/kva.h5",
+        reference=results_path("kva/{model}/kva.h5"),
+        compare=results_path("kva/{model}/compare/kva.h5"),
     output:
-        "results/select/{model}/dataset_overlap.csv",
+        results_path("select/{model}/dataset_overlap.csv"),
     log:
-        "logs/dataset_overlap/{model}.log",
+        log_path("dataset_overlap/{model}.log"),
     conda:
         "../../envs/loki.yaml"
     threads: 1

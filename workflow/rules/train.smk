@@ -6,20 +6,20 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        adapter=directory("results/train/{model}/{task}/{method}/adapter"),
-        merged=directory("results/train/{model}/{task}/{method}/merged"),
-        train_log="results/train/{model}/{task}/{method}/train_log.csv",
+        adapter=directory(results_path("train/{model}/{task}/{method}/adapter")),
+        merged=directory(results_path("train/{model}/{task}/{method}/merged")),
+        train_log=results_path("train/{model}/{task}/{method}/train_log.csv"),
         loss=report(
-            "results/train/{model}/{task}/{method}/loss.png",
+            results_path("train/{model}/{task}/{method}/loss.png"),
             caption="../report/train_loss.rst",
             category="Implanting",
             subcategory="{model} {task}",
         ),
-        params="results/train/{model}/{task}/{method}/trainable_params.json",
+        params=results_path("train/{model}/{task}/{method}/trainable_params.json"),
     log:
-        "logs/train/{model}/{task}/{method}.log",
+        log_path("train/{model}/{task}/{method}.log"),
     benchmark:
-        "results/benchmarks/train/{model}/{task}/{method}.tsv"
+        results_path("benchmarks/train/{model}/{task}/{method}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: config["training"]["threads"]
@@ -28,9 +28,9 @@ rule train:
         # training.processes GPUs: one per data-parallel process (each claims its own)
         gpu=lambda wc: train_processes(wc) if config["device"] == "cuda" else 0,
     params:
-        run_dir="results/train/{model}/{task}/{method}",
+        run_dir=results_path("train/{model}/{task}/{method}"),
         # outside the rule's outputs: Snakemake never deletes it, so a killed job resumes
-        checkpoint_dir="results/train/.checkpoints/{model}/{task}/{method}",
+        checkpoint_dir=results_path("train/.checkpoints/{model}/{task}/{method}"),
         # the script's TrainSettings.from_config; a changed value reruns the job
         training=config["training"],
         # tasks.<task>.train (+ the held-out split of a task of the user's); common.smk
@@ -47,13 +47,13 @@ rule train:
 rule suppress:
     input:
         model="resources/models/{model}",
-        selection="results/select/{model}/{strategy}_q{q}.json",
+        selection=results_path("select/{model}/{strategy}_q{q}.json"),
     output:
-        directory("results/suppress/{model}/{strategy}_q{q}"),
+        directory(results_path("suppress/{model}/{strategy}_q{q}")),
     log:
-        "logs/suppress/{model}/{strategy}_q{q}.log",
+        log_path("suppress/{model}/{strategy}_q{q}.log"),
     benchmark:
-        "results/benchmarks/suppress/{model}/{strategy}_q{q}.tsv"
+        results_path("benchmarks/suppress/{model}/{strategy}_q{q}.tsv")
     conda:
         "../../envs/loki.yaml"
     threads: 1

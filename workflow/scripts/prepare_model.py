@@ -3,6 +3,10 @@
 import logging
 import sys
 
+from loki_pipeline.interrupt import exit_on_sigint
+
+exit_on_sigint()  # Ctrl-C: one line (rerun to resume) in the log, exit status 130
+
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 

@@ -8,7 +8,10 @@ process reads the same job; their stderr all goes to the job's log.
 import logging
 import sys
 
+from loki_pipeline.interrupt import exit_on_sigint
 from loki_pipeline.train.launch import exec_torchrun, launched_by_torchrun
+
+exit_on_sigint()  # Ctrl-C: one line (rerun to resume) in the log, exit status 130
 
 processes = snakemake.params.processes
 if processes > 1 and not launched_by_torchrun():

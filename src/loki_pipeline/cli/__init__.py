@@ -15,6 +15,7 @@ import sys
 from loki_pipeline import __version__
 from loki_pipeline.cli.help import HelpFormatter, did_you_mean
 from loki_pipeline.errors import LokiInputError, LokiWriteError
+from loki_pipeline.interrupt import EXIT_STATUS, MESSAGE
 
 #: sub-command -> (module implementing it, one-line summary). Adding a command is one entry.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -114,3 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     except LokiWriteError as err:
         print(f"loki {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was finished is kept; the same command resumes
+        print(f"loki {args.command}: {MESSAGE}", file=sys.stderr)
+        return EXIT_STATUS

@@ -34,6 +34,16 @@ def heatmap_density(counts: np.ndarray, num_samples: int, bins: int) -> np.ndarr
     return (per_bin / num_samples).T
 
 
+#: What a reader takes from the two panels, printed under the figure (the report's caption,
+#: workflow/report/select_heatmap.rst, says the same): that they look alike is the finding.
+HEATMAP_CAPTION = (
+    "Two panels alike is the LoKI paper's finding: the nodes that matter most (red) and least\n"
+    "(blue) to the model's knowledge concentrate in the same layers. Compare the columns\n"
+    "(layers): where the same layers are dark in both, this model shows it too. A global pick\n"
+    "would take most nodes from those layers, so LoKI takes a quota from every layer."
+)
+
+
 def plot_kva_heatmap(
     high_counts: np.ndarray,
     low_counts: np.ndarray,
@@ -56,7 +66,7 @@ def plot_kva_heatmap(
     bins = max(1, min(bins, nodes))
     width = math.ceil(nodes / bins)
     with plt.rc_context(PAPER_RC):
-        fig, axes = plt.subplots(2, 1, figsize=(7.0, 6.2), sharex=True, constrained_layout=True)
+        fig, axes = plt.subplots(2, 1, figsize=(7.0, 7.0), sharex=True, constrained_layout=True)
         panels = (
             (high_counts, "Reds", "high-contribution nodes", "largest"),
             (low_counts, "Blues", "low-contribution nodes", "smallest"),
@@ -81,6 +91,7 @@ def plot_kva_heatmap(
         axes[-1].set_xlabel("layer")
         on = attributed or f"{num_samples} prompts"
         fig.suptitle(f"KVA of {model} on {on}, q = {q:g}%", fontsize=10)
+        fig.supxlabel(HEATMAP_CAPTION, fontsize=8, ha="left", x=0.02, multialignment="left")
         save_figure(fig, paths)
 
 

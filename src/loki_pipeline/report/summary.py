@@ -111,10 +111,13 @@ def _verdicts(path: Path) -> list[str]:
     return lines
 
 
-def summarize(paths: Iterable[PathLike]) -> str:
+def summarize(
+    paths: Iterable[PathLike], report_command: str = "snakemake --report results/report.html"
+) -> str:
     """A short text naming each table and giving, per run, Avg forgetting and the primary task
     score with their 95% intervals. ``paths`` are the pipeline's targets (any files); the tables'
-    CSVs among them that exist are read, the rest ignored. Empty when there is no table."""
+    CSVs among them that exist are read, the rest ignored. Empty when there is no table.
+    ``report_command`` makes the HTML report of the same config (its last line)."""
     folders = sorted({Path(p).parent for p in map(Path, paths)
                       if p.suffix == ".csv" and p.stem in STEMS and p.exists()})  # fmt: skip
     if not folders:
@@ -127,5 +130,5 @@ def summarize(paths: Iterable[PathLike]) -> str:
     for folder in folders:
         lines.append(f"{folder.parent.name} / {folder.name}:")
         lines += _table_block(folder)
-    lines.append("All of it, with figures and loss curves: snakemake --report results/report.html")
+    lines.append(f"All of it, with figures and loss curves: {report_command}")
     return "\n".join(lines) + "\n"
