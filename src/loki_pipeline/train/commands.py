@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="recompute activations in the backward pass: less memory, same weights",
     )
+    group.add_argument(
+        "--loss-chunk-tokens",
+        type=int,
+        default=None,
+        help="LM head and loss over this many supervised tokens at a time (0: all at once)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
