@@ -33,7 +33,9 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
-def plain_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def plain_cross_entropy(
+    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Mean cross-entropy of ``head(hidden)`` (float32 logits of every row at once)."""
     logits = head(hidden).float()
     if targets.numel() == 0:  # a zero loss that still reaches every parameter
