@@ -74,5 +74,7 @@ def run(args: argparse.Namespace) -> int:
           f"RAM (cpu); fits: at most {limit:g} GB (plan.gpu_memory_gb); mem_mb: the host RAM "
           f"Snakemake asks for (MiB).")  # fmt: skip
     if over:
-        print(f"{len(over)} job(s) do not fit: " + ", ".join(r["job"] for r in over))
+        print(f"{len(over)} job(s) do not fit:")
+        for r in over:
+            print(f"- {r['job']} ({r['device_gb']:.1f} GB): {r['fit']}")
     return 0

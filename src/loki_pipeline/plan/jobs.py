@@ -47,6 +47,8 @@ class Job:
     what: str
     estimate: Estimate
     count: int = 1  # identical jobs it stands for (KVA shards)
+    task: str | None = None  # training jobs: what they train
+    method: str | None = None
 
 
 def plan_block(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,7 +278,8 @@ def plan_jobs(config: Mapping[str, Any]) -> list[Job]:
             for method in methods:
                 estimate = train_estimate(config, dims, task, method)
                 jobs.append(Job("train", f"results/train/{model}/{task}/{method}", model,
-                                train_what(config, task, method), estimate))  # fmt: skip
+                                train_what(config, task, method), estimate, task=task,
+                                method=method))  # fmt: skip
     for model in config["models"]:
         general, tasked = evaluated_runs(config, model)
         for rule, names in (("eval_general", general), ("eval_task", tasked)):
@@ -341,5 +344,22 @@ def plan_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
             "gpu_memory_gb": limit,
             "mem_mb": host_mb(e, gpu),
             "notes": e.notes,
+            "fit": None if e.device <= limit * 1e9 else fit_hint(config, job, limit),
         })  # fmt: skip
     return rows
+
+
+def fit_hint(config: Mapping[str, Any], job: Job, limit: float) -> str:
+    """What makes a job over ``limit`` GB fit (:mod:`loki_pipeline.plan.fit`)."""
+    from loki_pipeline.plan.fit import training_fit, whole_model_note
+
+    if job.rule != "train":
+        e = job.estimate
+        return whole_model_note(job.rule, e.parts["weights"], e.device, limit)
+    from loki_pipeline.train.methods import parse_method
+    from loki_pipeline.train.settings import TrainSettings
+
+    settings = TrainSettings.from_config(config, job.task, job.method)
+    return training_fit(dims_of(config, job.model), parse_method(job.method), settings,
+                        supervised_fraction=supervised_fraction(config, job.task),
+                        limit_gb=limit)  # fmt: skip
