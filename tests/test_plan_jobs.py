@@ -99,7 +99,7 @@ def test_loki_plan_prints_a_table_and_json(capsys):
     assert out.startswith("| job | model | what |")
     assert "results/train/qwen2.5-0.5b-instruct/reranker/full" in out
     assert main(["plan", "--configfile", "config/config.yaml", "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["rule"] for r in rows} == {"kva", "train", "eval_general", "eval_task"}
     assert all(r["mem_mb"] > 0 and r["device_gb"] > 0 for r in rows)
 

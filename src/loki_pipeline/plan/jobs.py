@@ -324,13 +324,20 @@ def eval_what(config: Mapping[str, Any], rule: str, model: str, run: str) -> str
     )
 
 
-def plan_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The plan as JSON-ready rows: per-device parts in GB, GPUs, fits, host ``mem_mb``."""
+def plan_rows(config: Mapping[str, Any], device: str | None = None) -> list[dict[str, Any]]:
+    """The plan as JSON-ready rows: per-device parts in GB, GPUs, fits, host ``mem_mb``; with
+    ``device`` (a :data:`timing.DEVICES` name) each job's ``flops`` and ``est_seconds`` too."""
     limit = float(plan_block(config)["gpu_memory_gb"])
     gpu = on_gpu(config)
     rows = []
     for job in plan_jobs(config):
         e = job.estimate
+        timed = {}
+        if device is not None:
+            from loki_pipeline.plan.time_jobs import job_time
+
+            flops, seconds, source = job_time(config, job, device)
+            timed = {"flops": flops, "est_seconds": round(seconds, 1), "work_from": source}
         rows.append({
             "rule": job.rule,
             "job": job.target,
@@ -345,6 +352,7 @@ def plan_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
             "mem_mb": host_mb(e, gpu),
             "notes": e.notes,
             "fit": None if e.device <= limit * 1e9 else fit_hint(config, job, limit),
+            **timed,
         })  # fmt: skip
     return rows
 
