@@ -52,6 +52,7 @@ def child(args: argparse.Namespace) -> dict:
     from loki_pipeline.train.loss import chunked_cross_entropy
 
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # the head's initialisation: the same weights in every process
     g = torch.Generator().manual_seed(0)
     head = torch.nn.Linear(args.d_model, args.vocab, bias=False)
     head.weight.requires_grad_(args.head_trainable)
