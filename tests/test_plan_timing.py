@@ -111,3 +111,37 @@ def test_the_work_comes_from_the_data_when_it_is_here():
     assert rows["train"]["work_from"] == "data" and rows["kva"]["work_from"] == "data"
     paper = {r["rule"]: r for r in plan_rows(load_config("config/paper.yaml"), "h100")}
     assert paper["train"]["work_from"] == "shipped table"
+
+
+def test_the_largest_batch_the_seeded_order_forms(tiny_checkpoint, tmp_path):
+    """Oracle: the examples tokenized directly and the order replayed with randperm."""
+    from transformers import AutoTokenizer
+
+    from loki_pipeline.data.sft import build_sft_dataset
+    from loki_pipeline.tasks import loader_options, train_data
+    from loki_pipeline.train.settings import TrainSettings
+
+    config = load_config("config/config.yaml")
+    config["models"] = {"tiny": {"source": f"local:{tiny_checkpoint}", "analyse_only": False}}
+    config["experiments"] = {"tiny": {"reranker": ["loki_q10"]}}
+    config["training"]["tasks"]["reranker"]["max_steps"] = 5
+    config["tasks"]["reranker"]["train"]["cutoff_len"] = 512  # the tiny tokenizer's longer rows
+    row = next(r for r in plan_rows(config, data=True) if r["rule"] == "train")
+    got = row["largest_batch"]
+    s = TrainSettings.from_config(config, "reranker", "loki_q10")
+    data = train_data("reranker", config["tasks"]["reranker"])
+    examples = build_sft_dataset("reranker", data["source"],
+                                 AutoTokenizer.from_pretrained(str(tiny_checkpoint)),
+                                 cutoff_len=s.cutoff_len, **loader_options("reranker", data))  # fmt: skip
+    per_epoch = -(-len(examples) // s.batch_size)
+    lengths = []
+    for m in range(5 * s.grad_accum):
+        epoch, j = divmod(m, per_epoch)
+        order = torch.randperm(
+            len(examples), generator=torch.Generator().manual_seed(s.seed + epoch)
+        )
+        batch = order[j * s.batch_size : (j + 1) * s.batch_size].tolist()
+        lengths.append(max(len(examples[i]["input_ids"]) for i in batch))
+    assert got["padded_len"] == max(lengths) <= s.cutoff_len
+    assert got["micro_batches"] == 5 * s.grad_accum
+    assert got["device_gb"] <= row["device_gb"]  # never above the worst case

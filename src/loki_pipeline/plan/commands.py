@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the device the time plan estimates for (default: plan.device; else h100 for "
         "device cuda, cpu otherwise)",
     )
+    parser.add_argument(
+        "--data",
+        action="store_true",
+        help="also tokenize each training job's data (where it and the prepared model are "
+        "here) and report the largest micro-batch its seeded order forms, beside the worst case",
+    )
 
 
 def load_config(path: str | Path) -> dict:
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.configfile)
     device = plan_device(config, args.device)
-    rows = plan_rows(config, device)
+    rows = plan_rows(config, device, data=args.data)
     totals = gpu_hours(config, rows)
     if args.format == "json":
         json.dump({"device": device, "rows": rows, **totals}, sys.stdout, indent=1)
@@ -105,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"Time on {device}: {totals['total_gpu_hours']:.2f} device-hours in all (each job's "
           f"hours x its count x its GPUs), by what the jobs feed: " + ", ".join(
               f"{k} {v:.2f}" for k, v in totals["gpu_hours_by"].items()))  # fmt: skip
+    for r in rows:
+        b = r.get("largest_batch")
+        if b:
+            print(f"- {r['job']}: the data's largest micro-batch (of {b['micro_batches']}) is "
+                  f"{b['sequences']} x {b['padded_len']} tokens, {b['supervised_tokens']} "
+                  f"supervised: {b['device_gb']:.1f} GB per device, beside the worst case's "
+                  f"{r['device_gb']:.1f} GB ({b['share_of_worst_case']:.0%} of its tokens)")  # fmt: skip
     if over:
         print(f"{len(over)} job(s) do not fit:")
         for r in over:

@@ -324,9 +324,12 @@ def eval_what(config: Mapping[str, Any], rule: str, model: str, run: str) -> str
     )
 
 
-def plan_rows(config: Mapping[str, Any], device: str | None = None) -> list[dict[str, Any]]:
+def plan_rows(
+    config: Mapping[str, Any], device: str | None = None, data: bool = False
+) -> list[dict[str, Any]]:
     """The plan as JSON-ready rows: per-device parts in GB, GPUs, fits, host ``mem_mb``; with
-    ``device`` (a :data:`timing.DEVICES` name) each job's ``flops`` and ``est_seconds`` too."""
+    ``device`` (a :data:`timing.DEVICES` name) each job's ``flops`` and ``est_seconds`` too;
+    with ``data`` each training job's ``largest_batch`` (:mod:`plan.data_batches`)."""
     limit = float(plan_block(config)["gpu_memory_gb"])
     gpu = on_gpu(config)
     rows = []
@@ -338,6 +341,8 @@ def plan_rows(config: Mapping[str, Any], device: str | None = None) -> list[dict
 
             flops, seconds, source = job_time(config, job, device)
             timed = {"flops": flops, "est_seconds": round(seconds, 1), "work_from": source}
+        if data and job.rule == "train":
+            timed["largest_batch"] = largest_batch_of(config, job)
         rows.append({
             "rule": job.rule,
             "job": job.target,
@@ -355,6 +360,17 @@ def plan_rows(config: Mapping[str, Any], device: str | None = None) -> list[dict
             **timed,
         })  # fmt: skip
     return rows
+
+
+def largest_batch_of(config: Mapping[str, Any], job: Job) -> dict[str, Any] | None:
+    """The largest micro-batch the seeded data order forms, where the data is here."""
+    from loki_pipeline.plan.data_batches import largest_batch
+    from loki_pipeline.train.methods import parse_method
+    from loki_pipeline.train.settings import TrainSettings
+
+    settings = TrainSettings.from_config(config, job.task, job.method)
+    return largest_batch(config, dims_of(config, job.model), job.model, job.task,
+                         parse_method(job.method), settings)  # fmt: skip
 
 
 def fit_hint(config: Mapping[str, Any], job: Job, limit: float) -> str:
