@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument(
         "--device",
-        choices=("cpu", "h100", "h200", "a100", "rtx4090"),
-        default=None,
-        help="the device the time plan estimates for (default: plan.device; else h100 for "
+        choices=("auto", "cpu", "h100", "h200", "a100", "rtx4090"),
+        default="auto",
+        help="the device the time plan estimates for (auto: plan.device; unset, h100 for "
         "device cuda, cpu otherwise)",
     )
     parser.add_argument(

@@ -246,7 +246,7 @@ def job_time(config: Mapping[str, Any], job: Job, device_name: str) -> tuple[flo
 
 def plan_device(config: Mapping[str, Any], override: str | None = None) -> str:
     """``--device`` over ``plan.device`` (default: h100 for ``device: cuda``, else cpu)."""
-    if override:
+    if override and override != "auto":
         return override
     chosen = plan_block(config).get("device")
     if chosen:
