@@ -379,6 +379,7 @@ def measure_loss(rec: Recorder, store: dict, name: str, chunk: int, args, device
 
     def fn() -> dict:
         cfg = {**SHAPES[name].kwargs, **(SHAPES[name].tiny if args.tiny else {})}
+        torch.manual_seed(3)  # the same head for every chunk size
         head = torch.nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
         head = head.to(device=device, dtype=torch.bfloat16).requires_grad_(False)
         g = torch.Generator().manual_seed(3)
