@@ -55,6 +55,7 @@ from loki_pipeline.kva import attribute_prompts  # noqa: E402
 from loki_pipeline.models.architecture import get_adapter  # noqa: E402
 from loki_pipeline.select import select_nodes  # noqa: E402
 from loki_pipeline.select.selection_file import Selection  # noqa: E402
+from loki_pipeline.train.loss import chunked_cross_entropy  # noqa: E402
 from loki_pipeline.train.methods import parse_method  # noqa: E402
 from loki_pipeline.train.settings import TrainSettings  # noqa: E402
 from loki_pipeline.train.trainer import prepare_model, sft_loss  # noqa: E402
@@ -370,8 +371,48 @@ def measure_precision(rec: Recorder, entry: dict, model, prompts, attrs, args, d
     rec.measure(entry, "precision", fn, f"{name} precision bf16 vs fp32")
 
 
-def measure_train(rec: Recorder, store: dict, name: str, method_name: str, args, device) -> None:
-    """Step time and peak memory of one method, on a freshly built bf16 model."""
+def measure_loss(rec: Recorder, store: dict, name: str, chunk: int, args, device) -> None:
+    """Step time and peak memory of the loss alone (LM head + cross-entropy, forward and
+    backward; the head frozen, as under LoKI) over ``--loss-tokens`` supervised tokens in bf16
+    autocast: ``chunk`` 0 is the plain loss (every token's float32 logits at once), else
+    ``train.loss.chunked_cross_entropy`` (``training.loss_chunk_tokens``)."""
+
+    def fn() -> dict:
+        cfg = {**SHAPES[name].kwargs, **(SHAPES[name].tiny if args.tiny else {})}
+        torch.manual_seed(3)  # the same head for every chunk size
+        head = torch.nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+        head = head.to(device=device, dtype=torch.bfloat16).requires_grad_(False)
+        g = torch.Generator().manual_seed(3)
+        hidden = torch.randn(args.loss_tokens, cfg["hidden_size"], generator=g)
+        hidden = hidden.to(device=device, dtype=torch.bfloat16).requires_grad_(True)
+        targets = torch.randint(0, cfg["vocab_size"], (args.loss_tokens,), generator=g).to(device)
+        sync(device)
+        reset_peak(device)
+        times = []
+        for _ in range(args.train_warmup + args.train_steps):
+            sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = chunked_cross_entropy(head, hidden, targets, chunk)
+            loss.backward()
+            hidden.grad = None
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        times = times[args.train_warmup :]
+        out = {"tokens": args.loss_tokens, "chunk": chunk, "loss": float(loss.detach()),
+               "step_s_median": statistics.median(times), "times": times,
+               "peak_gb": peak_gb(device)}  # fmt: skip
+        del head, hidden, targets, loss
+        return out
+
+    rec.measure(store, f"chunk{chunk}" if chunk else "plain", fn, f"{name} loss chunk={chunk}")
+
+
+def measure_train(
+    rec: Recorder, store: dict, name: str, method_name: str, args, device, chunk: int = 0
+) -> None:
+    """Step time and peak memory of one method, on a freshly built bf16 model; ``chunk``:
+    the loss's ``loss_chunk_tokens`` (0 = the plain loss)."""
 
     def fn() -> dict:
         model = build_model(name, args.tiny, torch.bfloat16, device)
@@ -404,7 +445,7 @@ def measure_train(rec: Recorder, store: dict, name: str, method_name: str, args,
             sync(device)
             t0 = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss, _ = sft_loss(model, batch)
+                loss, _ = sft_loss(model, batch, chunk)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -415,6 +456,7 @@ def measure_train(rec: Recorder, store: dict, name: str, method_name: str, args,
         out = {
             "trainable_params": sum(p.numel() for p in params),
             "trainable_dtype": str(params[0].dtype).replace("torch.", ""),
+            "loss_chunk_tokens": chunk,
             "batch": [args.train_batch, args.train_seq],
             "step_s_median": statistics.median(times),
             "step_s_min": min(times),
@@ -426,7 +468,8 @@ def measure_train(rec: Recorder, store: dict, name: str, method_name: str, args,
         del model, opt, params, loss, batch
         return out
 
-    rec.measure(store, method_name, fn, f"{name} train {method_name}")
+    key = f"{method_name}+chunk{chunk}" if chunk else method_name
+    rec.measure(store, key, fn, f"{name} train {key}")
 
 
 def run_model(rec: Recorder, name: str, args, device: torch.device) -> None:
@@ -465,9 +508,13 @@ def run_model(rec: Recorder, name: str, args, device: torch.device) -> None:
     else:
         for key in ("kva", "precision"):
             entry[key] = {"status": "skipped", "reason": "model build failed"}
+    entry["loss"] = {}
+    for chunk in args.loss_chunks:
+        measure_loss(rec, entry["loss"], name, chunk, args, device)
     entry["train"] = {}
     for method_name in TRAIN_METHODS:
-        measure_train(rec, entry["train"], name, method_name, args, device)
+        for chunk in args.loss_chunks:
+            measure_train(rec, entry["train"], name, method_name, args, device, chunk)
 
 
 # --------------------------------------------------------------------------- report
@@ -547,6 +594,25 @@ def markdown(results: dict) -> str:
         )
     lines += [
         "",
+        f"Loss alone (LM head + cross-entropy, head frozen, bf16 autocast), "
+        f"{meta['loss_tokens']} supervised tokens: plain vs chunked (training.loss_chunk_tokens)",
+        "",
+        "| model | loss | step s (median) | peak GB | time / plain | peak / plain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in results["models"].items():
+        loss = m.get("loss", {})
+        plain = loss.get("plain", {})
+        for key, e in loss.items():
+            ok = e.get("status") == "ok" and plain.get("status") == "ok"
+            t = e["step_s_median"] / plain["step_s_median"] if ok else None
+            mem = e["peak_gb"] / plain["peak_gb"] if ok and plain.get("peak_gb") else None
+            lines.append(
+                f"| {name} | {key} | {_cell(e, 'step_s_median', '.4f')} | {_cell(e, 'peak_gb')} "
+                f"| {_fmt(t, '.2f')} | {_fmt(mem, '.2f')} |"
+            )
+    lines += [
+        "",
         f"Training step (batch {meta['train_batch']} x {meta['train_seq']} tokens, bf16 weights,"
         " float32 trainable tensors, bf16 autocast, AdamW)",
         "",
@@ -583,6 +649,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-seq", type=int, help="tokens per sequence (512; --tiny 32)")
     parser.add_argument("--train-steps", type=int, help="timed steps (5; --tiny 2)")
     parser.add_argument("--train-warmup", type=int, default=1)
+    parser.add_argument(
+        "--loss-chunks",
+        default="0,1024,4096",
+        help="loss_chunk_tokens of the loss and training measurements (0 = the plain loss)",
+    )
+    parser.add_argument(
+        "--loss-tokens",
+        type=int,
+        help="supervised tokens of the loss measurement (32768: the paper's 4 x 8192; --tiny 256)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="CPU threads (torch's default)")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes: a CPU check")
@@ -596,12 +672,14 @@ def main(argv: list[str] | None = None) -> dict:
         "train_batch": (4, 2),
         "train_seq": (512, 32),
         "train_steps": (5, 2),
+        "loss_tokens": (32768, 256),
         "batch_prompts": ("4,8,16", "2"),
     }
     for key, (real, tiny) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.tiny else real)
     args.batch_prompts = [int(b) for b in str(args.batch_prompts).split(",") if b]
+    args.loss_chunks = [int(c) for c in str(args.loss_chunks).split(",") if c]
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in SHAPES]
     if unknown:
@@ -639,6 +717,8 @@ def main(argv: list[str] | None = None) -> dict:
             "train_batch": args.train_batch,
             "train_seq": args.train_seq,
             "train_steps": args.train_steps,
+            "loss_tokens": args.loss_tokens,
+            "loss_chunks": args.loss_chunks,
             "weights": "random (HF init); real shapes" + (" shrunk by --tiny" if args.tiny else ""),
         },
         "models": {},

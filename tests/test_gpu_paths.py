@@ -189,8 +189,15 @@ def _check_every_measurement(results: dict) -> None:
             "exact_batch2": m["kva"]["exact_batch2"],
             "precision": m["precision"],
             **m["train"],
+            **{f"loss {k}": v for k, v in m["loss"].items()},
         }
-        assert set(m["train"]) == {"loki_q10", "lora_r16"}
+        # each method with the plain loss and chunked (training.loss_chunk_tokens 1024, 4096)
+        assert set(m["train"]) == {f"{method}{chunk}" for method in ("loki_q10", "lora_r16")
+                                   for chunk in ("", "+chunk1024", "+chunk4096")}  # fmt: skip
+        assert set(m["loss"]) == {"plain", "chunk1024", "chunk4096"}
+        plain = m["loss"]["plain"]["loss"]
+        for entry in m["loss"].values():  # the same loss (bf16: its rounding), chunked or not
+            assert entry["loss"] == pytest.approx(plain, rel=2**-7)
         for key, entry in entries.items():
             assert entry["status"] == "ok", (name, key, entry)
         kva = m["kva"]

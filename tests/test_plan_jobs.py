@@ -12,7 +12,8 @@ import yaml
 from loki_pipeline.cli import main
 from loki_pipeline.cli.plan import load_config
 from loki_pipeline.errors import LokiInputError
-from loki_pipeline.plan.jobs import job_estimate, job_mem_mb, plan_jobs, plan_rows
+from loki_pipeline.plan.jobs import job_estimate, job_mem_mb, plan_jobs
+from loki_pipeline.plan.rows import plan_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,7 @@ def test_local_model_reads_its_own_config(tmp_path, tiny_checkpoint):
 
 def test_plan_settings_change_the_estimates():
     config = load_config("config/paper.yaml")
+    config["training"]["loss_chunk_tokens"] = 0  # the plain loss: logits of every token
     wildcards = {"model": "llama-3.1-8b-instruct", "task": "toolace", "method": "loki_q10"}
     full = job_estimate(config, "train", wildcards).parts["logits"]
     config["plan"]["supervised_fraction"] = {"toolace": 0.25}
@@ -98,7 +100,7 @@ def test_loki_plan_prints_a_table_and_json(capsys):
     assert out.startswith("| job | model | what |")
     assert "results/train/qwen2.5-0.5b-instruct/reranker/full" in out
     assert main(["plan", "--configfile", "config/config.yaml", "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["rule"] for r in rows} == {"kva", "train", "eval_general", "eval_task"}
     assert all(r["mem_mb"] > 0 and r["device_gb"] > 0 for r in rows)
 
@@ -127,3 +129,58 @@ def test_plan_estimates_every_job_of_a_task_of_your_own():
     )
     estimate = job_estimate(config, "eval_task", {"model": "smollm2-135m", "run": "base"})
     assert estimate.device > 0
+
+
+# --------------------------------------------------------------------------- issue 26
+def _toolace_rows(config):
+    return [r for r in plan_rows(config) if r["rule"] == "train" and "/toolace/" in r["job"]]
+
+
+def test_the_papers_per_device_toolace_step_fits_80_gb_with_the_chunked_loss():
+    config = load_config("config/paper.yaml")
+    rows = _toolace_rows(config)
+    assert rows and all("batch 4 x 8192" in r["what"] for r in rows)  # the paper's step
+    assert all(r["fits"] == "yes" and r["device_gb"] <= 80 for r in rows)
+    config["training"]["loss_chunk_tokens"] = 0  # the plain loss: 59 GB of logits
+    plain = _toolace_rows(config)
+    assert all(r["fits"] == "no" and r["parts_gb"]["logits"] > 50 for r in plain)
+    assert all(r["fit"].startswith("fits with loss_chunk_tokens: 0 -> 1024") for r in plain)
+
+
+def test_a_job_over_the_gpu_gets_the_smallest_change_that_fits():
+    config = load_config("config/paper.yaml")
+    config["plan"]["gpu_memory_gb"] = 24
+    rows = {r["job"]: r for r in plan_rows(config)}
+    loki = rows["results/train/llama-3.1-8b-instruct/toolace/loki_q10"]
+    assert loki["fits"] == "no"
+    # the weights alone are 16 GB: checkpointing is on, so a smaller chunk and batch
+    assert loki["fit"].startswith("fits with ") and "batch_size: 4 -> 1" in loki["fit"]
+    gb = float(loki["fit"].rsplit("(", 1)[1].split()[0])
+    assert gb <= 24
+    kva = rows["results/kva/llama-3.1-8b-instruct/shards/{i}.h5"]
+    assert kva["fits"] == "no" and "KVA holds the whole model (32 GB" in kva["fit"]  # float32
+
+
+@pytest.mark.parametrize(
+    "source", ["hf:meta-llama/Llama-3.1-70B-Instruct", "hf:Qwen/Qwen2.5-72B-Instruct"]
+)
+def test_a_model_larger_than_one_gpu_is_said_to_need_more_than_one_node(source):
+    config = load_config("config/paper.yaml")
+    config["models"]["llama-3.1-8b-instruct"]["source"] = source
+    rows = {r["job"]: r for r in plan_rows(config)}
+    kva = rows["results/kva/llama-3.1-8b-instruct/shards/{i}.h5"]
+    assert kva["fits"] == "no" and "KVA holds the whole model" in kva["fit"]
+    loki = rows["results/train/llama-3.1-8b-instruct/toolace/loki_q10"]
+    assert loki["fits"] == "no" and "keep the whole model on every GPU" in loki["fit"]
+
+
+def test_the_shipped_table_has_the_larger_models_with_their_published_sizes():
+    from loki_pipeline.plan.dims import known_dims
+
+    sizes = {
+        "meta-llama/Llama-3.1-70B-Instruct": 70.55,
+        "Qwen/Qwen2.5-7B-Instruct": 7.62,
+        "Qwen/Qwen2.5-72B-Instruct": 72.71,
+    }  # fmt: skip  (the model cards' counts)
+    for repo, billions in sizes.items():
+        assert known_dims(f"hf:{repo}").num_params() / 1e9 == pytest.approx(billions, abs=0.01)

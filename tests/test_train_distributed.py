@@ -30,7 +30,9 @@ from loki_pipeline.train.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 #: 11 examples in micro-batches of 2 (the last one short) for 2 epochs: 12 micro-batches
-BASE = {"learning_rate": 1e-2, "epochs": 2, "batch_size": 2, "seed": 7, "warmup_ratio": 0.2}
+#: the plain loss (its float32 sums in one order); the chunked loss has tests of its own below
+BASE = {"learning_rate": 1e-2, "epochs": 2, "batch_size": 2, "seed": 7, "warmup_ratio": 0.2,
+        "loss_chunk_tokens": 0}  # fmt: skip
 ONE = {**BASE, "grad_accum": 2}  # the oracle: one process
 TWO = {**BASE, "grad_accum": 1}  # each of 2 processes: the same global batch of 4
 RESUMED = {**BASE, "save_every": 2}  # killed after step 3: resumes from step 2
@@ -60,7 +62,8 @@ def _saved(out: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     """One 2-process launch (tests/distributed_worker.py) of: LoKI and LoRA, whole, with
-    gradient checkpointing (their one-process oracles without it); LoKI* killed after step 3
+    gradient checkpointing (their one-process oracles without it); LoKI and full fine-tuning
+    (DDP) with checkpointing and the chunked loss (their oracles with the plain loss); LoKI* killed after step 3
     (to be resumed by one process); a LoKI* run and a full fine-tuning that one process was
     killed in, resumed (the latter sharded by FSDP); and `loki train` of full fine-tuning with
     FSDP and gradient checkpointing. Returns (folder, torchrun's output)."""
@@ -75,6 +78,10 @@ def launched(tmp_path_factory):
     jobs = [
         {"method": m, "settings": checkpointed, "out": str(tmp / m)}
         for m in ("loki_q10", "lora_r2")
+    ] + [  # the chunked loss (5 tokens: divides no batch's count), against the plain one
+        {"method": m, "settings": {**checkpointed, "loss_chunk_tokens": 5},
+         "out": str(tmp / f"{m}-chunked")}
+        for m in ("loki_q10", "full")
     ] + [
         {"method": "loki_lora_q10_r2", "settings": {**RESUMED, **TWO},
          "checkpoint_dir": str(tmp / "killed-by-2"), "stop_at": 3},
@@ -120,6 +127,23 @@ def test_two_processes_train_the_weights_and_log_of_one_with_twice_the_accumulat
     _assert_same_run((tensors, rows), ref)
     assert any(t.abs().sum() > 0 for n, t in tensors.items() if "lora_A" in n or "delta" in n)
     assert [r["epoch"] for r in rows] == [0, 0, 0, 1, 1, 1]  # global batches cross the epoch
+
+
+@pytest.mark.parametrize("method", ["loki_q10", "full"])
+def test_two_processes_with_the_chunked_loss_train_the_weights_of_one_with_the_plain_loss(
+    launched, method
+):
+    ref_tensors, ref_rows = train_job({"method": method, "settings": ONE})  # the plain loss
+    tensors, rows = _saved(launched[0] / f"{method}-chunked")
+    assert tensors.keys() == ref_tensors.keys()
+    for name, ref in ref_tensors.items():
+        torch.testing.assert_close(tensors[name], ref, rtol=1e-5, atol=1e-6, msg=name)
+    # relative: the chunks reorder float32 sums (full fine-tuning's grad_norm is ~7, so the
+    # other tests' abs 2e-6 would be 3e-7 relative, float32's rounding; see test_train_loss)
+    for row, ref in zip(rows, ref_rows, strict=True):
+        assert row["tokens"] == ref["tokens"]
+        assert row["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+        assert row["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5)
 
 
 def test_a_run_killed_under_two_processes_resumes_under_one_to_the_same_weights(launched, caplog):

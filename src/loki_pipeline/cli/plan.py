@@ -22,6 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--configfile", required=True, help="pipeline config (as snakemake --configfile)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "h100", "h200", "a100", "rtx4090"),
+        default="auto",
+        help="the device the time plan estimates for (auto: plan.device; unset, h100 for "
+        "device cuda, cpu otherwise)",
+    )
+    parser.add_argument(
+        "--data",
+        action="store_true",
+        help="also tokenize each training job's data (where it and the prepared model are "
+        "here) and report the largest micro-batch its seeded order forms, beside the worst case",
+    )
 
 
 def load_config(path: str | Path) -> dict:
@@ -40,7 +53,7 @@ def load_config(path: str | Path) -> dict:
 def table(rows: list[dict]) -> str:
     """The plan as a Markdown table: per-GPU parts in GB, GPUs, fits, host mem_mb."""
     head = ("job", "model", "what", "weights", "grads+optim", "activations", "logits+KV",
-            "per device", "GPUs", "fits", "mem_mb")  # fmt: skip
+            "per device", "GPUs", "fits", "mem_mb", "TFLOP", "est. hours")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         p = r["parts_gb"]
@@ -56,18 +69,40 @@ def table(rows: list[dict]) -> str:
             str(r["gpus"]),
             r["fits"],
             str(r["mem_mb"]),
+            f"{r.get('flops', 0) / 1e12:,.0f}",
+            f"{r.get('est_seconds', 0) / 3600:.2f}" + (" each" if r["count"] > 1 else ""),
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def gpu_hours(config: dict, rows: list[dict]) -> dict:
+    """``total_gpu_hours`` (each job's hours x its count x its GPUs, at least 1) and the same
+    per model and what its jobs feed (``gpu_hours_by``: the tables of the model's tasks)."""
+    from loki_pipeline import runs
+
+    by: dict[str, float] = {}
+    total = 0.0
+    for r in rows:
+        hours = r.get("est_seconds", 0.0) / 3600 * r["count"] * max(1, r["gpus"])
+        total += hours
+        tasks = "+".join(runs.table_tasks(config, r["model"])) or "ablations"
+        key = f"{r['model']} ({tasks})"
+        by[key] = by.get(key, 0.0) + hours
+    return {"total_gpu_hours": round(total, 3),
+            "gpu_hours_by": {k: round(v, 3) for k, v in by.items()}}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
-    from loki_pipeline.plan.jobs import plan_rows
+    from loki_pipeline.plan.rows import plan_rows
+    from loki_pipeline.plan.time_jobs import plan_device
 
     config = load_config(args.configfile)
-    rows = plan_rows(config)
+    device = plan_device(config, args.device)
+    rows = plan_rows(config, device, data=args.data)
+    totals = gpu_hours(config, rows)
     if args.format == "json":
-        json.dump(rows, sys.stdout, indent=1)
+        json.dump({"device": device, "rows": rows, **totals}, sys.stdout, indent=1)
         print()
         return 0
     print(table(rows))
@@ -76,6 +111,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(rows)} rows; per device: GB (10^9 bytes) on each GPU (device: cuda) or in "
           f"RAM (cpu); fits: at most {limit:g} GB (plan.gpu_memory_gb); mem_mb: the host RAM "
           f"Snakemake asks for (MiB).")  # fmt: skip
+    print(f"Time on {device}: {totals['total_gpu_hours']:.2f} device-hours in all (each job's "
+          f"hours x its count x its GPUs), by what the jobs feed: " + ", ".join(
+              f"{k} {v:.2f}" for k, v in totals["gpu_hours_by"].items()))  # fmt: skip
+    for r in rows:
+        b = r.get("largest_batch")
+        if b:
+            print(f"- {r['job']}: the data's largest micro-batch (of {b['micro_batches']}) is "
+                  f"{b['sequences']} x {b['padded_len']} tokens, {b['supervised_tokens']} "
+                  f"supervised: {b['device_gb']:.1f} GB per device, beside the worst case's "
+                  f"{r['device_gb']:.1f} GB ({b['share_of_worst_case']:.0%} of its tokens)")  # fmt: skip
     if over:
-        print(f"{len(over)} job(s) do not fit: " + ", ".join(r["job"] for r in over))
+        print(f"{len(over)} job(s) do not fit:")
+        for r in over:
+            print(f"- {r['job']} ({r['device_gb']:.1f} GB): {r['fit']}")
     return 0

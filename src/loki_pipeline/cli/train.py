@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recompute activations in the backward pass: less memory, same weights",
         action=argparse.BooleanOptionalAction,
     )
+    setting("--loss-chunk-tokens", "training.loss_chunk_tokens",
+            "LM head and loss over this many supervised tokens at a time (0: all at once)",
+            type=int)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

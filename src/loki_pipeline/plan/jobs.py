@@ -47,6 +47,8 @@ class Job:
     what: str
     estimate: Estimate
     count: int = 1  # identical jobs it stands for (KVA shards)
+    task: str | None = None  # training jobs: what they train
+    method: str | None = None
 
 
 def plan_block(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def train_estimate(config: Mapping[str, Any], dims: ModelDims, task: str, method
     )
 
 
-def _yaml_caps(path: Path) -> tuple[str | None, int | None]:
+def yaml_caps(path: Path) -> tuple[str | None, int | None]:
     """(output_type, max_gen_toks) of an lm-eval task YAML, read as text (they hold tags such
     as ``!function`` that a plain YAML loader refuses)."""
     if not path.is_file():
@@ -145,7 +147,7 @@ def general_calls(settings: Any, prompt: int) -> list[dict[str, Any]]:
     files = general_task_files(settings.protocol)
     calls = []
     for task in settings.tasks:
-        kind, cap = _yaml_caps(files.get(task, Path("/nonexistent")))
+        kind, cap = yaml_caps(files.get(task, Path("/nonexistent")))
         batch = int(settings.batch_size)
         if kind in ("multiple_choice", "loglikelihood"):
             calls.append({"batch": batch, "prompt": prompt, "new_tokens": 0, "full_logits": True})
@@ -276,7 +278,8 @@ def plan_jobs(config: Mapping[str, Any]) -> list[Job]:
             for method in methods:
                 estimate = train_estimate(config, dims, task, method)
                 jobs.append(Job("train", f"results/train/{model}/{task}/{method}", model,
-                                train_what(config, task, method), estimate))  # fmt: skip
+                                train_what(config, task, method), estimate, task=task,
+                                method=method))  # fmt: skip
     for model in config["models"]:
         general, tasked = evaluated_runs(config, model)
         for rule, names in (("eval_general", general), ("eval_task", tasked)):
@@ -319,27 +322,3 @@ def eval_what(config: Mapping[str, Any], rule: str, model: str, run: str) -> str
         + "/".join(str(task_prompt_tokens(config, t)) for t in tasks)
         + " tokens"
     )
-
-
-def plan_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The plan as JSON-ready rows: per-device parts in GB, GPUs, fits, host ``mem_mb``."""
-    limit = float(plan_block(config)["gpu_memory_gb"])
-    gpu = on_gpu(config)
-    rows = []
-    for job in plan_jobs(config):
-        e = job.estimate
-        rows.append({
-            "rule": job.rule,
-            "job": job.target,
-            "count": job.count,
-            "model": job.model,
-            "what": job.what,
-            "parts_gb": {k: round(v / 1e9, 3) for k, v in e.parts.items()},
-            "device_gb": round(e.device / 1e9, 3),
-            "gpus": e.gpus,
-            "fits": "yes" if e.device <= limit * 1e9 else "no",
-            "gpu_memory_gb": limit,
-            "mem_mb": host_mb(e, gpu),
-            "notes": e.notes,
-        })  # fmt: skip
-    return rows

@@ -141,18 +141,32 @@ def training_activations(
     return tokens * (dims.num_layers * per_layer - saving)
 
 
-def loss_head_bytes(dims: ModelDims, *, tokens: int, supervised: float, act_bytes: int) -> float:
+def loss_head_bytes(
+    dims: ModelDims, *, tokens: int, supervised: float, act_bytes: int, chunk_tokens: int = 0,
+    head_trained: bool = False,
+) -> float:  # fmt: skip
     """The loss at its peak (``trainer.sft_loss``: the LM head on supervised positions only).
 
-    Per token the final norm's float32 input and 1/rms (``F h + F``); per supervised token the
-    logits in ``b``, their float32 copy and log-softmax (saved) and, at the start of the
-    backward pass, the log-softmax's and logits' float32 gradients: ``V (3 F + b)`` (``3 F V``
-    in float32, where the copy is the logits themselves).
+    Per token the final norm's float32 input and 1/rms (``F h + F``). The plain loss
+    (``chunk_tokens`` 0), per supervised token: the logits in ``b``, their float32 copy and
+    log-softmax (saved) and, at the start of the backward pass, the log-softmax's and logits'
+    float32 gradients: ``V (3 F + b)`` (``3 F V`` in float32, where the copy is the logits
+    themselves). The chunked loss (``train.loss``, torch's ``linear_cross_entropy``) holds one
+    chunk's float32 logits and softmax and their cast to ``b``, ``C V (2 F + b)`` for
+    ``C = min(chunk_tokens, supervised)``, and the input's gradient it computes in the forward
+    pass (``h (F + b)`` per supervised token: float32 accumulator and result), plus a float32
+    scratch for the head's own gradient (``V h F``) when the head trains (full fine-tuning).
+    Measured on the CPU (benchmarks/loss_chunk.py) it stays under this bound.
     """
     extra = act_bytes if act_bytes != F32 else 0
-    return tokens * (F32 * dims.hidden_size + F32) + supervised * dims.vocab_size * (
-        3 * F32 + extra
-    )
+    norm = tokens * (F32 * dims.hidden_size + F32)
+    if chunk_tokens <= 0:
+        return norm + supervised * dims.vocab_size * (3 * F32 + extra)
+    rows = min(float(chunk_tokens), supervised)
+    held = rows * dims.vocab_size * (2 * F32 + extra)
+    held += supervised * dims.hidden_size * (F32 + act_bytes)
+    scratch = dims.vocab_size * dims.hidden_size * F32 if head_trained else 0
+    return norm + held + scratch
 
 
 def training_memory(
@@ -181,7 +195,8 @@ def training_memory(
     - activations (:func:`training_activations`) for ``batch_size x seq`` tokens per process,
       ``seq = cutoff_len`` (capped at the model's context); a batch of several sequences is
       padded, so the padding mask's terms apply whenever ``batch_size > 1``;
-    - logits (:func:`loss_head_bytes`) over ``supervised_fraction`` of the tokens.
+    - logits (:func:`loss_head_bytes`) over ``supervised_fraction`` of the tokens, whole or
+      ``loss_chunk_tokens`` at a time.
 
     The optimizer step needs a further ``4 P`` of temporaries (foreach AdamW) after the
     activations are freed; when that is larger it replaces them in the peak.
@@ -214,8 +229,10 @@ def training_memory(
         checkpointing=checkpointing,
     )  # fmt: skip
     logits = loss_head_bytes(
-        dims, tokens=tokens, supervised=supervised_fraction * tokens, act_bytes=b
-    )
+        dims, tokens=tokens, supervised=supervised_fraction * tokens, act_bytes=b,
+        chunk_tokens=int(getattr(settings, "loss_chunk_tokens", 0) or 0),
+        head_trained=method.kind == "full",
+    )  # fmt: skip
     if F32 * trained / shards > activations + logits:
         activations, logits = F32 * trained / shards, 0.0
         notes.append("peak at the optimizer step (AdamW temporaries)")

@@ -50,6 +50,7 @@ class TrainSettings(StageSettings):
     processes: int = from_schema("training.processes")
     distributed: str = from_schema("training.distributed")
     gradient_checkpointing: bool = from_schema("training.gradient_checkpointing")
+    loss_chunk_tokens: int = from_schema("training.loss_chunk_tokens")
     peft_target_modules: str | list[str] = from_schema("training.peft_target_modules")
     lora_alpha_ratio: float = from_schema("training.lora_alpha_ratio")
     lora_dropout: float = from_schema("training.lora_dropout")
@@ -106,6 +107,8 @@ class TrainSettings(StageSettings):
                 raise bad(key, "an integer >= 1")
         if not 0 <= self.val_size < 1:
             raise bad("val_size", "a number in [0, 1)")
+        if self.loss_chunk_tokens < 0:
+            raise bad("loss_chunk_tokens", "an integer >= 0 (0 = the plain loss)")
         if self.max_samples < 0:
             raise bad("max_samples", "an integer >= 0 (0 = all)")
         if self.dtype not in DTYPES:

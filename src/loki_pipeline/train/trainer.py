@@ -39,13 +39,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from loki_pipeline.errors import LokiInputError
 from loki_pipeline.models.architecture import get_adapter
 from loki_pipeline.select.selection_file import Selection
 from loki_pipeline.train import distributed
 from loki_pipeline.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from loki_pipeline.train.loss import chunked_cross_entropy
 from loki_pipeline.train.methods import Method
 from loki_pipeline.train.settings import TrainSettings
 
@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 #: settings that do not change the trained weights: changing them keeps a checkpoint usable.
 #: grad_accum and processes only split the global batch (batch_size x processes x grad_accum,
 #: fingerprinted as such), distributed only where its parts are held; gradient checkpointing
-#: recomputes the same activations (tests/test_train_checkpointing.py).
+#: recomputes the same activations (tests/test_train_checkpointing.py), the chunked loss the
+#: same loss (tests/test_train_loss.py).
 NOT_FINGERPRINTED = (
     "save_every",
     "keep_checkpoints",
@@ -62,6 +63,7 @@ NOT_FINGERPRINTED = (
     "processes",
     "distributed",
     "gradient_checkpointing",
+    "loss_chunk_tokens",
 )
 LOG_FIELDS = (
     "step", "epoch", "loss", "learning_rate", "grad_norm", "tokens", "elapsed_s", "val_loss",
@@ -81,11 +83,14 @@ def _hf_model(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def sft_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int = 0
+) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over supervised tokens; returns (loss, #tokens).
 
     Equal to ``model(**batch).loss``, but the LM head only runs where ``labels != -100``,
-    which for chat SFT (long prompts, short answers) removes most of the head's cost.
+    which for chat SFT (long prompts, short answers) removes most of the head's cost;
+    ``chunk_tokens`` > 0 runs it that many tokens at a time (:mod:`loki_pipeline.train.loss`).
     """
     arch = get_adapter(_hf_model(model))
     hidden = arch.decoder(
@@ -93,11 +98,8 @@ def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    n = int(keep.sum())
-    logits = arch.lm_head(hidden[:, :-1][keep]).float()
-    if n == 0:  # a zero loss that still reaches every parameter, as DDP expects of each rank
-        return logits.sum() * 0.0, 0
-    return F.cross_entropy(logits, targets[keep]), n
+    loss = chunked_cross_entropy(arch.lm_head, hidden[:, :-1][keep], targets[keep], chunk_tokens)
+    return loss, int(keep.sum())
 
 
 def hold_out(
@@ -123,12 +125,13 @@ class SFTObjective(nn.Module):
     """:func:`sft_loss` of ``model`` as a module, so DDP and FSDP can wrap the loss computation
     (it calls the decoder and the LM head apart, which their hooks on ``model.forward`` miss)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, chunk_tokens: int = 0):
         super().__init__()
         self.model = model
+        self.chunk_tokens = chunk_tokens
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        return sft_loss(self.model, batch)
+        return sft_loss(self.model, batch, self.chunk_tokens)
 
 
 @torch.no_grad()
@@ -142,7 +145,7 @@ def validation_loss(
     """Token-weighted mean loss over ``examples`` (batches of ``batch_size``, no gradient),
     so it does not depend on how the examples are batched. ``objective`` computes the loss of a
     batch (default ``sft_loss(model, batch)``; a sharded model's must run through its wrapper)."""
-    objective = objective or (lambda batch: sft_loss(model, batch))
+    objective = objective or (lambda batch: sft_loss(model, batch, settings.loss_chunk_tokens))
     device = next(model.parameters()).device
     autocast = (
         torch.autocast(device.type, dtype=getattr(torch, settings.dtype))
@@ -221,7 +224,7 @@ def total_steps(num_examples: int, settings: TrainSettings) -> int:
     return max(1, math.ceil(settings.epochs * batches / micro_batches_per_step(settings)))
 
 
-def _micro_batch(examples, m: int, settings: TrainSettings) -> tuple[list[int], int]:
+def micro_batch(examples, m: int, settings: TrainSettings) -> tuple[list[int], int]:
     """Example indices of micro-batch ``m`` and its epoch: a pure function of (seed, m)."""
     per_epoch = math.ceil(len(examples) / settings.batch_size)
     epoch, j = divmod(m, per_epoch)
@@ -251,7 +254,7 @@ def _accumulate(objective, examples, step: int, settings: TrainSettings, pad_id:
     first = step * per_step + world.rank * settings.grad_accum
     total_loss, tokens = 0.0, 0
     for a in range(settings.grad_accum):
-        idx, _ = _micro_batch(examples, first + a, settings)
+        idx, _ = micro_batch(examples, first + a, settings)
         batch = pad_collate([examples[i] for i in idx], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         last = a == settings.grad_accum - 1
@@ -304,7 +307,7 @@ def train_model(
     world = distributed.current()
     if settings.processes != world.size:  # how it was launched decides; the weights do not
         settings = dataclasses.replace(settings, processes=world.size)
-    raw = SFTObjective(model)
+    raw = SFTObjective(model, settings.loss_chunk_tokens)
     objective = raw
     if world.size > 1:
         layers = get_adapter(_hf_model(model)).layers
