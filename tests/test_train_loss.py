@@ -176,7 +176,7 @@ def test_the_setting_validates_and_the_flag_overrides_the_config():
         TrainSettings(loss_chunk_tokens=-1).validate()
     import argparse
 
-    from loki_pipeline.train.commands import add_arguments
+    from loki_pipeline.cli.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
