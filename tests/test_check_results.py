@@ -187,7 +187,7 @@ def test_a_change_to_the_config_a_snapshot_extends_makes_it_stale(repo):
 def test_every_number_the_repository_documents_quote_is_its_snapshots():
     """README.md and docs/*.md: every marked number equals the committed snapshot's cell, each
     document names the commit the snapshot was made at, and no snapshot's config has changed
-    since its run (docs/_incoming/comparison.md)."""
+    since its run (docs/results.md, "Quoted results, and how they stay true")."""
     assert stale_snapshots(ROOT) == []
     assert check_quotes(default_documents(ROOT), ROOT) == []
 
