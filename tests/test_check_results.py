@@ -231,3 +231,17 @@ def test_update_records_the_checked_out_commit_and_whether_tracked_files_changed
     assert meta()["dirty"] is False
     (tmp_path / "README.md").write_text("changed\n")
     assert meta()["dirty"] is True
+
+
+def test_a_column_named_with_spaces_is_quoted_in_double_quotes(repo):
+    table = repo / SNAPSHOTS / "default" / "tables" / "m" / "toolace" / "forgetting.csv"
+    table.write_text(
+        "run,Avg drop (points),Avg drop (points)_lo,Avg drop (points)_hi\n"
+        "toolace-loki_q10,7.916,-1.25,17.916\n"
+    )
+    column, where = '"Avg drop (points)"', "m/toolace/forgetting.csv"
+    right = q("toolace-loki_q10", column, "7.9 [-1.2, 17.9]", table=where)
+    assert check_quotes([doc(repo, right)], repo) == []
+    wrong = q("toolace-loki_q10", column, "8.9 [-1.2, 17.9]", table=where)
+    (problem,) = check_quotes([doc(repo, wrong)], repo)
+    assert "quoted 8.9" in problem

@@ -10,7 +10,8 @@ A *quote* is a number in README.md or docs/*.md wrapped in a marker naming its c
 
     <!-- result default smollm2-135m/toolace/task.csv toolace-loki_q10 overall -->37.5 [28.9, 46.9]<!-- /result -->
 
-(snapshot, table under ``tables/``, row, column). The numbers inside are compared, in order,
+(snapshot, table under ``tables/``, row, column; a name with spaces in double quotes,
+``"Avg drop (points)"``). The numbers inside are compared, in order,
 with the cell, its ``_lo`` and its ``_hi`` (``lo`` and ``hi`` for the comparison table's
 ``delta``), each rounded to the decimals it is quoted with (a
 quoted ``(n=25)`` is compared with ``_n``). A row of a table keyed by several columns (the
@@ -39,6 +40,7 @@ import json
 import math
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -255,7 +257,10 @@ def find_quotes(path: Path) -> list[Quote]:
     quotes = []
     for match in _MARKER.finditer(text):
         where = f"{path}:{text.count(chr(10), 0, match.start()) + 1}"
-        args = match["args"].split()
+        try:  # a column named with spaces is quoted: "Avg drop (points)"
+            args = shlex.split(match["args"])
+        except ValueError:
+            args = []
         if len(args) not in (4, 5) or (len(args) == 5 and args[4] not in AGGREGATES):
             raise LokiInputError(
                 f"{where}: a result marker takes SNAPSHOT TABLE ROW COLUMN [{'|'.join(AGGREGATES)}]"
