@@ -98,7 +98,7 @@ def test_loki_plan_prints_a_table_and_json(capsys):
     assert main(["plan", "--configfile", "config/paper.yaml"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| job | model | what |")
-    assert "results/train/qwen2.5-0.5b-instruct/reranker/full" in out
+    assert "results/paper/train/qwen2.5-0.5b-instruct/reranker/full" in out  # its folder
     assert main(["plan", "--configfile", "config/config.yaml", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["rule"] for r in rows} == {"kva", "train", "eval_general", "eval_task"}

@@ -144,3 +144,19 @@ def test_the_largest_batch_the_seeded_order_forms(tiny_checkpoint, tmp_path):
     assert got["padded_len"] == max(lengths) <= s.cutoff_len
     assert got["micro_batches"] == 5 * s.grad_accum
     assert got["device_gb"] <= row["device_gb"]  # never above the worst case
+
+
+def test_a_shared_rows_time_is_of_its_own_runs_tasks():
+    """config/reranker.yaml: base is evaluated on both tasks, each trained run on its own, and
+    the runs of one task share a row (``{run}``). The time of a task evaluation is the sum over
+    its tasks, so base's FLOPs are the reranker row's plus the ToolACE row's (each row was timed
+    as base, both tasks, while the plan read the run back out of its label)."""
+    rows = plan_rows(load_config("config/reranker.yaml"), "h100")
+    task = {r["what"].split(",")[0]: r for r in rows if r["rule"] == "eval_task"}
+    assert task["reranker"]["count"] == task["toolace"]["count"] == 2
+    both = task["reranker+toolace"]
+    assert both["count"] == 1 and both["job"].endswith("/base/task.json")
+    assert both["flops"] == pytest.approx(task["reranker"]["flops"] + task["toolace"]["flops"])
+    assert (
+        max(task["reranker"]["est_seconds"], task["toolace"]["est_seconds"]) < both["est_seconds"]
+    )

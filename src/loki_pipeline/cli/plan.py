@@ -37,17 +37,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The embedded default config as the workflow, run in the working directory, names it: its
+#: results go to ``results/``, any other config file's to ``results/<name>/``.
+DEFAULT_CONFIG = Path("config/config.yaml")
+
+
 def load_config(path: str | Path) -> dict:
     """Read a pipeline config, resolving ``extends``, and validate it as the Snakefile does
     (the file is read as the base of an empty config, by the one reader of config files), its
-    prompt files included, so ``loki plan`` refuses what the workflow refuses."""
+    prompt files included, so ``loki plan`` refuses what the workflow refuses. Its own
+    ``results_dir`` is kept, as in the workflow (a base's is never inherited)."""
     from loki_pipeline.config import check_prompt_files, resolve_extends, validate_config
+    from loki_pipeline.safe_yaml import load_yaml
 
     if not Path(path).is_file():
         raise LokiInputError(f"config file {path} does not exist")
-    config = validate_config(resolve_extends({"extends": str(path)}))
+    config = resolve_extends({"extends": str(path)})
+    config["results_dir"] = load_yaml(path).get("results_dir")  # a mapping: read just above
+    config = validate_config(config)
     check_prompt_files(config)
     return config
+
+
+def results_folder(config: dict, path: str | Path) -> str:
+    """The folder the workflow writes ``config`` (read from ``path``) to, by the function
+    ``workflow/rules/common.smk`` calls: the jobs' labels are paths inside it."""
+    from loki_pipeline.results_dir import results_dir
+
+    return results_dir(config, [path], DEFAULT_CONFIG)
 
 
 def table(rows: list[dict]) -> str:
@@ -99,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.configfile)
     device = plan_device(config, args.device)
-    rows = plan_rows(config, device, data=args.data)
+    results = results_folder(config, args.configfile)
+    rows = plan_rows(config, device, data=args.data, results=results)
     totals = gpu_hours(config, rows)
     if args.format == "json":
         json.dump({"device": device, "rows": rows, **totals}, sys.stdout, indent=1)

@@ -25,6 +25,7 @@ from loki_pipeline.plan.memory import (
     kva_memory,
     training_memory,
 )
+from loki_pipeline.results_dir import DEFAULT as DEFAULT_RESULTS
 from loki_pipeline.settings import lookup, schema_default, schema_node
 from loki_pipeline.tasks.registry import is_generic, task_names
 
@@ -39,7 +40,9 @@ LM_EVAL_DEFAULT_GEN = 256
 
 @dataclass
 class Job:
-    """One planned job: its rule, the output it makes, the model and its memory estimate."""
+    """One planned job: its rule, the output it makes (its label: a path inside the config's
+    results folder), the model and its memory estimate; what it trains or evaluates is carried
+    here too, so no part of the plan parses the label."""
 
     rule: str
     target: str
@@ -49,6 +52,7 @@ class Job:
     count: int = 1  # identical jobs it stands for (KVA shards)
     task: str | None = None  # training jobs: what they train
     method: str | None = None
+    run: str | None = None  # evaluation jobs: the run (of a shared row, its first run)
 
 
 def plan_block(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,9 +261,11 @@ def evaluated_runs(config: Mapping[str, Any], model: str) -> tuple[list[str], li
     return list(dict.fromkeys(tabled + runs.suppress_runs(config, model))), tabled
 
 
-def plan_jobs(config: Mapping[str, Any]) -> list[Job]:
-    """Every KVA, training and evaluation job of a validated config, in the workflow's order;
-    evaluation jobs of one model whose estimates are equal share a row (``count``)."""
+def plan_jobs(config: Mapping[str, Any], results: str = DEFAULT_RESULTS) -> list[Job]:
+    """Every KVA, training and evaluation job of a validated config, in the workflow's order,
+    labelled with its output inside ``results`` (the config's results folder,
+    :func:`loki_pipeline.results_dir.results_dir`); evaluation jobs of one model whose
+    estimates are equal share a row (``count``)."""
     kva = config["kva"]
     jobs = []
     for model in config["models"]:
@@ -267,17 +273,17 @@ def plan_jobs(config: Mapping[str, Any]) -> list[Job]:
         what = (f"KVA {kva['method']}, {kva['batch_prompts']} prompts x "
                 f"{prompt_tokens(config, 'kva')} tokens, {kva['steps']} steps, {kva['dtype']}")  # fmt: skip
         estimate = kva_estimate(config, dims)
-        jobs.append(Job("kva", f"results/kva/{model}/shards/{{i}}.h5", model, what, estimate,
+        jobs.append(Job("kva", f"{results}/kva/{model}/shards/{{i}}.h5", model, what, estimate,
                         count=int(kva["shards"])))  # fmt: skip
         if kva.get("compare_dataset") is not None:
-            jobs.append(Job("kva_compare", f"results/kva/{model}/compare/shards/{{i}}.h5", model,
+            jobs.append(Job("kva_compare", f"{results}/kva/{model}/compare/shards/{{i}}.h5", model,
                             what, estimate, count=int(kva["shards"])))  # fmt: skip
     for model, tasks in (config.get("experiments") or {}).items():
         dims = dims_of(config, model)
         for task, methods in (tasks or {}).items():
             for method in methods:
                 estimate = train_estimate(config, dims, task, method)
-                jobs.append(Job("train", f"results/train/{model}/{task}/{method}", model,
+                jobs.append(Job("train", f"{results}/train/{model}/{task}/{method}", model,
                                 train_what(config, task, method), estimate, task=task,
                                 method=method))  # fmt: skip
     for model in config["models"]:
@@ -291,10 +297,10 @@ def plan_jobs(config: Mapping[str, Any]) -> list[Job]:
                         and j.estimate.parts == estimate.parts]  # fmt: skip
                 if same:
                     same[0].count += 1
-                    same[0].target = f"results/eval/{model}/{{run}}/{out}"
+                    same[0].target = f"{results}/eval/{model}/{{run}}/{out}"
                 else:
-                    target = f"results/eval/{model}/{run}/{out}"
-                    jobs.append(Job(rule, target, model, what, estimate))
+                    target = f"{results}/eval/{model}/{run}/{out}"
+                    jobs.append(Job(rule, target, model, what, estimate, run=run))
     return jobs
 
 

@@ -20,20 +20,25 @@ from loki_pipeline.plan.jobs import (
     supervised_fraction,
 )
 from loki_pipeline.plan.time_jobs import job_time
+from loki_pipeline.results_dir import DEFAULT as DEFAULT_RESULTS
 from loki_pipeline.train.methods import parse_method
 from loki_pipeline.train.settings import TrainSettings
 
 
 def plan_rows(
-    config: Mapping[str, Any], device: str | None = None, data: bool = False
+    config: Mapping[str, Any],
+    device: str | None = None,
+    data: bool = False,
+    results: str = DEFAULT_RESULTS,
 ) -> list[dict[str, Any]]:
-    """The plan as JSON-ready rows: per-device parts in GB, GPUs, fits, host ``mem_mb``; with
+    """The plan as JSON-ready rows: each job's label (``job``: its output inside ``results``,
+    the config's results folder), per-device parts in GB, GPUs, fits, host ``mem_mb``; with
     ``device`` (a :data:`timing.DEVICES` name) each job's ``flops`` and ``est_seconds`` too;
     with ``data`` each training job's ``largest_batch`` (:mod:`plan.data_batches`)."""
     limit = float(plan_block(config)["gpu_memory_gb"])
     gpu = on_gpu(config)
     rows = []
-    for job in plan_jobs(config):
+    for job in plan_jobs(config, results):
         e = job.estimate
         timed = {}
         if device is not None:

@@ -165,8 +165,7 @@ def general_time(config, job: Job, device_name: str) -> tuple[float, float, str]
     from loki_pipeline.evaluate.settings import GeneralEvalSettings
 
     settings = GeneralEvalSettings.from_config(config)
-    run = job.target.split("/")[3]
-    dims = run_dims(config, job.model, run if run != "{run}" else "base")
+    dims = run_dims(config, job.model, job.run or "base")
     device = timing.device_profile(device_name, threads(config, "evaluate.general.threads"))
     b = dtype_bytes(settings.dtype, dims)
     files = general_task_files(settings.protocol)
@@ -193,8 +192,7 @@ def general_time(config, job: Job, device_name: str) -> tuple[float, float, str]
 def task_time(config, job: Job, device_name: str) -> tuple[float, float, str]:
     from loki_pipeline.tasks.settings import TaskEvalSettings
 
-    run = job.target.split("/")[3]
-    run = run if run != "{run}" else "base"
+    run = job.run or "base"
     tasks = runs.run_tasks(config, job.model, run, task_names(config))
     settings = TaskEvalSettings.from_config(config, tasks)
     dims = run_dims(config, job.model, run)
