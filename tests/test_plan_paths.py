@@ -118,3 +118,14 @@ def test_a_config_that_sets_results_dir_is_labelled_with_it(tmp_path, capsys):
     rows = plan_rows(str(config), capsys)
     assert rows and all(r["job"].startswith("out/mine/") for r in rows)
     check_labels_are_the_workflows_paths(rows, "--configfile", str(config))
+
+
+def test_a_config_named_like_a_results_folder_is_refused_as_the_workflow_refuses_it(
+    tmp_path, capsys
+):
+    """tables.yaml would write to results/tables/, among the default's tables: the workflow
+    stops at it (results_dir), and so does the plan, instead of labelling its jobs results/..."""
+    config = tmp_path / "tables.yaml"
+    config.write_text(f"extends: {ROOT}/config/example_task.yaml\n")
+    assert main(["plan", "--configfile", str(config)]) == 2
+    assert "set results_dir in the config" in capsys.readouterr().err
