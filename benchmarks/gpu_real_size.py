@@ -181,6 +181,20 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def timed_steps(step: Callable[[], torch.Tensor], device: torch.device, warmup: int,
+                steps: int) -> tuple[list[float], torch.Tensor]:
+    """Seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones (the device
+    synchronised around each), and the last call's loss."""
+    times = []
+    for _ in range(warmup + steps):
+        sync(device)
+        t0 = time.perf_counter()
+        loss = step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times[warmup:], loss
+
+
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     """``||a - b|| / ||b||`` over everything (float64)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -388,21 +402,18 @@ def measure_loss(rec: Recorder, store: dict, name: str, chunk: int, args, device
         targets = torch.randint(0, cfg["vocab_size"], (args.loss_tokens,), generator=g).to(device)
         sync(device)
         reset_peak(device)
-        times = []
-        for _ in range(args.train_warmup + args.train_steps):
-            sync(device)
-            t0 = time.perf_counter()
+
+        def step() -> torch.Tensor:
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = chunked_cross_entropy(head, hidden, targets, chunk)
             loss.backward()
             hidden.grad = None
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        times = times[args.train_warmup :]
+            return loss
+
+        times, loss = timed_steps(step, device, args.train_warmup, args.train_steps)
         out = {"tokens": args.loss_tokens, "chunk": chunk, "loss": float(loss.detach()),
                "step_s_median": statistics.median(times), "times": times,
                "peak_gb": peak_gb(device)}  # fmt: skip
-        del head, hidden, targets, loss
         return out
 
     rec.measure(store, f"chunk{chunk}" if chunk else "plain", fn, f"{name} loss chunk={chunk}")
@@ -440,19 +451,17 @@ def measure_train(
         sync(device)
         weights = torch.cuda.memory_allocated(device) / GB if device.type == "cuda" else None
         reset_peak(device)
-        times = []
-        for _ in range(args.train_warmup + args.train_steps):
-            sync(device)
-            t0 = time.perf_counter()
+
+        def step() -> torch.Tensor:
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss, _ = sft_loss(model, batch, chunk)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        times = times[args.train_warmup :]
+            return loss
+
+        times, loss = timed_steps(step, device, args.train_warmup, args.train_steps)
         out = {
             "trainable_params": sum(p.numel() for p in params),
             "trainable_dtype": str(params[0].dtype).replace("torch.", ""),
@@ -465,7 +474,6 @@ def measure_train(
             "memory_before_gb": None if weights is None else round(weights, 2),
             "peak_gb": peak_gb(device),
         }
-        del model, opt, params, loss, batch
         return out
 
     key = f"{method_name}+chunk{chunk}" if chunk else method_name
