@@ -99,15 +99,11 @@ def config_fingerprint(path: str | Path) -> str:
     """A hash of the config as a run reads it: parsed, with what it ``extends`` merged in (so a
     change to the default moves the fingerprint of a config that extends it), comments and
     layout ignored."""
-    import yaml
-
     from loki_pipeline.config import resolve_extends
+    from loki_pipeline.safe_yaml import load_yaml
 
     path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise LokiInputError(f"{path}: cannot read the config ({exc})") from exc
+    config = load_yaml(path, "snapshot config")  # the workflow's own strict reader
     if not isinstance(config, dict):
         raise LokiInputError(f"{path}: expected a mapping of keys")
     resolved = resolve_extends(config, [path.parent, Path(".")])
