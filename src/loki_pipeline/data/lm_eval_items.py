@@ -111,16 +111,14 @@ def write_local_tasks(
             return [fill(v) for v in node]
         return node
 
-    out = Path(include_dir)
-    out.mkdir(parents=True, exist_ok=True)
     templates = resources.files("loki_pipeline.evaluate") / "lm_eval_tasks"
+    configs = {}
     for task in tasks:
         cfg = fill(yaml.safe_load((templates / f"{task}.yaml").read_text(encoding="utf-8")))
         if protocol == "opencompass":
             cfg["include"] = str(opencompass_tasks_dir() / f"{task}.yaml")
-        cfg.update((overrides or {}).get(task, {}))
-        (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return out
+        configs[task] = cfg
+    return _write_task_files(include_dir, configs, overrides)
 
 
 def write_opencompass_hub_tasks(
@@ -130,12 +128,21 @@ def write_opencompass_hub_tasks(
 ) -> Path:
     """``opencompass_tasks/<task>.yaml`` on the official datasets, each with its
     ``overrides`` (see :func:`write_local_tasks`), into ``include_dir``."""
+    configs = {t: {"include": str(opencompass_tasks_dir() / f"{t}.yaml")} for t in tasks}
+    return _write_task_files(include_dir, configs, overrides)
+
+
+def _write_task_files(
+    include_dir: str | os.PathLike,
+    configs: Mapping[str, dict[str, Any]],
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+) -> Path:
+    """Each task's config, its ``overrides`` applied, as ``<task>.yaml`` in ``include_dir``."""
     import yaml
 
     out = Path(include_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for task in tasks:
-        cfg = {"include": str(opencompass_tasks_dir() / f"{task}.yaml")}
-        cfg.update((overrides or {}).get(task, {}))
+    for task, cfg in configs.items():
+        cfg = {**cfg, **(overrides or {}).get(task, {})}
         (out / f"{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return out
