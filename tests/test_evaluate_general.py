@@ -83,6 +83,20 @@ def test_endless_program_is_stopped_at_the_time_limit():
     assert time.monotonic() - start < 8
 
 
+@pytest.mark.parametrize("char", ["\u00e9", "\U0001f600", "\x01", "a"])
+def test_a_long_failure_text_is_kept_as_failed_whatever_its_characters(char):
+    """The result line must fit the evaluator's tail read even when every character is escaped
+    (before: 2000 non-ASCII characters cut the line, and the failure read as "timed out")."""
+    from loki_pipeline.evaluate.humaneval_exec import RESULT_CHARS
+
+    assert 12 * RESULT_CHARS + len('""\n') <= code_exec.STDERR_TAIL_BYTES
+    passed, result = code_exec.check_program(
+        f"raise ValueError({char * 2000!r})", timeout=3, sandbox=False
+    )
+    assert not passed
+    assert result == ("failed: " + char * 2000)[:RESULT_CHARS]
+
+
 def test_programs_run_in_isolated_mode_in_a_scratch_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "marker.txt").write_text("x")

