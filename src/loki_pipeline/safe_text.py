@@ -93,8 +93,9 @@ def read_json(path: str | os.PathLike, what: str = "file", *, strings: bool = Tr
     return loads_json(read_text(path, what), f"{what} {path}", strings=strings)
 
 
-def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """``(line number, value)`` of each non-blank line of a JSON Lines file, streamed."""
+def iter_json_lines(path: str | os.PathLike, *, strings: bool = True) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSON Lines file, streamed, each read
+    as ``loads_json`` reads text."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             where = f"{path} line {lineno}"
@@ -102,4 +103,4 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
                 raise LokiInputError(f"{where}: a binary file (NUL bytes), not JSON Lines")
             line = _decode(raw, where)
             if line.strip():
-                yield lineno, loads_json(line, where)
+                yield lineno, loads_json(line, where, strings=strings)

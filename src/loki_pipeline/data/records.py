@@ -47,7 +47,7 @@ def _local_rows(path: Path) -> Iterator[tuple[str, Any]]:
         )
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        for lineno, row in iter_json_lines(path):
+        for lineno, row in iter_json_lines(path, strings=False):  # rows checked one by one
             yield f"{path} line {lineno}", row
     elif suffix == ".json":
         data = read_json(path, "data file", strings=False)  # rows checked one by one
