@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -279,12 +279,14 @@ def convert_gguf(
     return record
 
 
-def _make_readable(directory: Path, keep: Mapping[str, int] | None = None) -> None:
+def _make_readable(directory: Path, keep: Collection[str] = ()) -> None:
     """Temporary dirs/files are created private (0700/0600); a model dir should be shareable.
-    ``keep``: copied files' modes (``copy_checkpoint_files``), never widened."""
+    ``keep``: files left as they are (``copy_checkpoint_files`` gave them their modes, never
+    wider than their sources')."""
     directory.chmod(0o755)
     for f in directory.iterdir():
-        f.chmod((keep or {}).get(f.name, 0o644))
+        if f.name not in keep:
+            f.chmod(0o644)
 
 
 def _strip_quantization_config(config_file: Path) -> None:

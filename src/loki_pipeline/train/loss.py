@@ -78,10 +78,3 @@ def _no_grad_chunks(
         logits = head(hidden[start : start + chunk_tokens]).float()
         total += F.cross_entropy(logits, targets[start : start + chunk_tokens], reduction="sum")
     return total / targets.numel()
-
-
-def logits_bytes(tokens: int, vocab: int, chunk_tokens: int) -> int:
-    """Bytes of logits the loss holds at its peak: float32 logits and their gradient (the
-    softmax) for every supervised token (``chunk_tokens`` 0), or for one chunk of them."""
-    rows = tokens if chunk_tokens <= 0 else min(tokens, chunk_tokens)
-    return 2 * 4 * rows * vocab
