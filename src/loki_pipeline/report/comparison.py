@@ -36,9 +36,9 @@ from loki_pipeline.report.forgetting import (
     avg_replicates,
     forgetting_avg,
     forgetting_drop,
-    unstable_benchmarks,
+    stable_benchmarks,
 )
-from loki_pipeline.report.intervals import RESAMPLES, SEED, percentile
+from loki_pipeline.report.intervals import RESAMPLES, SEED, defined_interval
 from loki_pipeline.report.learning import (
     ItemUnits,
     bfcl_replicates,
@@ -47,7 +47,7 @@ from loki_pipeline.report.learning import (
     reranker_qrels,
 )
 from loki_pipeline.report.sft import sft_columns
-from loki_pipeline.report.tables import write_table
+from loki_pipeline.report.tables import metric_scales, write_table
 from loki_pipeline.runs import BASE, parse_run
 
 PathLike = str | os.PathLike
@@ -104,10 +104,10 @@ def primary_replicates(
     *,
     qrels: Mapping[str, Mapping[str, int]] | None = None,
     where: str = "task.json",
-) -> tuple[list[np.ndarray], int] | None:
-    """(bootstrap replicates of ``primary`` for each summary, item count) over shared resamples
-    of the same items; None when a summary has no per-item records, the runs scored different
-    items or there are fewer than 2 items."""
+) -> list[np.ndarray] | None:
+    """Bootstrap replicates of ``primary`` for each summary over shared resamples of the same
+    items; None when a summary has no per-item records, the runs scored different items or
+    there are fewer than 2 items."""
     if any(not s.get("items") for s in summaries):
         return None
     if summaries[0].get("kind") == SFT_KIND:
@@ -123,7 +123,7 @@ def primary_replicates(
             position = {k: i for i, k in enumerate(f_keys)}
             order = np.array([position[k] for k in keys])
             out.append(np.asarray(stat([c[order][idx].mean(axis=1) for c in cols]), dtype=float))
-        return out, len(keys)
+        return out
     if task == "toolace":
         units = _aligned_units([bfcl_units(s, where) for s in summaries])
         if units is None:
@@ -131,7 +131,7 @@ def primary_replicates(
         n = sum(len(v) for _, v in units[0].groups.values())
         if n < 2:
             return None
-        return [reps[primary] for reps in bfcl_replicates(rng, units, resamples)], n
+        return [reps[primary] for reps in bfcl_replicates(rng, units, resamples)]
     if qrels is None:
         return None
     ranked = [rank_units(s, qrels, where) for s in summaries]
@@ -144,15 +144,12 @@ def primary_replicates(
     if len(values[0]) < 2:
         return None
     idx = rng.integers(0, len(values[0]), size=(resamples, len(values[0])))
-    return [v[idx].mean(axis=1) for v in values], len(values[0])
+    return [v[idx].mean(axis=1) for v in values]
 
 
 def _row(a: str, b: str, metric: str, delta: float, diffs: np.ndarray | None, lower: bool):
-    lo = hi = None
-    if diffs is not None:
-        defined = diffs[~np.isnan(diffs)]
-        if len(defined) and len(defined) >= len(diffs) / 2:  # mostly undefined: no interval
-            lo, hi = percentile(defined)
+    interval = None if diffs is None else defined_interval(diffs)
+    lo, hi = (None, None) if interval is None else interval
     return {"run_a": a, "run_b": b, "metric": metric, "delta": delta, "lo": lo, "hi": hi,
             "verdict": verdict(lo, hi, lower_is_better=lower)}  # fmt: skip
 
@@ -176,7 +173,7 @@ def comparison_rows(
     run's task summary (``task.json``'s entry of the task), base included.
     """
     tasks = list(base)
-    kept = [t for t in tasks if t not in unstable_benchmarks(base, items.get(BASE, {}), tasks)]
+    kept = stable_benchmarks(base, items.get(BASE, {}), tasks)
     rows = []
     for a, b in comparison_pairs(list(summaries), task):
         for metric, over, relative in (("Avg", kept, True), ("Avg_drop", tasks, False)):
@@ -192,14 +189,14 @@ def comparison_rows(
                              lower=True))  # fmt: skip
         first = summaries[a]
         primary = first["primary_metric"]
-        scale = 100 if (first.get("percent") is None or primary in first["percent"]) else 1
+        scale = metric_scales(first)[primary]
         lower = primary in (first.get("lower_is_better") or [])
         delta = scale * (float(first["metrics"][primary]) - float(summaries[b]["metrics"][primary]))
         found = primary_replicates(
             task, [summaries[a], summaries[b]], primary, np.random.default_rng(seed), resamples,
             qrels=qrels,
         )  # fmt: skip
-        diffs = None if found is None else scale * (found[0][0] - found[0][1])
+        diffs = None if found is None else scale * (found[0] - found[1])
         rows.append(_row(a, b, primary, delta, diffs, lower))
     return rows
 
@@ -280,7 +277,7 @@ def build_comparison(
     if task == "reranker" and summaries:
         qrels = reranker_qrels(summaries.get(BASE) or next(iter(summaries.values())))
     rows = comparison_rows(task, base, runs, items, summaries, qrels=qrels)
-    kept = [t for t in tasks if t not in unstable_benchmarks(base, items.get(BASE, {}), tasks)]
+    kept = stable_benchmarks(base, items.get(BASE, {}), tasks)
     for row in rows:
         log.info("%s vs %s, %s: %s", row["run_a"], row["run_b"], row["metric"], row["verdict"])
     return write_table(

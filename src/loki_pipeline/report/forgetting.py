@@ -330,6 +330,14 @@ def unstable_benchmarks(
     return out
 
 
+def stable_benchmarks(
+    base: Mapping[str, float], items: Mapping[str, ItemScores], tasks: Sequence[str]
+) -> list[str]:
+    """``tasks`` less :func:`unstable_benchmarks`: those the relative Avg is taken over."""
+    left_out = unstable_benchmarks(base, items, tasks)
+    return [t for t in tasks if t not in left_out]
+
+
 def avg_replicates(
     base: Mapping[str, ItemScores],
     runs: Sequence[Mapping[str, ItemScores]],

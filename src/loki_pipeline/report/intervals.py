@@ -85,6 +85,16 @@ def percentile(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def defined_interval(samples: np.ndarray) -> tuple[float, float] | None:
+    """:func:`percentile` of the bootstrap replicates ``samples`` that are defined (NaN: e.g. a
+    zero denominator); None when fewer than half are (mostly undefined: no honest interval)."""
+    samples = np.asarray(samples, dtype=float)
+    defined = samples[~np.isnan(samples)]
+    if not len(defined) or len(defined) < len(samples) / 2:
+        return None
+    return percentile(defined)
+
+
 def resample_means(
     rng: np.random.Generator, columns: Sequence[np.ndarray], resamples: int = RESAMPLES
 ) -> list[np.ndarray]:
@@ -146,9 +156,5 @@ def bootstrap_estimate(
 ) -> Estimate:
     """``value`` with the percentile interval of ``statistic(rng, resamples)`` (an array of
     bootstrap replicates; NaN replicates, e.g. a zero denominator, are left out)."""
-    samples = np.asarray(statistic(np.random.default_rng(seed), resamples), dtype=float)
-    samples = samples[~np.isnan(samples)]
-    if len(samples) < resamples / 2:  # mostly undefined: no honest interval
-        return Estimate(value, n)
-    lo, hi = percentile(samples)
-    return Estimate(value, n, lo, hi)
+    interval = defined_interval(statistic(np.random.default_rng(seed), resamples))
+    return Estimate(value, n) if interval is None else Estimate(value, n, *interval)
