@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loki_pipeline.data.records import is_hub_source
+from loki_pipeline.models.sources import parse_source
 from loki_pipeline.plan.dims import ModelDims
 from loki_pipeline.plan.memory import training_memory
 
@@ -26,7 +28,7 @@ def model_folder(config: Mapping[str, Any], model: str) -> Path | None:
         return prepared
     source = str(config["models"][model]["source"])
     if source.startswith("local:"):
-        folder = Path(source[len("local:") :].strip()).expanduser()
+        folder = parse_source(source).path
         return folder if folder.is_dir() else None
     return None
 
@@ -40,7 +42,7 @@ def _examples(config, model: str, task: str, settings: Any, context: int | None)
     folder = model_folder(config, model)
     data = train_data(task, (config.get("tasks") or {}).get(task))
     source = data.get("source")
-    if folder is None or not source or str(source).startswith("hf:") or not Path(source).exists():
+    if folder is None or not source or is_hub_source(str(source)) or not Path(source).exists():
         return None
     key = (str(folder), task, str(source), settings.cutoff_len, settings.packing,
            settings.max_samples, settings.val_size, settings.seed)  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.errors import LokiInputError
+from loki_pipeline.models.sources import parse_source
 
 #: The seven linear layers of a Llama-style block, in order (PEFT's 'all-linear' targets).
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -201,7 +202,7 @@ def source_dims(source: str) -> ModelDims | None:
     """A model source's dimensions without a prepared copy: its own ``config.json`` for a
     ``local:`` folder, else the shipped table; None if neither knows it."""
     if source.startswith("local:"):
-        config = _read_config(Path(source[len("local:") :].strip()).expanduser())
+        config = _read_config(parse_source(source).path)
         if config is not None:
             return ModelDims.from_config(config)
     return known_dims(source)

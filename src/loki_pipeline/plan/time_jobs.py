@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline import runs
+from loki_pipeline.data.records import is_hub_source
 from loki_pipeline.plan import timing
 from loki_pipeline.plan.jobs import (
     Job,
@@ -101,11 +102,7 @@ def kva_time(config, job: Job, device_name: str) -> tuple[float, float, str]:
     kva = config["kva"]
     dims = dims_of(config, job.model)
     dataset = kva["dataset"]
-    rows = (
-        timing.data_rows(dataset["source"])
-        if not str(dataset["source"]).startswith("hf:")
-        else None
-    )
+    rows = None if is_hub_source(str(dataset["source"])) else timing.data_rows(dataset["source"])
     if rows:
         cap = int(dataset.get("max_per_subject") or 0)
         seen: dict[str, int] = {}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loki_pipeline.plan.dims import ModelDims
+from loki_pipeline.safe_text import iter_json_lines, read_json
 
 #: ASSUMPTION: characters per token of English/JSON text under the Llama/SmolLM/Qwen BPE
 #: tokenizers (their usual 3.5-4.5); the plan does not load a tokenizer.
@@ -212,12 +213,7 @@ def text_tokens(text: str) -> float:
 
 
 def jsonl_rows(path: Path) -> list[Any]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+    return [row for _, row in iter_json_lines(path, strings=False)]
 
 
 def data_rows(path: str | Path) -> list[Any] | None:
@@ -227,7 +223,7 @@ def data_rows(path: str | Path) -> list[Any] | None:
         return None
     if p.suffix == ".jsonl":
         return jsonl_rows(p)
-    data = json.loads(p.read_text(encoding="utf-8"))
+    data = read_json(p, "data file", strings=False)
     return data if isinstance(data, list) else None
 
 
