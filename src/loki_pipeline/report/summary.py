@@ -74,11 +74,17 @@ def _table_block(folder: Path) -> list[str]:
             if t_rows.get(run, {}).get("learned") == "no":
                 cells[-1] += "  † no learning beyond noise"
         table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return lines + _aligned(table, "    ") + _verdicts(folder / "comparison.csv")
+
+
+def _aligned(table: list[list[str]], indent: str) -> list[str]:
+    """``table``'s rows as lines, each column but the last padded to its widest cell."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    lines = []
     for cells in table:
-        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)] + [cells[-1]]
-        lines.append("    " + "  ".join(padded).rstrip())
-    return lines + _verdicts(folder / "comparison.csv")
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True)] + [cells[-1]]
+        lines.append(indent + "  ".join(padded).rstrip())
+    return lines
 
 
 def _verdicts(path: Path) -> list[str]:
@@ -104,11 +110,7 @@ def _verdicts(path: Path) -> list[str]:
                           row["verdict"]])  # fmt: skip
         except (KeyError, ValueError) as exc:
             raise LokiInputError(f"{path}: a row lacks a number or a column ({exc})") from exc
-    widths = [max(len(r[i]) for r in table) for i in range(3)]
-    for cells in table:
-        lines.append("      " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False))
-                     + "  " + cells[3])  # fmt: skip
-    return lines
+    return lines + _aligned(table, "      ")
 
 
 def summarize(
