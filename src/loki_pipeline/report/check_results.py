@@ -247,9 +247,10 @@ def _without_code(text: str) -> str:
     return _CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
 
 
-def find_quotes(path: Path) -> list[Quote]:
-    """Every ``<!-- result ... -->...<!-- /result -->`` span of a document, outside code."""
-    text = _without_code(path.read_text(encoding="utf-8"))
+def find_quotes(path: Path, text: str) -> list[Quote]:
+    """Every ``<!-- result ... -->...<!-- /result -->`` span of the document ``path`` (its
+    ``text``), outside code."""
+    text = _without_code(text)
     quotes = []
     for match in _MARKER.finditer(text):
         where = f"{path}:{text.count(chr(10), 0, match.start()) + 1}"
@@ -316,7 +317,8 @@ def check_quotes(documents: Iterable[Path], root: Path = Path(".")) -> list[str]
     snapshot without naming the commit it was made at."""
     problems, tables = [], {}
     for doc in documents:
-        quotes = find_quotes(doc)
+        text = doc.read_text(encoding="utf-8")
+        quotes = find_quotes(doc, text)
         named = set()
         for quote in quotes:
             snapshot_dir = root / SNAPSHOTS / quote.snapshot
@@ -349,7 +351,6 @@ def check_quotes(documents: Iterable[Path], root: Path = Path(".")) -> list[str]
                         f"{' ' + quote.aggregate if quote.aggregate else ''}: quoted {number}, "
                         f"the snapshot has {_rounded(want, places)}"
                     )
-        text = doc.read_text(encoding="utf-8")
         for name in sorted(named):
             commit = json.loads((root / SNAPSHOTS / name / META).read_text()).get("commit", "")
             if not commit or commit == "unknown" or commit[:7] not in text:
