@@ -345,12 +345,19 @@ def suppress_runs(model):
     return runs.suppress_runs(config, model)
 
 
-def table_inputs(wildcards):
-    model, task = wildcards.model, wildcards.task
-    runs = task_runs(model, task)
+def eval_inputs(wildcards):
+    """The general and task results of every run of the (model, task) table, in row order."""
+    model, runs = wildcards.model, task_runs(wildcards.model, wildcards.task)
     return {
         "general": [results_path(f"eval/{model}/{r}/general.json") for r in runs],
         "task": [results_path(f"eval/{model}/{r}/task.json") for r in runs],
+    }
+
+
+def table_inputs(wildcards):
+    """eval_inputs and the trainable-parameter counts of the task's methods."""
+    model, task = wildcards.model, wildcards.task
+    return eval_inputs(wildcards) | {
         "params": [
             results_path(f"train/{model}/{task}/{m}/trainable_params.json")
             for m in task_methods(model, task)

@@ -74,8 +74,7 @@ rule tables:
 # (loki_pipeline.report.comparison); the onsuccess summary prints the verdicts.
 rule comparison:
     input:
-        general=lambda wc: table_inputs(wc)["general"],
-        task=lambda wc: table_inputs(wc)["task"],
+        unpack(eval_inputs),
     output:
         csv=report(
             results_path("tables/{model}/{task}/comparison.csv"),
